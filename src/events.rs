@@ -1,0 +1,215 @@
+//! The event stream: everything that happens in a lab, as data.
+//!
+//! The supervisor publishes [`Event`]s on an [`EventBus`]; consumers subscribe. The timeline
+//! file (`DIR/events.jsonl`, one JSON object per line) and every CLI reporter (progress bars or
+//! plain lines) are consumers of the same stream: nothing in the daemon prints.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use tokio::io::AsyncWriteExt;
+use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
+
+use crate::node::NodeId;
+use crate::process::ExitInfo;
+
+/// One thing that happened, with two timestamps.
+///
+/// JSON shape (one line of `events.jsonl`):
+/// `{"ts":"2026-11-21T14:00:00.123Z","mono_ms":123456,"kind":"node_exited","node":2,"pid":77,"status":{"signal":"SIGKILL"}}`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    /// Wall-clock time (RFC 3339, UTC).
+    #[serde(with = "time::serde::rfc3339")]
+    pub ts: OffsetDateTime,
+    /// `CLOCK_MONOTONIC` in milliseconds (time since boot, not counting suspend): comparable
+    /// across daemon restarts on one machine, immune to wall-clock steps.
+    pub mono_ms: u64,
+    #[serde(flatten)]
+    pub kind: EventKind,
+}
+
+/// What happened.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum EventKind {
+    /// A request reached the daemon, e.g. `node kill 2`: who asked for what.
+    Command { command: String },
+    /// A node process was started.
+    NodeSpawned { node: NodeId, pid: u32 },
+    /// A running node from a previous daemon was taken over (matched by PID + start time).
+    NodeAdopted { node: NodeId, pid: u32 },
+    /// Progress of a long step on one node (`waiting for init`, `draining: 12 s of 60 s`).
+    NodePhase { node: NodeId, phase: String },
+    /// The node's readiness probe changed (`GET /health?ready=1` for CockroachDB, `GET /health` for etcd).
+    NodeReady { node: NodeId, ready: bool, detail: Option<String> },
+    /// roachlab sent a signal to the node's process group.
+    NodeSignalled { node: NodeId, pid: u32, signal: String },
+    /// The node's process ended; `after_ms` is the time since roachlab first signalled it.
+    NodeExited { node: NodeId, pid: u32, status: ExitInfo, after_ms: Option<u64> },
+    /// The node left the cluster for good (`cockroach node decommission` / etcd member remove).
+    NodeDecommissioned { node: NodeId },
+    /// The cluster was initialised (`cockroach init`), or found already initialised.
+    ClusterInitialized { detail: String },
+    /// HAProxy's master process was started.
+    HaproxyStarted { pid: u32 },
+    /// HAProxy reloaded a new config with these backend servers.
+    HaproxyReloaded { servers: Vec<String> },
+    /// HAProxy's master process ended.
+    HaproxyExited { pid: u32, status: ExitInfo },
+    /// HAProxy's view of one backend server changed (`UP`, `DOWN`, `MAINT`, ...).
+    BackendState { node: NodeId, state: String, check: String },
+    /// Something the user should read.
+    Note { message: String },
+    /// Something that went wrong without failing the request.
+    Warning { message: String },
+}
+
+impl Event {
+    /// Stamps `kind` with both clocks.
+    pub fn now(kind: EventKind) -> Self {
+        Self { ts: OffsetDateTime::now_utc(), mono_ms: mono_ms(), kind }
+    }
+
+    /// The node an event is about, if any.
+    pub fn node(&self) -> Option<NodeId> {
+        match &self.kind {
+            EventKind::NodeSpawned { node, .. }
+            | EventKind::NodeAdopted { node, .. }
+            | EventKind::NodePhase { node, .. }
+            | EventKind::NodeReady { node, .. }
+            | EventKind::NodeSignalled { node, .. }
+            | EventKind::NodeExited { node, .. }
+            | EventKind::NodeDecommissioned { node }
+            | EventKind::BackendState { node, .. } => Some(*node),
+            _ => None,
+        }
+    }
+
+    /// A one-line human description, without the timestamp.
+    pub fn describe(&self) -> String {
+        match &self.kind {
+            EventKind::Command { command } => format!("request: {command}"),
+            EventKind::NodeSpawned { node, pid } => format!("node {node}: started (pid {pid})"),
+            EventKind::NodeAdopted { node, pid } => format!("node {node}: adopted running process (pid {pid})"),
+            EventKind::NodePhase { node, phase } => format!("node {node}: {phase}"),
+            EventKind::NodeReady { node, ready: true, .. } => format!("node {node}: ready"),
+            EventKind::NodeReady { node, ready: false, detail } => match detail {
+                Some(d) => format!("node {node}: not ready ({d})"),
+                None => format!("node {node}: not ready"),
+            },
+            EventKind::NodeSignalled { node, pid, signal } => format!("node {node}: sent {signal} to pid {pid}"),
+            EventKind::NodeExited { node, pid, status, after_ms } => match after_ms {
+                Some(ms) => format!("node {node}: exited ({status}) {:.1} s after the signal (pid {pid})", *ms as f64 / 1000.0),
+                None => format!("node {node}: exited ({status}) (pid {pid})"),
+            },
+            EventKind::NodeDecommissioned { node } => format!("node {node}: decommissioned"),
+            EventKind::ClusterInitialized { detail } => format!("cluster initialised: {detail}"),
+            EventKind::HaproxyStarted { pid } => format!("haproxy: started (pid {pid})"),
+            EventKind::HaproxyReloaded { servers } => format!("haproxy: reloaded with servers {}", servers.join(", ")),
+            EventKind::HaproxyExited { pid, status } => format!("haproxy: exited ({status}) (pid {pid})"),
+            EventKind::BackendState { node, state, check } => {
+                if check.is_empty() {
+                    format!("haproxy: node {node} is {state}")
+                } else {
+                    format!("haproxy: node {node} is {state} ({check})")
+                }
+            }
+            EventKind::Note { message } => message.clone(),
+            EventKind::Warning { message } => format!("warning: {message}"),
+        }
+    }
+}
+
+/// `CLOCK_MONOTONIC` in ms.
+pub fn mono_ms() -> u64 {
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
+        .map(|t| t.tv_sec() as u64 * 1000 + t.tv_nsec() as u64 / 1_000_000)
+        .unwrap_or(0)
+}
+
+/// The daemon's event bus (a `tokio::sync::broadcast` channel). Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct EventBus {
+    tx: broadcast::Sender<Event>,
+}
+
+impl Default for EventBus {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl EventBus {
+    /// A bus that buffers up to 4096 events for slow subscribers.
+    pub fn new() -> Self {
+        Self { tx: broadcast::channel(4096).0 }
+    }
+
+    /// Publishes an event (dropped if nobody listens; the timeline writer always does).
+    pub fn emit(&self, kind: EventKind) {
+        let event = Event::now(kind);
+        tracing::debug!(event = %event.describe());
+        let _ = self.tx.send(event);
+    }
+
+    /// A new subscription, seeing events from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
+        self.tx.subscribe()
+    }
+}
+
+/// Appends every event received on `rx` (subscribe before anything is emitted) to `path` as
+/// JSON lines until `cancel` fires, then drains what is already queued. Write errors are
+/// logged and retried on the next event.
+pub async fn write_timeline(mut rx: broadcast::Receiver<Event>, path: PathBuf, cancel: CancellationToken) {
+    let mut file = match tokio::fs::OpenOptions::new().create(true).append(true).open(&path).await {
+        Ok(f) => f,
+        Err(e) => {
+            tracing::error!("cannot open timeline {}: {e}", path.display());
+            return;
+        }
+    };
+    loop {
+        let event = tokio::select! {
+            biased;
+            r = rx.recv() => r,
+            _ = cancel.cancelled() => match rx.try_recv() {
+                Ok(e) => Ok(e),
+                Err(_) => break,
+            },
+        };
+        match event {
+            Ok(e) => {
+                let mut line = serde_json::to_string(&e).expect("events serialize");
+                line.push('\n');
+                if let Err(err) = file.write_all(line.as_bytes()).await {
+                    tracing::error!("cannot append to {}: {err}", path.display());
+                }
+                let _ = file.flush().await;
+            }
+            Err(broadcast::error::RecvError::Lagged(n)) => tracing::warn!("timeline lagged; {n} events lost"),
+            Err(broadcast::error::RecvError::Closed) => break,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_serialize_flat_with_both_clocks() {
+        let e = Event::now(EventKind::NodeExited { node: 2, pid: 77, status: ExitInfo::Signal("SIGKILL".into()), after_ms: None });
+        let v: serde_json::Value = serde_json::to_value(&e).unwrap();
+        assert_eq!(v["kind"], "node_exited");
+        assert_eq!(v["node"], 2);
+        assert_eq!(v["status"]["signal"], "SIGKILL");
+        assert!(v["mono_ms"].as_u64().unwrap() > 0);
+        assert!(v["ts"].as_str().unwrap().ends_with('Z'));
+        let back: Event = serde_json::from_value(v).unwrap();
+        assert_eq!(back, e);
+    }
+}

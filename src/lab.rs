@@ -1,0 +1,149 @@
+//! The lab directory: where one lab keeps its state, stores, logs, HAProxy config and sockets.
+//!
+//! Layout (all below `DIR`, default `./roachlab-data`):
+//!
+//! | path | what |
+//! |---|---|
+//! | `state.json` | the persisted [`crate::state::LabState`] (written atomically) |
+//! | `roachlab.sock` | the daemon's control socket (mode 0600) |
+//! | `events.jsonl` | the event timeline, one JSON object per line |
+//! | `haproxy.cfg` | the rendered HAProxy config |
+//! | `haproxy.sock` | HAProxy's stats/runtime socket |
+//! | `stores/node-N/` | node N's store (CockroachDB) or data dir (etcd) |
+//! | `logs/node-N.log` | node N's stdout and stderr |
+//! | `logs/haproxy.log`, `logs/daemon.log` | HAProxy's and the daemon's output |
+
+use std::path::{Path, PathBuf};
+
+use crate::node::NodeId;
+
+/// Longest path a Unix socket address can hold on Linux (`sun_path` is 108 bytes with the NUL).
+pub const MAX_SOCKET_PATH: usize = 107;
+
+/// Paths of one lab, all derived from its directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lab {
+    dir: PathBuf,
+}
+
+impl Lab {
+    /// A lab rooted at `dir`, made absolute against the current directory (the daemon and the
+    /// processes it starts must not depend on the CLI's working directory).
+    pub fn new(dir: impl AsRef<Path>) -> std::io::Result<Self> {
+        let dir = dir.as_ref();
+        let dir = if dir.is_absolute() { dir.to_path_buf() } else { std::env::current_dir()?.join(dir) };
+        Ok(Self { dir: normalize(&dir) })
+    }
+
+    /// The lab directory itself.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+    /// `DIR/state.json`.
+    pub fn state_file(&self) -> PathBuf {
+        self.dir.join("state.json")
+    }
+    /// `DIR/roachlab.sock`, the daemon's control socket.
+    pub fn socket(&self) -> PathBuf {
+        self.dir.join("roachlab.sock")
+    }
+    /// `DIR/events.jsonl`, the timeline.
+    pub fn events_file(&self) -> PathBuf {
+        self.dir.join("events.jsonl")
+    }
+    /// `DIR/haproxy.cfg`.
+    pub fn haproxy_cfg(&self) -> PathBuf {
+        self.dir.join("haproxy.cfg")
+    }
+    /// `DIR/haproxy.sock`, HAProxy's stats/runtime socket.
+    pub fn haproxy_socket(&self) -> PathBuf {
+        self.dir.join("haproxy.sock")
+    }
+    /// `DIR/logs`.
+    pub fn logs_dir(&self) -> PathBuf {
+        self.dir.join("logs")
+    }
+    /// `DIR/stores`.
+    pub fn stores_dir(&self) -> PathBuf {
+        self.dir.join("stores")
+    }
+    /// `DIR/stores/node-N`: node N's store (CockroachDB) or data dir (etcd).
+    pub fn store_dir(&self, id: NodeId) -> PathBuf {
+        self.stores_dir().join(format!("node-{id}"))
+    }
+    /// `DIR/logs/node-N.log`: node N's stdout and stderr.
+    pub fn node_log(&self, id: NodeId) -> PathBuf {
+        self.logs_dir().join(format!("node-{id}.log"))
+    }
+    /// `DIR/logs/haproxy.log`.
+    pub fn haproxy_log(&self) -> PathBuf {
+        self.logs_dir().join("haproxy.log")
+    }
+    /// `DIR/logs/daemon.log`.
+    pub fn daemon_log(&self) -> PathBuf {
+        self.logs_dir().join("daemon.log")
+    }
+
+    /// Fails when a socket path of this lab is too long for a Unix socket address.
+    pub fn check_socket_paths(&self) -> crate::Result<()> {
+        for path in [self.socket(), self.haproxy_socket()] {
+            let len = path.as_os_str().len();
+            if len > MAX_SOCKET_PATH {
+                return Err(crate::Error::SocketPathTooLong { path, len, max: MAX_SOCKET_PATH });
+            }
+        }
+        Ok(())
+    }
+
+    /// Everything roachlab writes into a lab directory, for `down --wipe` (which removes these
+    /// and then the directory only if it is left empty, so a mistaken `--dir $HOME` loses
+    /// nothing that roachlab did not create).
+    pub fn owned_paths(&self) -> Vec<PathBuf> {
+        vec![
+            self.state_file(),
+            self.socket(),
+            self.events_file(),
+            self.haproxy_cfg(),
+            self.haproxy_socket(),
+            self.logs_dir(),
+            self.stores_dir(),
+            self.dir.join("runs"),
+        ]
+    }
+}
+
+/// Removes `.` and `..` components without touching the filesystem.
+fn normalize(path: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut out = PathBuf::new();
+    for c in path.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                out.pop();
+            }
+            other => out.push(other.as_os_str()),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn relative_dirs_become_absolute_and_normalized() {
+        let lab = Lab::new("a/./b/../c").unwrap();
+        assert!(lab.dir().is_absolute());
+        assert!(lab.dir().ends_with("a/c"));
+        assert_eq!(lab.node_log(2), lab.dir().join("logs/node-2.log"));
+    }
+
+    #[test]
+    fn overlong_socket_paths_are_refused() {
+        let lab = Lab::new(format!("/tmp/{}", "x".repeat(120))).unwrap();
+        let err = lab.check_socket_paths().unwrap_err().to_string();
+        assert!(err.contains("over the 107-byte limit"), "{err}");
+    }
+}

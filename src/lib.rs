@@ -1,0 +1,30 @@
+//! roachlab: supervise local CockroachDB and etcd clusters behind a managed HAProxy, and run
+//! fault-tolerance drills against them.
+//!
+//! The binary (`src/main.rs`) is a thin shell over this library:
+//!
+//! - [`cli`] parses nothing itself; it turns parsed commands into requests to the daemon.
+//! - [`daemon`] serves the JSON API ([`api`]) on a Unix socket in the lab directory and owns
+//!   the [`supervisor`], which owns every node process and HAProxy.
+//! - [`engine`] is the seam between the engine-neutral core and CockroachDB or etcd: nothing
+//!   outside it branches on the engine.
+//! - [`events`] is the one stream of everything that happens; the [`reporter`] and the
+//!   timeline file (`DIR/events.jsonl`) consume it.
+
+pub mod api;
+pub mod cli;
+pub mod config;
+pub mod daemon;
+pub mod engine;
+pub mod error;
+pub mod events;
+pub mod haproxy;
+pub mod lab;
+pub mod node;
+pub mod ports;
+pub mod process;
+pub mod reporter;
+pub mod state;
+pub mod supervisor;
+
+pub use error::{Error, Result};
