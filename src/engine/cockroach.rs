@@ -1,0 +1,388 @@
+//! CockroachDB, per `shared/cockroach-contract.md` (facts from CockroachDB's `cockroach start`,
+//! `cockroach init`, `cockroach node` docs and `pkg/server/drain.go`; response shapes recorded
+//! from v20.1.5 in `tests/fixtures/cockroach-v20.1.5/`).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+use nix::sys::signal::Signal;
+use serde::Deserialize;
+
+use super::{find_binary, http_client, run_cli, Engine, Member, Readiness, StartContext};
+use crate::config::{CockroachSpec, EngineKind, LabSpec, PortsSpec};
+use crate::lab::Lab;
+use crate::node::{NodeId, NodePorts};
+use crate::ports::PortClaim;
+use crate::{Error, Result};
+
+/// How to install CockroachDB when it is missing.
+pub const INSTALL_HINT: &str = "Install CockroachDB from the official release tarball \
+(https://www.cockroachlabs.com/docs/releases/ : unpack it and put `cockroach` on PATH), or \
+point $ROACHLAB_COCKROACH or `[cockroach] binary` at it. No Debian package ships it; \
+`roachlab up --engine etcd` runs the same supervisor on etcd instead.";
+
+/// The CockroachDB engine.
+#[derive(Debug, Clone)]
+pub struct Cockroach {
+    ports: PortsSpec,
+    spec: CockroachSpec,
+}
+
+impl Cockroach {
+    pub fn new(spec: &LabSpec) -> Self {
+        Self { ports: spec.ports.clone(), spec: spec.cockroach.clone() }
+    }
+
+    fn host_flag(member: &Member) -> String {
+        format!("--host=127.0.0.1:{}", member.ports.service)
+    }
+
+    /// `--join`: the RPC addresses of the first three members (the docs' advice: the same short
+    /// list everywhere).
+    pub fn join_list(members: &[Member]) -> String {
+        members.iter().take(3).map(|m| format!("127.0.0.1:{}", m.ports.service)).collect::<Vec<_>>().join(",")
+    }
+
+    /// `server.shutdown.drain_wait` for a HAProxy that needs `down_window` (`inter × fall`) to
+    /// mark a node DOWN: the window rounded up to whole seconds, plus one second, so HAProxy
+    /// stops routing before the node refuses connections (contract §2).
+    pub fn drain_wait_for(down_window: Duration) -> Duration {
+        Duration::from_secs(down_window.as_millis().div_ceil(1000) as u64 + 1)
+    }
+}
+
+/// The environment every `cockroach` process gets: no phoning home from an offline laptop
+/// (contract §1). The URLs point at a closed loopback port.
+pub fn offline_env() -> Vec<(String, String)> {
+    vec![
+        ("COCKROACH_SKIP_ENABLING_DIAGNOSTIC_REPORTING".into(), "true".into()),
+        ("COCKROACH_UPDATE_CHECK_URL".into(), "http://127.0.0.1:9/u".into()),
+        ("COCKROACH_USAGE_REPORT_URL".into(), "http://127.0.0.1:9/r".into()),
+    ]
+}
+
+/// The 503 body of `/health?ready=1`: gRPC-gateway JSON `{"error","message","code":14,...}`.
+#[derive(Debug, Deserialize)]
+struct GatewayError {
+    #[serde(default)]
+    message: Option<String>,
+    #[serde(default)]
+    error: Option<String>,
+}
+
+/// Reads a readiness reply of `GET /health?ready=1` (contract §3): 200 is ready; a 503 carries
+/// the reason in its gRPC-gateway body (`node is shutting down`, `node is not healthy`,
+/// `node is waiting for cluster initialization`).
+pub fn judge_readiness(status: u16, body: &str) -> Readiness {
+    if status == 200 {
+        return Readiness { ready: true, detail: None };
+    }
+    let reason = serde_json::from_str::<GatewayError>(body.trim()).ok().and_then(|e| e.message.or(e.error)).filter(|m| !m.is_empty());
+    Readiness { ready: false, detail: Some(reason.unwrap_or_else(|| format!("HTTP {status}"))) }
+}
+
+/// `/_status/nodes` (contract §3), reduced to what maps a node's RPC port to its node ID.
+#[derive(Debug, Deserialize)]
+pub struct NodesResponse {
+    #[serde(default)]
+    pub nodes: Vec<NodeStatus>,
+}
+
+/// One entry of `/_status/nodes`.
+#[derive(Debug, Deserialize)]
+pub struct NodeStatus {
+    pub desc: NodeDescriptor,
+}
+
+/// `desc` of a node status: `{"nodeId": 1, "address": {"addressField": "localhost:26258"}}`.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeDescriptor {
+    pub node_id: u64,
+    pub address: Address,
+}
+
+/// `{"networkField": "tcp", "addressField": "host:port"}`.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Address {
+    pub address_field: String,
+}
+
+/// Maps each member to CockroachDB's node ID by the RPC port in `desc.address.addressField`.
+pub fn node_ids_from_status(body: &str, members: &[Member]) -> Result<Vec<(NodeId, u64)>> {
+    let resp: NodesResponse =
+        serde_json::from_str(body).map_err(|e| Error::engine("cockroach", format!("cannot parse /_status/nodes: {e}")))?;
+    let mut out = Vec::new();
+    for n in resp.nodes {
+        let port = n.desc.address.address_field.rsplit(':').next().and_then(|p| p.parse::<u16>().ok());
+        if let Some(m) = members.iter().find(|m| Some(m.ports.service) == port) {
+            out.push((m.id, n.desc.node_id));
+        }
+    }
+    Ok(out)
+}
+
+/// `cockroach init` succeeded, or found the cluster already initialised (contract §1: exit 1
+/// with `cluster has already been initialized`, which counts as success when re-running `up`).
+pub fn init_outcome(success: bool, stdout: &str, stderr: &str) -> Result<String> {
+    if success {
+        let line = stdout.lines().find(|l| !l.trim().is_empty()).unwrap_or("Cluster successfully initialized");
+        return Ok(line.trim().to_string());
+    }
+    if stderr.contains("already been initialized") || stdout.contains("already been initialized") {
+        return Ok("cluster has already been initialized".into());
+    }
+    Err(Error::engine("cockroach", format!("`cockroach init` failed: {}", last_lines(stderr, stdout))))
+}
+
+fn last_lines(stderr: &str, stdout: &str) -> String {
+    let text = if stderr.trim().is_empty() { stdout } else { stderr };
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    lines[lines.len().saturating_sub(3)..].join(" / ")
+}
+
+impl Engine for Cockroach {
+    fn kind(&self) -> EngineKind {
+        EngineKind::Cockroach
+    }
+
+    fn node_ports(&self, id: NodeId) -> NodePorts {
+        let i = (id - 1) as u16;
+        NodePorts { service: self.ports.base + i, http: self.ports.http_base + i, peer: None }
+    }
+
+    fn port_claims(&self, id: NodeId) -> Vec<PortClaim> {
+        let p = self.node_ports(id);
+        vec![PortClaim::new(p.service, format!("node {id} SQL/RPC")), PortClaim::new(p.http, format!("node {id} HTTP"))]
+    }
+
+    fn binary(&self) -> Result<PathBuf> {
+        find_binary("ROACHLAB_COCKROACH", self.spec.binary.as_deref(), "cockroach", INSTALL_HINT)
+    }
+
+    fn start_args(&self, ctx: &StartContext<'_>) -> Vec<String> {
+        let p = ctx.node.ports;
+        let mut args = vec![
+            "start".to_string(),
+            "--insecure".into(),
+            format!("--listen-addr=127.0.0.1:{}", p.service),
+            format!("--http-addr=127.0.0.1:{}", p.http),
+            format!("--join={}", Self::join_list(ctx.members)),
+            format!("--store=path={}", ctx.lab.store_dir(ctx.node.id).display()),
+            format!("--cache={}", self.spec.cache),
+            format!("--max-sql-memory={}", self.spec.max_sql_memory),
+        ];
+        if !self.spec.localities.is_empty() {
+            let loc = &self.spec.localities[(ctx.node.id as usize - 1) % self.spec.localities.len()];
+            args.push(format!("--locality={loc}"));
+        }
+        args.extend(self.spec.extra_args.iter().cloned());
+        args
+    }
+
+    fn node_env(&self) -> Vec<(String, String)> {
+        offline_env()
+    }
+
+    fn readiness_path(&self) -> &'static str {
+        "/health?ready=1"
+    }
+
+    fn judge_readiness(&self, status: u16, body: &str) -> Readiness {
+        judge_readiness(status, body)
+    }
+
+    fn frontend_name(&self) -> &'static str {
+        "psql"
+    }
+
+    fn bootstrap<'a>(&'a self, _lab: &'a Lab, members: &'a [Member]) -> BoxFuture<'a, Result<Option<String>>> {
+        Box::pin(async move {
+            let first = members.first().ok_or_else(|| Error::engine("cockroach", "no members to initialise"))?;
+            let bin = self.binary()?;
+            let args = vec!["init".into(), "--insecure".into(), Self::host_flag(first)];
+            // `cockroach init` retries every second until the node answers.
+            let (ok, out, err) = run_cli("cockroach", &bin, &args, &offline_env(), Duration::from_secs(60)).await?;
+            init_outcome(ok, &out, &err).map(Some)
+        })
+    }
+
+    fn configure<'a>(&'a self, members: &'a [Member], down_window: Duration) -> BoxFuture<'a, Result<Vec<String>>> {
+        Box::pin(async move {
+            let first = members.first().ok_or_else(|| Error::engine("cockroach", "no members"))?;
+            let drain_wait = Self::drain_wait_for(down_window);
+            // Old setting names are accepted as aliases by newer versions (contract §2).
+            let sql = format!(
+                "SET CLUSTER SETTING diagnostics.reporting.enabled = false; \
+                 SET CLUSTER SETTING server.shutdown.drain_wait = '{}s';",
+                drain_wait.as_secs()
+            );
+            let args = vec!["sql".into(), "--insecure".into(), Self::host_flag(first), "-e".into(), sql];
+            let (ok, out, err) = run_cli("cockroach", &self.binary()?, &args, &offline_env(), Duration::from_secs(30)).await?;
+            if !ok {
+                return Err(Error::engine("cockroach", format!("setting cluster settings failed: {}", last_lines(&err, &out))));
+            }
+            Ok(vec![format!(
+                "cockroach: server.shutdown.drain_wait = {}s (> HAProxy inter × fall = {} ms), diagnostics reporting off",
+                drain_wait.as_secs(),
+                down_window.as_millis()
+            )])
+        })
+    }
+
+    fn engine_ids<'a>(&'a self, members: &'a [Member]) -> BoxFuture<'a, Result<Vec<(NodeId, u64)>>> {
+        Box::pin(async move {
+            let client = http_client(Duration::from_secs(5));
+            let mut last_err = None;
+            for m in members {
+                let url = format!("http://127.0.0.1:{}/_status/nodes", m.ports.http);
+                match client.get(&url).send().await {
+                    Ok(r) if r.status().is_success() => {
+                        let body = r.text().await.map_err(|e| Error::engine("cockroach", e.to_string()))?;
+                        return node_ids_from_status(&body, members);
+                    }
+                    Ok(r) => last_err = Some(format!("{url}: HTTP {}", r.status())),
+                    Err(e) => last_err = Some(format!("{url}: {}", super::describe_http_error(&e))),
+                }
+            }
+            Err(Error::engine("cockroach", format!("no node answered /_status/nodes ({})", last_err.unwrap_or_default())))
+        })
+    }
+
+    fn prepare_join<'a>(&'a self, _members: &'a [Member], _new: Member) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async { Ok(()) })
+    }
+
+    fn decommission<'a>(&'a self, _lab: &'a Lab, members: &'a [Member], node: Member) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            let via = members.iter().find(|m| m.id != node.id).unwrap_or(&node);
+            let crdb_id = node.engine_id.unwrap_or(node.id as u64);
+            let args = vec![
+                "node".into(),
+                "decommission".into(),
+                crdb_id.to_string(),
+                "--wait=all".into(),
+                "--insecure".into(),
+                Self::host_flag(via),
+            ];
+            // Observed: 74 s for a node holding 29 replicas (contract §9). Allow 10 minutes.
+            let (ok, out, err) = run_cli("cockroach", &self.binary()?, &args, &offline_env(), Duration::from_secs(600)).await?;
+            if !ok {
+                return Err(Error::engine(
+                    "cockroach",
+                    format!("`cockroach node decommission {crdb_id}` failed: {}", last_lines(&err, &out)),
+                ));
+            }
+            Ok(())
+        })
+    }
+
+    fn min_members(&self) -> usize {
+        self.spec.replication_factor as usize
+    }
+
+    fn min_members_reason(&self) -> String {
+        format!(
+            "with replication factor {rf}, CockroachDB needs {rf} nodes to place every replica; decommissioning below that never finishes",
+            rf = self.spec.replication_factor
+        )
+    }
+
+    fn hard_stop_signal(&self) -> Signal {
+        // A second SIGINT forces a hard shutdown on every version (v20.1 also takes a second
+        // SIGTERM; newer versions ignore it). Contract §2, §9.
+        Signal::SIGINT
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Overrides;
+
+    fn engine() -> (Cockroach, Lab) {
+        let spec = LabSpec::load(None, &Overrides::default()).unwrap();
+        (Cockroach::new(&spec), Lab::new("/lab").unwrap())
+    }
+
+    fn members(e: &Cockroach, n: u32) -> Vec<Member> {
+        (1..=n).map(|id| Member { id, ports: e.node_ports(id), engine_id: None }).collect()
+    }
+
+    #[test]
+    fn start_command_line() {
+        let (e, lab) = engine();
+        let ms = members(&e, 4);
+        let ctx = StartContext { lab: &lab, node: ms[3], members: &ms, mode: super::super::StartMode::Join };
+        insta::assert_snapshot!(e.start_args(&ctx).join(" \\\n  "));
+    }
+
+    #[test]
+    fn localities_cycle_over_nodes() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/cockroach-5-localities.toml");
+        let spec = LabSpec::load(Some(&path), &Overrides::default()).unwrap();
+        let e = Cockroach::new(&spec);
+        let lab = Lab::new("/lab").unwrap();
+        let ms = members(&e, 5);
+        let ctx = StartContext { lab: &lab, node: ms[3], members: &ms, mode: super::super::StartMode::Initial };
+        assert!(e.start_args(&ctx).contains(&"--locality=region=us-east1,zone=a".to_string()));
+    }
+
+    #[test]
+    fn drain_wait_exceeds_haproxy_down_window() {
+        assert_eq!(Cockroach::drain_wait_for(Duration::from_secs(2)), Duration::from_secs(3));
+        assert_eq!(Cockroach::drain_wait_for(Duration::from_millis(2500)), Duration::from_secs(4));
+    }
+
+    fn fixture(path: &str) -> String {
+        let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/cockroach-v20.1.5").join(path);
+        std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+    }
+
+    /// The body of a recorded `curl -si` reply (after the blank line that ends the headers),
+    /// without the gRPC trailer curl prints after a chunked body.
+    fn http_body(raw: &str) -> (u16, String) {
+        let status = raw.split_whitespace().nth(1).unwrap().parse().unwrap();
+        let body = raw.split_once("\r\n\r\n").or_else(|| raw.split_once("\n\n")).unwrap().1;
+        let body = body.split("Grpc-Trailer-Content-Type").next().unwrap();
+        (status, body.to_string())
+    }
+
+    #[test]
+    fn readiness_of_recorded_replies() {
+        let (s, b) = http_body(&fixture("01-healthy-3/health-ready.txt"));
+        assert_eq!(judge_readiness(s, &b), Readiness { ready: true, detail: None });
+        let (s, b) = http_body(&fixture("02-draining/health-ready.txt"));
+        assert_eq!(judge_readiness(s, &b).detail.as_deref(), Some("node is shutting down"));
+        let (s, b) = http_body(&fixture("05-quorum-loss/health-ready-t05.txt"));
+        assert_eq!(judge_readiness(s, &b).detail.as_deref(), Some("node is not healthy"));
+    }
+
+    #[test]
+    fn readiness_of_malformed_or_truncated_bodies_does_not_panic() {
+        assert_eq!(judge_readiness(503, "{\"error\": \"node is sh").detail.as_deref(), Some("HTTP 503"));
+        assert_eq!(judge_readiness(500, "").detail.as_deref(), Some("HTTP 500"));
+        assert_eq!(judge_readiness(503, "[1,2]").detail.as_deref(), Some("HTTP 503"));
+    }
+
+    #[test]
+    fn node_ids_map_by_rpc_port_from_recorded_status() {
+        let (e, _) = engine();
+        let ms = members(&e, 3);
+        let mut ids = node_ids_from_status(&fixture("01-healthy-3/nodes.json"), &ms).unwrap();
+        ids.sort();
+        assert_eq!(ids, vec![(1, 1), (2, 2), (3, 3)]);
+        assert!(node_ids_from_status("{\"nodes\": [", &ms).is_err());
+    }
+
+    #[test]
+    fn init_already_initialised_counts_as_success() {
+        assert_eq!(init_outcome(true, &fixture("01-healthy-3/init-output.txt"), "").unwrap(), "Cluster successfully initialized");
+        let stderr = "ERROR: cluster has already been initialized\nFailed running \"init\"\n";
+        assert!(init_outcome(false, "", stderr).is_ok());
+        let err = init_outcome(false, "", "ERROR: connection refused\n").unwrap_err().to_string();
+        assert!(err.contains("connection refused"), "{err}");
+    }
+}

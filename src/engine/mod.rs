@@ -1,0 +1,199 @@
+//! The engine seam: what differs between CockroachDB and etcd, behind one trait.
+//!
+//! The supervisor, HAProxy rendering, the watcher and drills call [`Engine`] methods and never
+//! branch on which engine a lab runs. [`for_spec`] is the one place an engine is chosen.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+use nix::sys::signal::Signal;
+
+use crate::config::{EngineKind, LabSpec};
+use crate::lab::Lab;
+use crate::node::{NodeId, NodePorts};
+use crate::ports::PortClaim;
+use crate::{Error, Result};
+
+pub mod cockroach;
+pub mod etcd;
+
+/// How a node process is being started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartMode {
+    /// One of the lab's first nodes, bootstrapping a new cluster together.
+    Initial,
+    /// A node restarting on its existing store.
+    Restart,
+    /// A new node joining a running cluster (`node add`).
+    Join,
+}
+
+/// A cluster member as the engine needs to see it: id and ports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Member {
+    pub id: NodeId,
+    pub ports: NodePorts,
+    /// The engine's own id for this node when known (CockroachDB node ID, etcd member ID).
+    pub engine_id: Option<u64>,
+}
+
+/// What a node needs to start.
+#[derive(Debug, Clone)]
+pub struct StartContext<'a> {
+    pub lab: &'a Lab,
+    pub node: Member,
+    /// Every member of the cluster, including `node` (for `--join`, `--initial-cluster`).
+    pub members: &'a [Member],
+    pub mode: StartMode,
+}
+
+/// The verdict of one readiness probe.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Readiness {
+    pub ready: bool,
+    /// Why not, in the engine's words (e.g. `node is shutting down`), or a transport error.
+    pub detail: Option<String>,
+}
+
+/// Everything engine-specific.
+pub trait Engine: Send + Sync + std::fmt::Debug {
+    /// `cockroach` or `etcd`.
+    fn kind(&self) -> EngineKind;
+
+    /// The ports of node `id` (node N uses `base + N - 1` of each block).
+    fn node_ports(&self, id: NodeId) -> NodePorts;
+
+    /// The ports node `id` will bind, with their roles, for the free-port check.
+    fn port_claims(&self, id: NodeId) -> Vec<PortClaim>;
+
+    /// The engine's binary: `$ROACHLAB_<ENGINE>`, then the config, then PATH.
+    /// Errors with [`Error::BinaryNotFound`], saying how to install it.
+    fn binary(&self) -> Result<PathBuf>;
+
+    /// Arguments of the node's start command (the binary is [`Engine::binary`]).
+    fn start_args(&self, ctx: &StartContext<'_>) -> Vec<String>;
+
+    /// Extra environment for node processes.
+    fn node_env(&self) -> Vec<(String, String)> {
+        Vec::new()
+    }
+
+    /// The HTTP path that answers 200 when the node can serve clients; HAProxy checks it too.
+    fn readiness_path(&self) -> &'static str;
+
+    /// Judges a readiness response (status code and body).
+    fn judge_readiness(&self, status: u16, body: &str) -> Readiness;
+
+    /// Name of HAProxy's client frontend (`psql` for CockroachDB, as `cockroach gen haproxy`
+    /// names it; `etcd` for etcd).
+    fn frontend_name(&self) -> &'static str;
+
+    /// Once all initial nodes are spawned: bootstrap the cluster if the engine needs a step for
+    /// it (`cockroach init`). Returns a description for the timeline, or `None` if there is no
+    /// such step.
+    fn bootstrap<'a>(&'a self, lab: &'a Lab, members: &'a [Member]) -> BoxFuture<'a, Result<Option<String>>>;
+
+    /// Once the cluster first becomes ready: cluster-wide settings (e.g. CockroachDB's
+    /// `server.shutdown.drain_wait`, sized to exceed HAProxy's `inter × fall`).
+    /// Returns notes for the timeline.
+    fn configure<'a>(&'a self, members: &'a [Member], haproxy_down_window: Duration) -> BoxFuture<'a, Result<Vec<String>>>;
+
+    /// The engine's own ids of the given members (CockroachDB node IDs, etcd member IDs),
+    /// asked of a live member. Members it does not know are left out.
+    fn engine_ids<'a>(&'a self, members: &'a [Member]) -> BoxFuture<'a, Result<Vec<(NodeId, u64)>>>;
+
+    /// Before a new node starts (`node add`): tell the cluster (etcd `member add`).
+    fn prepare_join<'a>(&'a self, members: &'a [Member], new: Member) -> BoxFuture<'a, Result<()>>;
+
+    /// Removes `node` from the cluster for good (`cockroach node decommission --wait=all`,
+    /// etcd `member remove`), asking a member other than `node` where possible. Its process is
+    /// stopped by the supervisor afterwards.
+    fn decommission<'a>(&'a self, lab: &'a Lab, members: &'a [Member], node: Member) -> BoxFuture<'a, Result<()>>;
+
+    /// Fewest members the cluster may keep after a decommission without `--force`
+    /// (CockroachDB: the replication factor; etcd: 1).
+    fn min_members(&self) -> usize;
+
+    /// Explains [`Engine::min_members`] for the refusal message.
+    fn min_members_reason(&self) -> String;
+
+    /// The signal `down` sends to nodes still running after its grace period, to turn a
+    /// stuck graceful drain into a hard shutdown before resorting to SIGKILL.
+    fn hard_stop_signal(&self) -> Signal;
+}
+
+/// The engine a spec asks for.
+pub fn for_spec(spec: &LabSpec) -> Arc<dyn Engine> {
+    match spec.engine {
+        EngineKind::Cockroach => Arc::new(cockroach::Cockroach::new(spec)),
+        EngineKind::Etcd => Arc::new(etcd::Etcd::new(spec)),
+    }
+}
+
+/// Finds a binary: the environment variable, then the configured path, then `default_name`
+/// on PATH. `install` says how to get it when it is missing.
+pub fn find_binary(env_var: &str, configured: Option<&Path>, default_name: &str, install: &str) -> Result<PathBuf> {
+    let not_found = || Error::BinaryNotFound { name: default_name.to_string(), env_var: env_var.to_string(), install: install.to_string() };
+    let candidate = std::env::var_os(env_var).filter(|v| !v.is_empty()).map(PathBuf::from).or_else(|| configured.map(Path::to_path_buf));
+    match candidate {
+        Some(p) => which::which(&p).map_err(|_| not_found()),
+        None => which::which(default_name).map_err(|_| not_found()),
+    }
+}
+
+/// An HTTP client for node admin endpoints: loopback only, short timeouts, no proxy.
+pub fn http_client(timeout: Duration) -> reqwest::Client {
+    reqwest::Client::builder().timeout(timeout).connect_timeout(timeout).no_proxy().build().expect("a plain HTTP client builds")
+}
+
+/// GET `http://127.0.0.1:{port}{path}` and judge it with the engine; transport errors are
+/// "not ready" with the error as detail.
+pub async fn probe_readiness(engine: &dyn Engine, client: &reqwest::Client, http_port: u16) -> Readiness {
+    let url = format!("http://127.0.0.1:{http_port}{}", engine.readiness_path());
+    match client.get(&url).send().await {
+        Ok(resp) => {
+            let status = resp.status().as_u16();
+            let body = resp.text().await.unwrap_or_default();
+            engine.judge_readiness(status, &body)
+        }
+        Err(e) => Readiness { ready: false, detail: Some(describe_http_error(&e)) },
+    }
+}
+
+/// A short description of a reqwest error (`connection refused`, `timed out`).
+pub fn describe_http_error(e: &reqwest::Error) -> String {
+    if e.is_timeout() {
+        "timed out".into()
+    } else if e.is_connect() {
+        "connection refused".into()
+    } else {
+        let mut msg = e.to_string();
+        let mut src = std::error::Error::source(e);
+        while let Some(s) = src {
+            msg = s.to_string();
+            src = s.source();
+        }
+        msg
+    }
+}
+
+/// Runs an engine CLI command with a deadline; returns stdout and stderr, or an error saying
+/// which command failed and what it printed.
+pub async fn run_cli(
+    engine: &str,
+    program: &Path,
+    args: &[String],
+    env: &[(String, String)],
+    deadline: Duration,
+) -> Result<(bool, String, String)> {
+    let mut cmd = tokio::process::Command::new(program);
+    cmd.args(args).envs(env.iter().cloned()).stdin(std::process::Stdio::null()).kill_on_drop(true);
+    let shown = format!("{} {}", program.display(), args.join(" "));
+    let out = tokio::time::timeout(deadline, cmd.output())
+        .await
+        .map_err(|_| Error::Timeout { what: format!("`{shown}`"), after_ms: deadline.as_millis() as u64 })?
+        .map_err(|e| Error::engine(engine, format!("cannot run `{shown}`: {e}")))?;
+    Ok((out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned()))
+}

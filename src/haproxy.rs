@@ -1,0 +1,221 @@
+//! HAProxy in front of the nodes: config rendering, validation, start, reload and the stats
+//! socket.
+//!
+//! The config comes from `haproxy/haproxy.cfg.tmpl` (embedded). HAProxy runs in master-worker
+//! mode (`-W`) as a child of the daemon: a reload is SIGUSR2 to the master, which starts a new
+//! worker on the new config and hands over the listening sockets, so clients of the frontend
+//! see no refused connections. Every config is checked with `haproxy -c -f` before use.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::config::HaproxySpec;
+use crate::engine::{find_binary, run_cli, Engine};
+use crate::lab::Lab;
+use crate::node::{NodeId, NodePorts};
+use crate::ports::PortClaim;
+use crate::{Error, Result};
+
+/// The template every `haproxy.cfg` is rendered from.
+pub const TEMPLATE: &str = include_str!("../haproxy/haproxy.cfg.tmpl");
+
+/// How to install HAProxy when it is missing.
+pub const INSTALL_HINT: &str =
+    "Install it with `sudo apt-get install haproxy` (Debian/Ubuntu), or point $ROACHLAB_HAPROXY or `[haproxy] binary` at it.";
+
+/// The `haproxy` binary: `$ROACHLAB_HAPROXY`, the config, then PATH.
+pub fn binary(spec: &HaproxySpec) -> Result<PathBuf> {
+    find_binary("ROACHLAB_HAPROXY", spec.binary.as_deref(), "haproxy", INSTALL_HINT)
+}
+
+/// The ports HAProxy binds, for the free-port check.
+pub fn port_claims(spec: &HaproxySpec) -> Vec<PortClaim> {
+    vec![
+        PortClaim::new(spec.frontend_port, "HAProxy client frontend"),
+        PortClaim::new(spec.admin_port, "HAProxy admin UI frontend"),
+        PortClaim::new(spec.stats_port, "HAProxy stats page"),
+    ]
+}
+
+/// A backend server to render.
+#[derive(Debug, Clone, Serialize)]
+pub struct Backend {
+    pub id: NodeId,
+    pub service_port: u16,
+    pub http_port: u16,
+}
+
+impl Backend {
+    pub fn new(id: NodeId, ports: &NodePorts) -> Self {
+        Self { id, service_port: ports.service, http_port: ports.http }
+    }
+}
+
+/// Renders `haproxy.cfg` for these backends.
+pub fn render(lab: &Lab, spec: &HaproxySpec, engine: &dyn Engine, backends: &[Backend]) -> Result<String> {
+    let mut env = minijinja::Environment::new();
+    env.set_keep_trailing_newline(true);
+    env.add_template("haproxy.cfg", TEMPLATE).map_err(|e| Error::Haproxy { message: format!("bad template: {e}") })?;
+    let ctx = minijinja::context! {
+        engine => engine.kind().to_string(),
+        dir => lab.dir().display().to_string(),
+        stats_socket => lab.haproxy_socket().display().to_string(),
+        frontend_name => engine.frontend_name(),
+        client_role => match engine.frontend_name() { "psql" => "SQL", _ => "client API" },
+        frontend_port => spec.frontend_port,
+        admin_port => spec.admin_port,
+        stats_port => spec.stats_port,
+        health_path => engine.readiness_path(),
+        inter_ms => spec.inter.as_millis() as u64,
+        fall => spec.fall,
+        rise => spec.rise,
+        nodes => backends,
+    };
+    env.get_template("haproxy.cfg")
+        .and_then(|t| t.render(ctx))
+        .map_err(|e| Error::Haproxy { message: format!("cannot render config: {e}") })
+}
+
+/// Checks a config file with `haproxy -c -f FILE`; the error carries HAProxy's own words.
+pub async fn validate(bin: &Path, cfg: &Path) -> Result<()> {
+    let args = vec!["-c".to_string(), "-q".into(), "-f".into(), cfg.display().to_string()];
+    let (ok, out, err) = run_cli("haproxy", bin, &args, &[], Duration::from_secs(20)).await?;
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::Haproxy { message: format!("{} is invalid: {}{}", cfg.display(), err.trim(), out.trim()) })
+    }
+}
+
+/// Writes `text` to `path` atomically (`.partial` + rename) after validating the partial file,
+/// so `haproxy.cfg` always holds a config HAProxy accepted.
+pub async fn write_validated(bin: &Path, path: &Path, text: &str) -> Result<()> {
+    let partial = path.with_extension("cfg.partial");
+    tokio::fs::write(&partial, text).await.map_err(|e| Error::io(format!("cannot write {}", partial.display()), e))?;
+    if let Err(e) = validate(bin, &partial).await {
+        let _ = tokio::fs::remove_file(&partial).await;
+        return Err(e);
+    }
+    tokio::fs::rename(&partial, path).await.map_err(|e| Error::io(format!("cannot write {}", path.display()), e))
+}
+
+/// The arguments that start HAProxy in master-worker mode in the foreground.
+pub fn start_args(cfg: &Path) -> Vec<String> {
+    vec!["-W".into(), "-f".into(), cfg.display().to_string()]
+}
+
+/// One server line of `show stat`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServerStat {
+    /// Proxy name (`psql`, `etcd`, `admin-ui`).
+    pub proxy: String,
+    /// Server name (`node3`).
+    pub server: String,
+    /// `UP`, `DOWN`, `MAINT`, `DRAIN`, `NOLB`, or a transition like `UP 1/2`.
+    pub status: String,
+    /// Last check result (`L7OK`, `L4CON`, `L7STS`...).
+    pub check_status: String,
+    /// Current sessions.
+    pub sessions: u64,
+}
+
+impl ServerStat {
+    /// The node id of a `nodeN` server.
+    pub fn node(&self) -> Option<NodeId> {
+        self.server.strip_prefix("node")?.parse().ok()
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct StatRow {
+    #[serde(rename = "# pxname")]
+    pxname: String,
+    svname: String,
+    #[serde(default)]
+    status: String,
+    #[serde(default)]
+    check_status: String,
+    #[serde(default)]
+    scur: Option<u64>,
+}
+
+/// Parses the CSV of `show stat`, keeping server rows (not FRONTEND/BACKEND).
+pub fn parse_stat(csv_text: &str) -> Result<Vec<ServerStat>> {
+    let mut rdr = csv::ReaderBuilder::new().flexible(true).from_reader(csv_text.as_bytes());
+    let mut out = Vec::new();
+    for row in rdr.deserialize::<StatRow>() {
+        let row = row.map_err(|e| Error::Haproxy { message: format!("cannot parse `show stat`: {e}") })?;
+        if row.svname == "FRONTEND" || row.svname == "BACKEND" {
+            continue;
+        }
+        out.push(ServerStat {
+            proxy: row.pxname,
+            server: row.svname,
+            status: row.status,
+            check_status: row.check_status,
+            sessions: row.scur.unwrap_or(0),
+        });
+    }
+    Ok(out)
+}
+
+/// Sends one command to HAProxy's runtime socket and returns its reply.
+pub async fn runtime_command(socket: &Path, command: &str, deadline: Duration) -> Result<String> {
+    let run = async {
+        let mut s = tokio::net::UnixStream::connect(socket).await?;
+        s.write_all(format!("{command}\n").as_bytes()).await?;
+        let mut out = String::new();
+        s.read_to_string(&mut out).await?;
+        Ok::<_, std::io::Error>(out)
+    };
+    match tokio::time::timeout(deadline, run).await {
+        Ok(Ok(out)) => Ok(out),
+        Ok(Err(e)) => Err(Error::io(format!("haproxy socket {}", socket.display()), e)),
+        Err(_) => Err(Error::Timeout { what: format!("haproxy socket {}", socket.display()), after_ms: deadline.as_millis() as u64 }),
+    }
+}
+
+/// The server rows of `show stat` from the stats socket.
+pub async fn server_stats(socket: &Path) -> Result<Vec<ServerStat>> {
+    parse_stat(&runtime_command(socket, "show stat", Duration::from_secs(2)).await?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{EngineKind, LabSpec, Overrides};
+
+    fn rendered(engine: EngineKind) -> String {
+        let spec = LabSpec::load(None, &Overrides { engine: Some(engine), nodes: None }).unwrap();
+        let e = crate::engine::for_spec(&spec);
+        let lab = Lab::new("/lab").unwrap();
+        let backends: Vec<Backend> = (1..=3).map(|id| Backend::new(id, &e.node_ports(id))).collect();
+        render(&lab, &spec.haproxy, e.as_ref(), &backends).unwrap()
+    }
+
+    #[test]
+    fn cockroach_config() {
+        insta::assert_snapshot!(rendered(EngineKind::Cockroach));
+    }
+
+    #[test]
+    fn etcd_config() {
+        insta::assert_snapshot!(rendered(EngineKind::Etcd));
+    }
+
+    #[test]
+    fn show_stat_rows_are_parsed() {
+        let text = "# pxname,svname,qcur,qmax,scur,smax,slim,stot,bin,bout,dreq,dresp,ereq,econ,eresp,wretr,wredis,status,weight,act,bck,chkfail,chkdown,lastchg,downtime,qlimit,pid,iid,sid,throttle,lbtot,tracked,type,rate,rate_lim,rate_max,check_status\n\
+psql,FRONTEND,,,0,1,4096,1,0,0,0,0,0,,,,,OPEN,,,,,,,,,1,2,0,,,,0,0,0,1,\n\
+psql,node1,0,0,2,2,,5,0,0,,0,,0,0,0,0,UP,1,1,0,0,0,10,0,,1,2,1,,5,,2,0,,1,L7OK\n\
+psql,node2,0,0,0,0,,0,0,0,,0,,0,0,0,0,DOWN,1,1,0,1,1,3,3,,1,2,2,,0,,2,0,,0,L4CON\n\
+psql,BACKEND,0,0,2,2,410,5,0,0,0,0,,0,0,0,0,UP,1,1,0,,0,10,0,,1,2,0,,5,,1,0,,1,\n";
+        let rows = parse_stat(text).unwrap();
+        assert_eq!(rows.len(), 2);
+        assert_eq!((rows[0].node(), rows[0].status.as_str(), rows[0].sessions), (Some(1), "UP", 2));
+        assert_eq!((rows[1].node(), rows[1].check_status.as_str()), (Some(2), "L4CON"));
+    }
+}
