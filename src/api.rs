@@ -1,0 +1,207 @@
+//! The daemon's API: JSON over HTTP/1.1 on the lab's Unix socket (`DIR/roachlab.sock`, mode
+//! 0600). Documented for script writers in `docs/API.md`.
+//!
+//! Quick requests (`GET /v1/status`, `GET /v1/haproxy`) answer one JSON document. Requests
+//! that take time (`up`, `node ...`, `down`) answer `application/x-ndjson`: one
+//! [`StreamItem`] per line, events as they happen, then exactly one `done` or `error` line.
+
+use std::path::{Path, PathBuf};
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::error::ErrorCode;
+use crate::events::Event;
+use crate::haproxy::ServerStat;
+use crate::node::NodeId;
+use crate::process::ExitInfo;
+use crate::{Error, Result};
+
+/// One line of a streamed reply.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StreamItem {
+    /// Something happened in the lab while the request ran.
+    Event(Event),
+    /// The request finished; its result (request-specific JSON).
+    Done(serde_json::Value),
+    /// The request failed.
+    Error(ApiError),
+}
+
+/// `{"code": "bad_request", "message": "unknown node 9; this lab has nodes 1, 2, 3"}`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ApiError {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+impl From<&Error> for ApiError {
+    fn from(e: &Error) -> Self {
+        Self { code: e.code(), message: e.to_string() }
+    }
+}
+
+/// Body of `POST /v1/nodes/{id}/stop`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct StopRequest {
+    /// Time from SIGTERM to SIGKILL in ms; the lab's `timeouts.grace` when absent.
+    pub grace_ms: Option<u64>,
+}
+
+/// Body of `POST /v1/nodes/{id}/decommission`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct DecommissionRequest {
+    /// Go ahead even when fewer nodes than the engine's minimum would remain.
+    #[serde(default)]
+    pub force: bool,
+}
+
+/// Body of `POST /v1/down`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct DownRequest {
+    /// SIGKILL every node at once instead of draining.
+    #[serde(default)]
+    pub fast: bool,
+}
+
+/// `GET /v1/status`. Field names are stable; new fields may be added.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StatusReport {
+    pub engine: String,
+    pub dir: PathBuf,
+    pub daemon: DaemonStatus,
+    pub nodes: Vec<NodeStatus>,
+    pub haproxy: HaproxyStatus,
+}
+
+/// The daemon serving the lab.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DaemonStatus {
+    pub pid: u32,
+}
+
+/// One node in `status`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NodeStatus {
+    pub id: NodeId,
+    /// Process id while a process exists.
+    pub pid: Option<u32>,
+    /// `stopped`, `starting`, `running`, `stopping` or `exited`.
+    pub state: String,
+    /// When the current state began (RFC 3339), where known.
+    pub since: Option<String>,
+    /// How the process ended, when `state` is `exited`: `{"code":0}`, `{"signal":"SIGKILL"}` or `"unknown"`.
+    pub exit: Option<ExitInfo>,
+    /// The engine's readiness probe passed at the last poll.
+    pub ready: bool,
+    /// Why not ready, in the engine's words.
+    pub ready_detail: Option<String>,
+    /// The port HAProxy's client frontend routes to: CockroachDB SQL/RPC, etcd client.
+    pub sql_port: u16,
+    /// Admin HTTP port (etcd: its client port).
+    pub http_port: u16,
+    /// etcd peer port.
+    pub peer_port: Option<u16>,
+    /// HAProxy's state for this node's server in the client frontend (`UP`, `DOWN`, ...).
+    pub backend: Option<String>,
+    /// Removed from the cluster.
+    pub decommissioned: bool,
+    /// The engine's own id: CockroachDB node ID, etcd member ID.
+    pub engine_id: Option<u64>,
+}
+
+/// HAProxy in `status`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HaproxyStatus {
+    pub pid: Option<u32>,
+    /// `running` or `stopped`.
+    pub state: String,
+    pub config: PathBuf,
+    /// `127.0.0.1:PORT` of the client frontend, admin UI and stats page.
+    pub frontend: String,
+    pub admin_ui: String,
+    pub stats: String,
+}
+
+/// `GET /v1/haproxy`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HaproxyReport {
+    pub status: HaproxyStatus,
+    pub servers: Vec<ServerStat>,
+}
+
+/// A client of one lab's daemon.
+#[derive(Debug, Clone)]
+pub struct Client {
+    socket: PathBuf,
+    http: reqwest::Client,
+}
+
+impl Client {
+    /// A client for the daemon listening on `socket`.
+    pub fn new(socket: &Path) -> Self {
+        let http = reqwest::Client::builder().unix_socket(socket).no_proxy().build().expect("a unix-socket HTTP client builds");
+        Self { socket: socket.to_path_buf(), http }
+    }
+
+    fn url(path: &str) -> String {
+        format!("http://roachlab{path}")
+    }
+
+    fn unreachable(&self, e: impl std::fmt::Display) -> Error {
+        Error::DaemonUnreachable { socket: self.socket.clone(), message: e.to_string() }
+    }
+
+    /// True when a daemon answers on the socket.
+    pub async fn is_up(&self) -> bool {
+        self.http.get(Self::url("/v1/ping")).timeout(std::time::Duration::from_secs(2)).send().await.is_ok()
+    }
+
+    /// GET a JSON document.
+    pub async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
+        let resp = self.http.get(Self::url(path)).send().await.map_err(|e| self.unreachable(e))?;
+        let status = resp.status();
+        let text = resp.text().await.map_err(|e| self.unreachable(e))?;
+        if !status.is_success() {
+            return Err(api_error(&text));
+        }
+        serde_json::from_str(&text).map_err(|e| self.unreachable(format!("bad reply to {path}: {e}")))
+    }
+
+    /// POST `body` and follow the streamed reply, calling `on_event` for each event; returns
+    /// the `done` value, or the daemon's error.
+    pub async fn stream(&self, path: &str, body: &impl Serialize, mut on_event: impl FnMut(&Event)) -> Result<serde_json::Value> {
+        use futures_util::StreamExt;
+        let resp = self.http.post(Self::url(path)).json(body).send().await.map_err(|e| self.unreachable(e))?;
+        if !resp.status().is_success() {
+            let text = resp.text().await.unwrap_or_default();
+            return Err(api_error(&text));
+        }
+        let mut buf = Vec::new();
+        let mut body = resp.bytes_stream();
+        while let Some(chunk) = body.next().await {
+            buf.extend_from_slice(&chunk.map_err(|e| self.unreachable(e))?);
+            while let Some(pos) = buf.iter().position(|&b| b == b'\n') {
+                let line: Vec<u8> = buf.drain(..=pos).collect();
+                if line.iter().all(u8::is_ascii_whitespace) {
+                    continue;
+                }
+                let item: StreamItem = serde_json::from_slice(&line).map_err(|e| self.unreachable(format!("bad stream line: {e}")))?;
+                match item {
+                    StreamItem::Event(e) => on_event(&e),
+                    StreamItem::Done(v) => return Ok(v),
+                    StreamItem::Error(e) => return Err(Error::Api { code: e.code, message: e.message }),
+                }
+            }
+        }
+        Err(self.unreachable("the daemon closed the stream before the request finished (see logs/daemon.log)"))
+    }
+}
+
+fn api_error(text: &str) -> Error {
+    match serde_json::from_str::<StreamItem>(text) {
+        Ok(StreamItem::Error(e)) => Error::Api { code: e.code, message: e.message },
+        _ => Error::Api { code: ErrorCode::Internal, message: text.trim().to_string() },
+    }
+}

@@ -1,0 +1,311 @@
+//! Command-line commands. `main.rs` parses [`Cli`] and calls [`run`]; everything the user sees
+//! comes from here via the [`Reporter`](crate::reporter::Reporter) or a final table.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use clap::{Parser, Subcommand};
+
+use crate::api::{Client, DecommissionRequest, DownRequest, HaproxyReport, StatusReport, StopRequest};
+use crate::config::{EngineKind, LabSpec, Overrides};
+use crate::lab::Lab;
+use crate::node::NodeId;
+use crate::reporter::{self, Reporter};
+use crate::state::LabState;
+use crate::supervisor::StopOutcome;
+use crate::{Error, Result};
+
+/// roachlab: local CockroachDB and etcd clusters behind HAProxy, for fault-tolerance drills.
+#[derive(Debug, Parser)]
+#[command(name = "roachlab", version, about, max_term_width = 100)]
+pub struct Cli {
+    /// The lab directory: state, stores, logs, haproxy.cfg and the control socket.
+    #[arg(long, global = true, env = "ROACHLAB_DIR", default_value = "roachlab-data")]
+    pub dir: PathBuf,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Start the lab's daemon, nodes and HAProxy; wait until every node is ready and UP.
+    Up {
+        /// Lab config (TOML); the embedded 3-node CockroachDB config when absent.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Engine, overriding the config.
+        #[arg(long, value_enum)]
+        engine: Option<EngineKind>,
+        /// Number of nodes, overriding the config.
+        #[arg(long)]
+        nodes: Option<u32>,
+    },
+    /// Show every node's process, readiness and HAProxy state.
+    Status {
+        /// Print JSON (see docs/API.md for the shape).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Act on one node.
+    Node {
+        #[command(subcommand)]
+        command: NodeCommand,
+    },
+    /// Stop every node and HAProxy, then the daemon.
+    Down {
+        /// Remove the lab's data (stores, logs, state) afterwards.
+        #[arg(long)]
+        wipe: bool,
+        /// SIGKILL everything at once instead of draining.
+        #[arg(long)]
+        fast: bool,
+    },
+    /// Show HAProxy's config path, process and backend servers.
+    Haproxy {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run the supervisor daemon in the foreground (`up` starts it for you).
+    #[command(hide = true)]
+    Daemon,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum NodeCommand {
+    /// Graceful stop: SIGTERM (the node drains), SIGKILL if it has not exited after --grace.
+    Stop {
+        id: NodeId,
+        /// Time from SIGTERM to SIGKILL, e.g. 90s (default: the lab's timeouts.grace, 60s).
+        #[arg(long, value_parser = humantime::parse_duration)]
+        grace: Option<Duration>,
+    },
+    /// SIGKILL the node now: no drain.
+    Kill { id: NodeId },
+    /// Restart a stopped node on its store and wait until it is ready.
+    Start { id: NodeId },
+    /// Add a new node to the cluster and to HAProxy.
+    Add,
+    /// Remove a node from the cluster for good (CockroachDB decommission, etcd member remove), then stop it.
+    Decommission {
+        id: NodeId,
+        /// Proceed even if fewer nodes than the replication factor would remain.
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+/// Runs a parsed command. Returns the process exit code.
+pub async fn run(cli: Cli) -> Result<i32> {
+    let lab = Lab::new(&cli.dir).map_err(|e| Error::io("cannot resolve --dir", e))?;
+    lab.check_socket_paths()?;
+    match cli.command {
+        Command::Daemon => {
+            crate::daemon::run(lab, shutdown_signal()).await?;
+            Ok(0)
+        }
+        Command::Up { config, engine, nodes } => up(&lab, config.as_deref(), Overrides { engine, nodes }).await,
+        Command::Status { json } => {
+            let client = ensure_daemon(&lab).await?;
+            let s: StatusReport = client.get("/v1/status").await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&s).expect("serializes"));
+            } else {
+                print!("{}", reporter::status_table(&s));
+            }
+            Ok(0)
+        }
+        Command::Haproxy { json } => {
+            let client = ensure_daemon(&lab).await?;
+            let r: HaproxyReport = client.get("/v1/haproxy").await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&r).expect("serializes"));
+            } else {
+                print!("{}", reporter::haproxy_table(&r));
+            }
+            Ok(0)
+        }
+        Command::Node { command } => node(&lab, command).await,
+        Command::Down { wipe, fast } => down(&lab, wipe, fast).await,
+    }
+}
+
+async fn up(lab: &Lab, config: Option<&Path>, overrides: Overrides) -> Result<i32> {
+    let asked = config.is_some() || overrides.engine.is_some() || overrides.nodes.is_some();
+    let requested = LabSpec::load(config, &overrides)?;
+    match LabState::load(&lab.state_file())? {
+        Some(existing) => {
+            if asked && !same_shape(&existing.spec, &requested) {
+                return Err(Error::LabMismatch {
+                    dir: lab.dir().to_path_buf(),
+                    existing: existing.spec.summary(),
+                    requested: requested.summary(),
+                });
+            }
+        }
+        None => {
+            std::fs::create_dir_all(lab.dir()).map_err(|e| Error::io(format!("cannot create {}", lab.dir().display()), e))?;
+            LabState::new(requested).save(&lab.state_file())?;
+        }
+    }
+    let client = Client::new(&lab.socket());
+    let client = if client.is_up().await {
+        // A daemon whose lab is fully up: say so. One left by a failed `up` (a port was taken,
+        // a node did not become ready): carry on and start what is missing.
+        let s: StatusReport = client.get("/v1/status").await?;
+        let all_up = s.haproxy.pid.is_some() && s.nodes.iter().filter(|n| !n.decommissioned).all(|n| n.pid.is_some());
+        if all_up {
+            return Err(Error::LabRunning { dir: lab.dir().to_path_buf(), pid: s.daemon.pid });
+        }
+        client
+    } else {
+        start_daemon(lab).await?
+    };
+    stream(&client, "/v1/up", &serde_json::json!({})).await?;
+    let s: StatusReport = client.get("/v1/status").await?;
+    print!("{}", reporter::status_table(&s));
+    Ok(0)
+}
+
+/// A lab created with a config matches a later `up --config` of the same shape: engine, node
+/// count and ports. (Timeouts may differ; the stored ones win.)
+fn same_shape(a: &LabSpec, b: &LabSpec) -> bool {
+    a.engine == b.engine && a.nodes == b.nodes && a.ports == b.ports && a.haproxy.frontend_port == b.haproxy.frontend_port
+}
+
+async fn node(lab: &Lab, command: NodeCommand) -> Result<i32> {
+    let client = ensure_daemon(lab).await?;
+    let empty = serde_json::json!({});
+    let result = match command {
+        NodeCommand::Stop { id, grace } => {
+            let req = StopRequest { grace_ms: grace.map(|g| g.as_millis() as u64) };
+            stream(&client, &format!("/v1/nodes/{id}/stop"), &req).await?
+        }
+        NodeCommand::Kill { id } => stream(&client, &format!("/v1/nodes/{id}/kill"), &empty).await?,
+        NodeCommand::Start { id } => stream(&client, &format!("/v1/nodes/{id}/start"), &empty).await?,
+        NodeCommand::Add => stream(&client, "/v1/nodes/add", &empty).await?,
+        NodeCommand::Decommission { id, force } => {
+            stream(&client, &format!("/v1/nodes/{id}/decommission"), &DecommissionRequest { force }).await?
+        }
+    };
+    if let Ok(o) = serde_json::from_value::<StopOutcome>(result.clone()) {
+        println!("{}", describe_stop(&o));
+    } else if let Some(n) = result.get("node") {
+        println!("node {n}: done");
+    }
+    Ok(0)
+}
+
+async fn down(lab: &Lab, wipe: bool, fast: bool) -> Result<i32> {
+    if LabState::load(&lab.state_file())?.is_none() {
+        println!("no lab in {}; nothing to stop", lab.dir().display());
+        return Ok(0);
+    }
+    let client = ensure_daemon(lab).await?;
+    let result = stream(&client, "/v1/down", &DownRequest { fast }).await?;
+    let outcomes: Vec<StopOutcome> = serde_json::from_value(result["nodes"].clone()).unwrap_or_default();
+    for o in &outcomes {
+        println!("{}", describe_stop(o));
+    }
+    // The daemon exits once `down` is done; wait for its socket to go.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while lab.socket().exists() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    if wipe {
+        for path in lab.owned_paths() {
+            let res = if path.is_dir() { std::fs::remove_dir_all(&path) } else { std::fs::remove_file(&path) };
+            if let Err(e) = res {
+                if e.kind() != std::io::ErrorKind::NotFound {
+                    return Err(Error::io(format!("cannot remove {}", path.display()), e));
+                }
+            }
+        }
+        let _ = std::fs::remove_dir(lab.dir()); // only if empty: never delete what roachlab did not make
+        println!("wiped {}", lab.dir().display());
+    }
+    Ok(0)
+}
+
+/// `node 2: drained: SIGTERM, exited (code 0) after 3.2 s`.
+fn describe_stop(o: &StopOutcome) -> String {
+    if o.signals.is_empty() {
+        return format!("node {}: {}", o.node, o.outcome);
+    }
+    let exit = o.exit.as_ref().map(|e| format!("exited ({e})")).unwrap_or_else(|| "exited".into());
+    format!("node {}: {}: {}, {exit} after {:.1} s", o.node, o.outcome, o.signals.join(" → "), o.elapsed_ms as f64 / 1000.0)
+}
+
+/// Follows a streamed request with the reporter.
+async fn stream(client: &Client, path: &str, body: &impl serde::Serialize) -> Result<serde_json::Value> {
+    let mut reporter = Reporter::new(std::io::stdout().is_terminal());
+    let res = client.stream(path, body, |e| reporter.event(e)).await;
+    reporter.finish();
+    res
+}
+
+/// A client of the lab's daemon, starting the daemon (which re-adopts running nodes) if the
+/// lab exists but no daemon answers.
+async fn ensure_daemon(lab: &Lab) -> Result<Client> {
+    if LabState::load(&lab.state_file())?.is_none() {
+        return Err(Error::NoLab { dir: lab.dir().to_path_buf() });
+    }
+    let client = Client::new(&lab.socket());
+    if client.is_up().await {
+        return Ok(client);
+    }
+    start_daemon(lab).await
+}
+
+/// Starts `roachlab daemon` for the lab in a new session (so it outlives this command and a
+/// Ctrl-C in this terminal), output to `DIR/logs/daemon.log`, and waits until it answers.
+async fn start_daemon(lab: &Lab) -> Result<Client> {
+    use process_wrap::std::{CommandWrap, ProcessSession};
+    std::fs::create_dir_all(lab.logs_dir()).map_err(|e| Error::io(format!("cannot create {}", lab.logs_dir().display()), e))?;
+    let log_path = lab.daemon_log();
+    let open = || {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .map_err(|e| Error::io(format!("cannot open {}", log_path.display()), e))
+    };
+    let exe = std::env::current_exe().map_err(|e| Error::io("cannot find the roachlab binary", e))?;
+    let mut cmd = std::process::Command::new(exe);
+    cmd.arg("--dir").arg(lab.dir()).arg("daemon").stdin(Stdio::null()).stdout(open()?).stderr(open()?);
+    let mut wrap = CommandWrap::from(cmd);
+    wrap.wrap(ProcessSession);
+    let mut child = wrap.spawn().map_err(|e| Error::io("cannot start the roachlab daemon", e))?;
+    let client = Client::new(&lab.socket());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if client.is_up().await {
+            return Ok(client);
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            return Err(Error::DaemonStart { log: log_path.clone(), message: format!("it exited ({status}): {}", log_tail(&log_path)) });
+        }
+        if Instant::now() > deadline {
+            return Err(Error::DaemonStart { log: log_path, message: "it did not answer within 20 s".into() });
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn log_tail(path: &Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    lines[lines.len().saturating_sub(3)..].join(" / ")
+}
+
+/// Resolves on SIGTERM or SIGINT: the daemon's shutdown source in the binary.
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler installs");
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler installs");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}

@@ -1,0 +1,190 @@
+//! The daemon: serves one lab's API on `DIR/roachlab.sock` and owns its [`Supervisor`].
+//!
+//! Started by `roachlab up` as `roachlab daemon --dir DIR` in its own session, it outlives the
+//! CLI. It exits after a successful `down`, or when its shutdown future resolves (SIGTERM or
+//! SIGINT for the binary; any future for tests, which boot it in-process). Exiting leaves the
+//! nodes running: the next daemon re-adopts them.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::os::unix::fs::PermissionsExt;
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use tokio::net::UnixListener;
+use tokio::sync::{broadcast, mpsc};
+use tokio_util::sync::CancellationToken;
+
+use crate::api::{ApiError, DecommissionRequest, DownRequest, StopRequest, StreamItem};
+use crate::events::{write_timeline, EventBus};
+use crate::lab::Lab;
+use crate::node::NodeId;
+use crate::supervisor::Supervisor;
+use crate::{Error, Result};
+
+#[derive(Clone)]
+struct AppState {
+    sup: Supervisor,
+    /// Cancelled to make the daemon exit (after `down`).
+    exit: CancellationToken,
+}
+
+/// Runs the daemon for `lab` until `shutdown` resolves or a `down` request completes.
+///
+/// Errors: another daemon answers on the socket ([`Error::LabRunning`]); no lab in the
+/// directory ([`Error::NoLab`]); the socket cannot be bound.
+pub async fn run(lab: Lab, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<()> {
+    lab.check_socket_paths()?;
+    clear_stale_socket(&lab).await?;
+    let bus = EventBus::new();
+    let timeline_stop = CancellationToken::new();
+    let timeline = tokio::spawn(write_timeline(bus.subscribe(), lab.events_file(), timeline_stop.clone()));
+    let exit = CancellationToken::new();
+    let sup = Supervisor::open(lab.clone(), bus.clone(), exit.child_token()).await?;
+
+    let socket = lab.socket();
+    let listener = UnixListener::bind(&socket).map_err(|e| Error::io(format!("cannot listen on {}", socket.display()), e))?;
+    std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o600))
+        .map_err(|e| Error::io(format!("cannot chmod {}", socket.display()), e))?;
+    tracing::info!("daemon {} serving {}", std::process::id(), socket.display());
+
+    let app = router(AppState { sup: sup.clone(), exit: exit.clone() });
+    let stop = exit.clone();
+    let served = axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            tokio::select! {
+                _ = shutdown => {}
+                _ = stop.cancelled() => {}
+            }
+        })
+        .await;
+    sup.detach();
+    let _ = std::fs::remove_file(&socket);
+    timeline_stop.cancel();
+    let _ = timeline.await;
+    served.map_err(|e| Error::io("daemon server failed", e))
+}
+
+/// Removes a socket file no daemon answers on (left by a daemon that was SIGKILLed); fails if
+/// one does answer.
+async fn clear_stale_socket(lab: &Lab) -> Result<()> {
+    let socket = lab.socket();
+    if !socket.exists() {
+        return Ok(());
+    }
+    match tokio::time::timeout(Duration::from_secs(2), tokio::net::UnixStream::connect(&socket)).await {
+        Ok(Ok(_)) => {
+            let pid = crate::state::LabState::load(&lab.state_file()).ok().flatten().and_then(|s| s.daemon).map(|d| d.pid).unwrap_or(0);
+            Err(Error::LabRunning { dir: lab.dir().to_path_buf(), pid })
+        }
+        _ => {
+            tracing::info!("removing stale socket {}", socket.display());
+            std::fs::remove_file(&socket).map_err(|e| Error::io(format!("cannot remove stale socket {}", socket.display()), e))
+        }
+    }
+}
+
+fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/v1/ping", get(|| async { Json(serde_json::json!({ "pid": std::process::id() })) }))
+        .route("/v1/status", get(|State(s): State<AppState>| async move { Json(s.sup.status()) }))
+        .route("/v1/haproxy", get(|State(s): State<AppState>| async move { Json(s.sup.haproxy_report().await) }))
+        .route("/v1/up", post(|State(s): State<AppState>| async move { streamed(&s, |sup| async move { sup.up().await }, false) }))
+        .route(
+            "/v1/down",
+            post(|State(s): State<AppState>, Json(r): Json<DownRequest>| async move {
+                streamed(&s, move |sup| async move { sup.down(r.fast).await }, true)
+            }),
+        )
+        .route(
+            "/v1/nodes/add",
+            post(|State(s): State<AppState>| async move { streamed(&s, |sup| async move { sup.add_node().await }, false) }),
+        )
+        .route(
+            "/v1/nodes/{id}/start",
+            post(|State(s): State<AppState>, Path(id): Path<NodeId>| async move {
+                streamed(&s, move |sup| async move { sup.start_node(id).await }, false)
+            }),
+        )
+        .route(
+            "/v1/nodes/{id}/stop",
+            post(|State(s): State<AppState>, Path(id): Path<NodeId>, Json(r): Json<StopRequest>| async move {
+                streamed(&s, move |sup| async move { sup.stop_node(id, r.grace_ms.map(Duration::from_millis)).await }, false)
+            }),
+        )
+        .route(
+            "/v1/nodes/{id}/kill",
+            post(|State(s): State<AppState>, Path(id): Path<NodeId>| async move {
+                streamed(&s, move |sup| async move { sup.kill_node(id).await }, false)
+            }),
+        )
+        .route(
+            "/v1/nodes/{id}/decommission",
+            post(|State(s): State<AppState>, Path(id): Path<NodeId>, Json(r): Json<DecommissionRequest>| async move {
+                streamed(&s, move |sup| async move { sup.decommission_node(id, r.force).await }, false)
+            }),
+        )
+        .fallback(|| async {
+            (
+                StatusCode::NOT_FOUND,
+                Json(StreamItem::Error(ApiError { code: crate::error::ErrorCode::BadRequest, message: "no such API route".into() })),
+            )
+        })
+        .with_state(state)
+}
+
+fn line(item: &StreamItem) -> Result<Bytes, Infallible> {
+    let mut v = serde_json::to_vec(item).expect("stream items serialize");
+    v.push(b'\n');
+    Ok(Bytes::from(v))
+}
+
+/// Runs `op` in its own task (a client that hangs up does not abort it half-way) and streams
+/// every lab event while it runs, then its result. With `exit_after`, the daemon exits once a
+/// successful result is sent.
+fn streamed<F, Fut>(state: &AppState, op: F, exit_after: bool) -> Response
+where
+    F: FnOnce(Supervisor) -> Fut + Send + 'static,
+    Fut: Future<Output = Result<serde_json::Value>> + Send + 'static,
+{
+    let sup = state.sup.clone();
+    let exit = state.exit.clone();
+    let mut events = sup.bus().subscribe();
+    let (tx, rx) = mpsc::channel::<Result<Bytes, Infallible>>(1024);
+    tokio::spawn(async move {
+        let mut task = tokio::spawn(op(sup));
+        let result = loop {
+            tokio::select! {
+                biased;
+                ev = events.recv() => match ev {
+                    Ok(e) => { let _ = tx.send(line(&StreamItem::Event(e))).await; }
+                    Err(broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(broadcast::error::RecvError::Closed) => {}
+                },
+                r = &mut task => break r,
+            }
+        };
+        while let Ok(e) = events.try_recv() {
+            let _ = tx.send(line(&StreamItem::Event(e))).await;
+        }
+        let ok = matches!(result, Ok(Ok(_)));
+        let item = match result {
+            Ok(Ok(v)) => StreamItem::Done(v),
+            Ok(Err(e)) => StreamItem::Error(ApiError::from(&e)),
+            Err(join) => {
+                StreamItem::Error(ApiError { code: crate::error::ErrorCode::Internal, message: format!("request task failed: {join}") })
+            }
+        };
+        let _ = tx.send(line(&item)).await;
+        drop(tx);
+        if exit_after && ok {
+            exit.cancel();
+        }
+    });
+    ([(header::CONTENT_TYPE, "application/x-ndjson")], Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(rx))).into_response()
+}

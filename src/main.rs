@@ -1,0 +1,28 @@
+//! The `roachlab` binary: parse arguments, set up tracing, run, map errors to exit codes.
+
+use clap::Parser;
+
+fn main() {
+    let cli = roachlab::cli::Cli::parse();
+    // The daemon's stderr is its log file; the CLI only shows warnings unless RUST_LOG says more.
+    let default = if matches!(cli.command, roachlab::cli::Command::Daemon) { "info" } else { "warn" };
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| default.into()))
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            std::process::exit(1);
+        }
+    };
+    let code = match runtime.block_on(roachlab::cli::run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e}");
+            1
+        }
+    };
+    std::process::exit(code);
+}
