@@ -1,0 +1,72 @@
+//! Bad input gets a clear error naming what, where and how to fix it, and loses nothing.
+
+use std::net::TcpListener;
+
+use crate::helpers::*;
+
+#[test]
+fn bad_config_names_file_line_and_column() {
+    let lab = TestLab::new("etcd", 3);
+    let bad = lab.dir.path().join("bad.toml");
+    std::fs::write(&bad, "engine = \"etcd\"\nnodes = 3\n[haproxy]\ninterval = \"1s\"\n").unwrap();
+    let out = lab.run(&["up", "--config", bad.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(err.contains(&format!("{}:4:1: unknown field `interval`", bad.display())), "{err}");
+    assert!(!lab.lab_dir().exists(), "a bad config must not create a lab");
+}
+
+#[test]
+fn unknown_engine_is_rejected_by_the_parser() {
+    let lab = TestLab::new("etcd", 3);
+    let out = lab.run(&["up", "--engine", "mongo"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("possible values: cockroach, etcd"), "{}", text(&out.stderr));
+}
+
+#[test]
+fn a_taken_port_is_named_with_its_holder() {
+    let lab = TestLab::new("etcd", 3);
+    let holder = TcpListener::bind(("127.0.0.1", lab.ports.base + 1)).expect("hold node 2's port");
+    let out = lab.run(&["up", "--config", lab.config.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(
+        err.contains(&format!("port {} (node 2 etcd client) is already in use by pid {}", lab.ports.base + 1, std::process::id())),
+        "{err}"
+    );
+    // Nothing was started: no node process recorded.
+    assert!(lab.state()["nodes"].as_array().unwrap().iter().all(|n| n["process"].is_null()));
+    drop(holder);
+    // Once the port is free, `up` on the same lab goes through.
+    lab.up();
+    assert_eq!(lab.node(2)["ready"], true);
+}
+
+#[test]
+fn a_missing_engine_binary_says_how_to_install_it() {
+    let lab = TestLab::new("etcd", 3);
+    let out = lab.cmd(&["up", "--config", lab.config.to_str().unwrap()]).env("ROACHLAB_ETCD", "/nonexistent/etcd").output().unwrap();
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(err.contains("`etcd` not found") && err.contains("apt-get install etcd-server"), "{err}");
+}
+
+#[test]
+fn commands_on_a_missing_lab_say_how_to_create_one() {
+    let lab = TestLab::new("etcd", 3);
+    let out = lab.run(&["status"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("no lab in") && text(&out.stderr).contains("roachlab up --dir"), "{}", text(&out.stderr));
+    let out = lab.run(&["down"]);
+    assert!(out.status.success(), "down on no lab is a no-op");
+}
+
+#[test]
+fn up_with_another_shape_on_an_existing_lab_is_refused() {
+    let lab = TestLab::new("etcd", 3);
+    lab.up();
+    lab.ok(&["down"]);
+    let out = lab.run(&["up", "--config", lab.config.to_str().unwrap(), "--nodes", "5"]);
+    assert!(text(&out.stderr).contains("was created as etcd, 3 nodes, not etcd, 5 nodes"), "{}", text(&out.stderr));
+}

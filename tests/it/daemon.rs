@@ -1,0 +1,50 @@
+//! The daemon booted in-process with an injected shutdown source.
+
+use std::time::Duration;
+
+use roachlab::api::{Client, StatusReport};
+use roachlab::config::{LabSpec, Overrides};
+use roachlab::lab::Lab;
+use roachlab::state::LabState;
+
+use crate::helpers::*;
+
+#[tokio::test]
+async fn daemon_runs_in_process_clears_a_stale_socket_and_stops_on_its_shutdown_source() {
+    let t = TestLab::new("etcd", 3);
+    let lab = Lab::new(t.lab_dir()).unwrap();
+    std::fs::create_dir_all(lab.dir()).unwrap();
+    LabState::new(LabSpec::load(Some(&t.config), &Overrides::default()).unwrap()).save(&lab.state_file()).unwrap();
+    // A socket file left by a daemon that died: nothing listens on it any more.
+    drop(std::os::unix::net::UnixListener::bind(lab.socket()).unwrap());
+    assert!(lab.socket().exists());
+
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let daemon = tokio::spawn(roachlab::daemon::run(lab.clone(), async move {
+        let _ = stopped.await;
+    }));
+    let client = Client::new(&lab.socket());
+    let start = std::time::Instant::now();
+    while !client.is_up().await {
+        assert!(start.elapsed() < Duration::from_secs(10), "daemon did not come up");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let s: StatusReport = client.get("/v1/status").await.unwrap();
+    assert_eq!(s.engine, "etcd");
+    assert_eq!(s.nodes.iter().map(|n| n.state.as_str()).collect::<Vec<_>>(), ["stopped"; 3]);
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(lab.socket()).unwrap().permissions().mode() & 0o777, 0o600);
+
+    // A second daemon for the same lab refuses to start.
+    let err = roachlab::daemon::run(lab.clone(), std::future::pending()).await.unwrap_err();
+    assert!(err.to_string().contains("already up"), "{err}");
+
+    // Unknown API routes and nodes are errors, not crashes.
+    let err = client.stream("/v1/nodes/7/kill", &serde_json::json!({}), |_| {}).await.unwrap_err();
+    assert!(err.to_string().contains("unknown node 7"), "{err}");
+
+    stop.send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(10), daemon).await.expect("daemon stops").unwrap().unwrap();
+    assert!(!lab.socket().exists(), "socket removed on exit");
+    assert!(LabState::load(&lab.state_file()).unwrap().unwrap().daemon.is_none(), "state says no daemon");
+}

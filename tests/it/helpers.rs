@@ -1,0 +1,207 @@
+//! Test helpers: a throwaway lab with its own free ports, CLI runners, polling with deadlines,
+//! and cleanup by PID (identity-checked) whatever the test's outcome.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use assert_cmd::cargo::CommandCargoExt;
+use roachlab::process::ProcIdentity;
+use serde_json::Value;
+
+static NEXT_BLOCK: AtomicU32 = AtomicU32::new(0);
+
+/// A block of ports for one lab: node ports at `base`, `base+64`, `base+128` (config keeps
+/// 64-port blocks apart), HAProxy at `base+192..=base+194`. Every port that a 5-node lab
+/// would use is checked free. Blocks lie in 20000..32000, below Linux's ephemeral range.
+#[derive(Debug, Clone, Copy)]
+pub struct Ports {
+    pub base: u16,
+    pub http_base: u16,
+    pub peer_base: u16,
+    pub frontend: u16,
+    pub admin: u16,
+    pub stats: u16,
+}
+
+impl Ports {
+    pub fn free() -> Self {
+        let seed = std::process::id();
+        for _ in 0..200 {
+            let k = NEXT_BLOCK.fetch_add(1, Ordering::SeqCst);
+            let base = 20000 + ((seed.wrapping_mul(7) + k) % 60) as u16 * 200;
+            let p = Ports { base, http_base: base + 64, peer_base: base + 128, frontend: base + 192, admin: base + 193, stats: base + 194 };
+            let all = (0..5).flat_map(|i| [p.base + i, p.http_base + i, p.peer_base + i]).chain([p.frontend, p.admin, p.stats]);
+            if all.into_iter().all(roachlab::ports::is_free) {
+                return p;
+            }
+        }
+        panic!("no free port block found in 20000..32000");
+    }
+}
+
+/// A lab in a temporary directory, torn down on drop.
+pub struct TestLab {
+    pub dir: tempfile::TempDir,
+    pub config: PathBuf,
+    pub ports: Ports,
+}
+
+impl TestLab {
+    /// A lab config for `engine` with `nodes` nodes on free ports and fast timeouts.
+    pub fn new(engine: &str, nodes: u32) -> Self {
+        // Short paths: Unix socket addresses are limited to 107 bytes.
+        let dir = tempfile::Builder::new().prefix("rl").tempdir_in("/tmp").expect("temp dir");
+        let ports = Ports::free();
+        let config = dir.path().join("lab.toml");
+        let text = format!(
+            "engine = \"{engine}\"\nnodes = {nodes}\n\n[ports]\nbase = {}\nhttp_base = {}\npeer_base = {}\n\n\
+             [haproxy]\nfrontend_port = {}\nadmin_port = {}\nstats_port = {}\ninter = \"500ms\"\nfall = 2\nrise = 2\n\n\
+             [timeouts]\ngrace = \"30s\"\ndown_grace = \"15s\"\nready = \"60s\"\npoll = \"250ms\"\n",
+            ports.base, ports.http_base, ports.peer_base, ports.frontend, ports.admin, ports.stats
+        );
+        std::fs::write(&config, text).expect("write config");
+        Self { dir, config, ports }
+    }
+
+    /// The lab directory (`--dir`).
+    pub fn lab_dir(&self) -> PathBuf {
+        self.dir.path().join("lab")
+    }
+
+    /// `roachlab --dir LAB args...`, with the environment it is given.
+    pub fn cmd(&self, args: &[&str]) -> std::process::Command {
+        let mut c = std::process::Command::cargo_bin("roachlab").expect("binary built");
+        c.arg("--dir").arg(self.lab_dir()).args(args).env_remove("ROACHLAB_DIR");
+        c
+    }
+
+    /// Runs a command and returns its output (never panics on failure).
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.cmd(args).output().expect("run roachlab")
+    }
+
+    /// Runs a command that must succeed; returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(out.status.success(), "`roachlab {}` failed: {}\nstdout:\n{}", args.join(" "), text(&out.stderr), text(&out.stdout));
+        text(&out.stdout)
+    }
+
+    /// `up --config lab.toml`.
+    pub fn up(&self) -> String {
+        let cfg = self.config.display().to_string();
+        self.ok(&["up", "--config", &cfg])
+    }
+
+    /// `status --json`.
+    pub fn status(&self) -> Value {
+        serde_json::from_str(&self.ok(&["status", "--json"])).expect("status JSON")
+    }
+
+    /// The node entry of `status --json`.
+    pub fn node(&self, id: u64) -> Value {
+        self.status()["nodes"].as_array().unwrap().iter().find(|n| n["id"] == id).cloned().expect("node in status")
+    }
+
+    /// The persisted state.
+    pub fn state(&self) -> Value {
+        let text = std::fs::read_to_string(self.lab_dir().join("state.json")).expect("state.json");
+        serde_json::from_str(&text).expect("state JSON")
+    }
+
+    /// Identities of every process the lab recorded (nodes, HAProxy, daemon).
+    pub fn recorded_processes(&self) -> Vec<ProcIdentity> {
+        let Ok(text) = std::fs::read_to_string(self.lab_dir().join("state.json")) else { return vec![] };
+        let Ok(v) = serde_json::from_str::<Value>(&text) else { return vec![] };
+        let mut out: Vec<ProcIdentity> =
+            v["nodes"].as_array().into_iter().flatten().filter_map(|n| serde_json::from_value(n["process"].clone()).ok()).collect();
+        for k in ["haproxy", "daemon"] {
+            if let Ok(id) = serde_json::from_value(v[k].clone()) {
+                out.push(id);
+            }
+        }
+        out
+    }
+
+    /// Events of the timeline, in order.
+    pub fn events(&self) -> Vec<Value> {
+        std::fs::read_to_string(self.lab_dir().join("events.jsonl"))
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("event JSON"))
+            .collect()
+    }
+}
+
+impl Drop for TestLab {
+    fn drop(&mut self) {
+        if !self.lab_dir().join("state.json").exists() {
+            return;
+        }
+        let seen = self.recorded_processes();
+        let _ = self.cmd(&["down", "--fast"]).output();
+        // Safety net: anything recorded that still runs is SIGKILLed, by PID and only if its
+        // start time still matches (never by name).
+        for id in seen.into_iter().chain(self.recorded_processes()) {
+            let _ = roachlab::process::signal(&id, nix::sys::signal::Signal::SIGKILL);
+        }
+    }
+}
+
+/// Polls `cond` every 50 ms until it returns `Some`, or panics after `deadline` naming `what`.
+pub fn wait_for<T>(what: &str, deadline: Duration, mut cond: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = cond() {
+            return v;
+        }
+        assert!(start.elapsed() < deadline, "timed out after {deadline:?} waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A minimal HTTP/1.0 GET against 127.0.0.1:port; returns (status, body).
+pub fn http_get(port: u16, path: &str) -> std::io::Result<(u16, String)> {
+    let mut s = TcpStream::connect(("127.0.0.1", port))?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")?;
+    let mut resp = String::new();
+    s.read_to_string(&mut resp)?;
+    let status = resp.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = resp.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    Ok((status, body))
+}
+
+/// A minimal HTTP/1.0 POST of JSON; returns (status, body).
+pub fn http_post(port: u16, path: &str, json: &str) -> std::io::Result<(u16, String)> {
+    let mut s = TcpStream::connect(("127.0.0.1", port))?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(s, "POST {path} HTTP/1.0\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{json}", json.len())?;
+    let mut resp = String::new();
+    s.read_to_string(&mut resp)?;
+    let status = resp.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = resp.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    Ok((status, body))
+}
+
+pub fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// Prints `SKIPPED (reason): test` straight to the process's stderr, past libtest's output
+/// capture (which only intercepts `print!`/`eprint!`), so it shows in every test run.
+pub fn skipped(reason: &str, test: &str) {
+    let _ = writeln!(std::io::stderr().lock(), "SKIPPED ({reason}): {test}");
+}
+
+/// Whether a binary is available (by env var or PATH), for SKIPPED lines.
+pub fn binary_available(env_var: &str, name: &str) -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os(env_var).filter(|v| !v.is_empty()) {
+        return which::which(Path::new(&p)).ok();
+    }
+    which::which(name).ok()
+}

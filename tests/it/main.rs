@@ -1,0 +1,9 @@
+//! Integration tests: real etcd, HAProxy (and CockroachDB when a binary is available),
+//! started and stopped by the tests themselves, all on 127.0.0.1 with ports checked free.
+
+mod cli_errors;
+mod cockroach;
+mod daemon;
+mod helpers;
+mod lab_etcd;
+mod safety;
