@@ -393,7 +393,8 @@ impl Supervisor {
         let mut changes = Vec::new();
         {
             let mut rt = self.runtime();
-            for row in rows.iter().filter(|r| r.proxy == frontend) {
+            // `INI`: HAProxy has not checked the server yet; its status means nothing until then.
+            for row in rows.iter().filter(|r| r.proxy == frontend && !r.check_status.starts_with("INI")) {
                 let Some(node) = row.node() else { continue };
                 let r = rt.entry(node).or_default();
                 let main_word = |s: &str| s.split_whitespace().next().unwrap_or("").to_string();
@@ -1023,8 +1024,10 @@ impl Supervisor {
     }
 }
 
+/// RFC 3339 in UTC with milliseconds, e.g. `2026-11-21T14:21:05.653Z`.
 fn rfc3339(t: OffsetDateTime) -> String {
-    t.format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
+    let fmt = time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z");
+    t.to_offset(time::UtcOffset::UTC).format(&fmt).unwrap_or_default()
 }
 
 fn join_ids(ids: &[NodeId]) -> String {

@@ -146,6 +146,13 @@ fn etcd_membership_follows_add_and_decommission() {
     // etcd refuses nothing here, but an unknown node is a clear error.
     let out = lab.run(&["node", "decommission", "9"]);
     assert!(text(&out.stderr).contains("unknown node 9; this lab has nodes 1, 2, 3, 4"), "{}", text(&out.stderr));
+    // down, then up again: the members restart on their stores; the decommissioned node
+    // stays out of the cluster and of HAProxy.
+    lab.ok(&["down"]);
+    lab.ok(&["up"]);
+    assert_eq!(members(&lab), 3);
+    assert!(lab.node(2)["pid"].is_null());
+    assert_eq!(frontend_servers(&lab), vec!["node1", "node3", "node4"]);
     lab.ok(&["down", "--wipe"]);
     assert!(!lab.lab_dir().exists(), "wipe removes the lab dir it created");
 }
