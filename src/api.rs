@@ -15,6 +15,7 @@ use crate::events::Event;
 use crate::haproxy::ServerStat;
 use crate::node::NodeId;
 use crate::process::ExitInfo;
+use crate::watch::{ClusterFigures, Liveness};
 use crate::{Error, Result};
 
 /// One line of a streamed reply.
@@ -73,6 +74,9 @@ pub struct StatusReport {
     pub daemon: DaemonStatus,
     pub nodes: Vec<NodeStatus>,
     pub haproxy: HaproxyStatus,
+    /// Cluster-level figures from the watcher (`ranges*`, `live_nodes` for CockroachDB;
+    /// `leader`, `term`, `has_leader` for etcd; `quorum` for both). `null` until observed.
+    pub cluster: ClusterFigures,
 }
 
 /// The daemon serving the lab.
@@ -109,6 +113,18 @@ pub struct NodeStatus {
     pub decommissioned: bool,
     /// The engine's own id: CockroachDB node ID, etcd member ID.
     pub engine_id: Option<u64>,
+    /// HAProxy's last check result (`L7OK`, `L4CON`, `L7STS`...).
+    pub backend_check: Option<String>,
+    /// The cluster's view of the node (CockroachDB liveness: `LIVE`, `SUSPECT`, `DEAD`,
+    /// `DRAINING`, `DECOMMISSIONING`, `DECOMMISSIONED`, `UNKNOWN`). Shown even when the
+    /// process is gone: `state` says what the process is, this says what the cluster believes.
+    pub liveness: Option<Liveness>,
+    /// Replicas on the node (CockroachDB).
+    pub replicas: Option<u64>,
+    /// Leases held (CockroachDB).
+    pub leaseholders: Option<u64>,
+    /// This member is the Raft leader (etcd).
+    pub is_leader: Option<bool>,
 }
 
 /// HAProxy in `status`.

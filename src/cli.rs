@@ -47,6 +47,36 @@ pub enum Command {
         /// Print JSON (see docs/API.md for the shape).
         #[arg(long)]
         json: bool,
+        /// Add liveness, replicas and leaseholders per node, and the cluster's range counts.
+        #[arg(long)]
+        ranges: bool,
+    },
+    /// Live view of the cluster, refreshed every second; q or Ctrl-C quits.
+    Watch {
+        /// Refresh interval.
+        #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+        interval: Duration,
+        /// Stop after this many refreshes (for scripts).
+        #[arg(long)]
+        count: Option<u64>,
+    },
+    /// Print the lab's event timeline (DIR/events.jsonl).
+    Events {
+        /// Keep printing events as they happen.
+        #[arg(long)]
+        follow: bool,
+        /// One JSON object per line, as stored.
+        #[arg(long)]
+        json: bool,
+        /// Only events newer than this, e.g. 5m.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        since: Option<Duration>,
+    },
+    /// Write a Prometheus scrape config for the nodes and HAProxy.
+    Prometheus {
+        /// Write to this file instead of stdout.
+        #[arg(long)]
+        out: Option<PathBuf>,
     },
     /// Act on one node.
     Node {
@@ -106,13 +136,37 @@ pub async fn run(cli: Cli) -> Result<i32> {
             Ok(0)
         }
         Command::Up { config, engine, nodes } => up(&lab, config.as_deref(), Overrides { engine, nodes }).await,
-        Command::Status { json } => {
+        Command::Status { json, ranges } => {
             let client = ensure_daemon(&lab).await?;
             let s: StatusReport = client.get("/v1/status").await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&s).expect("serializes"));
             } else {
-                print!("{}", reporter::status_table(&s));
+                print!("{}", reporter::status_table(&s, ranges));
+            }
+            Ok(0)
+        }
+        Command::Watch { interval, count } => {
+            let client = ensure_daemon(&lab).await?;
+            crate::dashboard::run(&client, &lab.events_file(), interval, std::io::stdout().is_terminal(), count).await?;
+            Ok(0)
+        }
+        Command::Events { follow, json, since } => {
+            if LabState::load(&lab.state_file())?.is_none() && !lab.events_file().exists() {
+                return Err(Error::NoLab { dir: lab.dir().to_path_buf() });
+            }
+            crate::reporter::print_timeline(&lab.events_file(), json, since, follow).await?;
+            Ok(0)
+        }
+        Command::Prometheus { out } => {
+            let state = LabState::load(&lab.state_file())?.ok_or_else(|| Error::NoLab { dir: lab.dir().to_path_buf() })?;
+            let text = crate::reporter::prometheus_config(&lab, &state);
+            match out {
+                Some(path) => {
+                    std::fs::write(&path, text).map_err(|e| Error::io(format!("cannot write {}", path.display()), e))?;
+                    println!("wrote {}", path.display());
+                }
+                None => print!("{text}"),
             }
             Ok(0)
         }
@@ -164,7 +218,7 @@ async fn up(lab: &Lab, config: Option<&Path>, overrides: Overrides) -> Result<i3
     };
     stream(&client, "/v1/up", &serde_json::json!({})).await?;
     let s: StatusReport = client.get("/v1/status").await?;
-    print!("{}", reporter::status_table(&s));
+    print!("{}", reporter::status_table(&s, false));
     Ok(0)
 }
 

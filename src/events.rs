@@ -61,6 +61,16 @@ pub enum EventKind {
     HaproxyExited { pid: u32, status: ExitInfo },
     /// HAProxy's view of one backend server changed (`UP`, `DOWN`, `MAINT`, ...).
     BackendState { node: NodeId, state: String, check: String },
+    /// The cluster's view of a node's liveness changed (CockroachDB).
+    LivenessChanged { node: NodeId, from: Option<String>, to: String },
+    /// Cluster range counts changed (CockroachDB: summed `ranges_*` gauges).
+    RangesChanged { ranges: Option<u64>, underreplicated: Option<u64>, unavailable: Option<u64> },
+    /// The Raft leader changed (etcd); `to` is `None` when no member knows a leader.
+    LeaderChanged { from: Option<NodeId>, to: Option<NodeId>, term: Option<u64> },
+    /// Fewer than a majority of members are up.
+    QuorumLost { up: usize, needed: usize },
+    /// A majority of members is up again.
+    QuorumRegained { up: usize, needed: usize },
     /// Something the user should read.
     Note { message: String },
     /// Something that went wrong without failing the request.
@@ -83,7 +93,8 @@ impl Event {
             | EventKind::NodeSignalled { node, .. }
             | EventKind::NodeExited { node, .. }
             | EventKind::NodeDecommissioned { node }
-            | EventKind::BackendState { node, .. } => Some(*node),
+            | EventKind::BackendState { node, .. }
+            | EventKind::LivenessChanged { node, .. } => Some(*node),
             _ => None,
         }
     }
@@ -117,10 +128,30 @@ impl Event {
                     format!("haproxy: node {node} is {state} ({check})")
                 }
             }
+            EventKind::LivenessChanged { node, from, to } => match from {
+                Some(f) => format!("node {node}: liveness {f} → {to}"),
+                None => format!("node {node}: liveness {to}"),
+            },
+            EventKind::RangesChanged { ranges, underreplicated, unavailable } => {
+                format!("ranges: {} under-replicated, {} unavailable (of {})", opt(underreplicated), opt(unavailable), opt(ranges))
+            }
+            EventKind::LeaderChanged { from, to, term } => {
+                let name = |n: &Option<NodeId>| n.map(|n| format!("node {n}")).unwrap_or_else(|| "none".into());
+                let term = term.map(|t| format!(" (term {t})")).unwrap_or_default();
+                format!("leader: {} → {}{term}", name(from), name(to))
+            }
+            EventKind::QuorumLost { up, needed } => {
+                format!("QUORUM LOST: {up} member(s) up, a majority needs {needed}; writes cannot commit")
+            }
+            EventKind::QuorumRegained { up, needed } => format!("quorum regained: {up} member(s) up (majority {needed})"),
             EventKind::Note { message } => message.clone(),
             EventKind::Warning { message } => format!("warning: {message}"),
         }
     }
+}
+
+fn opt(v: &Option<u64>) -> String {
+    v.map(|v| v.to_string()).unwrap_or_else(|| "?".into())
 }
 
 /// `CLOCK_MONOTONIC` in ms.

@@ -15,6 +15,7 @@ pub mod api;
 pub mod cli;
 pub mod config;
 pub mod daemon;
+pub mod dashboard;
 pub mod engine;
 pub mod error;
 pub mod events;
@@ -26,5 +27,6 @@ pub mod process;
 pub mod reporter;
 pub mod state;
 pub mod supervisor;
+pub mod watch;
 
 pub use error::{Error, Result};

@@ -10,10 +10,12 @@ use std::time::Duration;
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
+use std::path::Path;
+
 use crate::api::{HaproxyReport, StatusReport};
+use crate::dashboard::{cluster_line, liveness_word, process_word};
 use crate::events::{Event, EventKind};
 use crate::node::NodeId;
-use crate::process::ExitInfo;
 
 /// Renders events for a person.
 pub struct Reporter {
@@ -93,45 +95,48 @@ fn clock(e: &Event) -> String {
     format!("{:02}:{:02}:{:02}.{:03}", t.hour(), t.minute(), t.second(), t.millisecond())
 }
 
-/// `status` as a table.
-pub fn status_table(s: &StatusReport) -> String {
+/// `status` as a table; `ranges` adds liveness, replicas and leaseholders columns.
+pub fn status_table(s: &StatusReport, ranges: bool) -> String {
     let mut out = format!("{} lab in {} (daemon pid {})\n", s.engine, s.dir.display(), s.daemon.pid);
     let peer = s.nodes.iter().any(|n| n.peer_port.is_some());
-    out.push_str(&format!(
-        "{:<5} {:<20} {:<8} {:<6} {:<8} {:<6} {:<6}{} {}\n",
-        "NODE",
-        "STATE",
-        "PID",
-        "READY",
-        "HAPROXY",
-        "PORT",
-        "HTTP",
-        if peer { " PEER  " } else { "" },
-        "SINCE"
-    ));
+    let mut header = format!("{:<5} {:<20} {:<8} {:<6} {:<8} {:<6} {:<6}", "NODE", "STATE", "PID", "READY", "HAPROXY", "PORT", "HTTP");
+    if peer {
+        header.push_str(&format!(" {:<6}", "PEER"));
+    }
+    if ranges {
+        header.push_str(&format!(" {:<24} {:<8} {:<6}", "LIVENESS", "REPLICAS", "LEASES"));
+    }
+    header.push_str(" SINCE");
+    out.push_str(header.trim_end());
+    out.push('\n');
     for n in &s.nodes {
-        let state = match (&n.exit, n.decommissioned) {
-            (_, true) if n.pid.is_none() => "decommissioned".to_string(),
-            (Some(ExitInfo::Code(c)), _) => format!("exited (code {c})"),
-            (Some(ExitInfo::Signal(sig)), _) => format!("exited ({sig})"),
-            (Some(ExitInfo::Unknown), _) => "exited (unknown)".into(),
-            (None, _) => n.state.clone(),
-        };
-        out.push_str(&format!(
-            "{:<5} {:<20} {:<8} {:<6} {:<8} {:<6} {:<6}{} {}\n",
-            n.id,
-            state,
+        let mut row = format!(
+            "{:<5} {:<20} {:<8} {:<6} {:<8} {:<6} {:<6}",
+            if n.is_leader == Some(true) { format!("{}*", n.id) } else { n.id.to_string() },
+            process_word(n),
             n.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
             if n.ready { "yes" } else { "no" },
             n.backend.as_deref().unwrap_or("-"),
             n.sql_port,
             n.http_port,
-            if peer { format!(" {:<6}", n.peer_port.map(|p| p.to_string()).unwrap_or_default()) } else { String::new() },
-            n.since.as_deref().unwrap_or("-"),
-        ));
+        );
+        if peer {
+            row.push_str(&format!(" {:<6}", n.peer_port.map(|p| p.to_string()).unwrap_or_default()));
+        }
+        if ranges {
+            let opt = |v: Option<u64>| v.map(|v| v.to_string()).unwrap_or_else(|| "-".into());
+            row.push_str(&format!(" {:<24} {:<8} {:<6}", liveness_word(n), opt(n.replicas), opt(n.leaseholders)));
+        }
+        row.push_str(&format!(" {}", n.since.as_deref().unwrap_or("-")));
+        out.push_str(&row);
+        out.push('\n');
         if let Some(d) = &n.ready_detail {
             out.push_str(&format!("      not ready: {d}\n"));
         }
+    }
+    out.push_str(&format!("cluster: {}\n", cluster_line(s)));
+    if s.nodes.iter().any(|n| n.is_leader == Some(true)) {
+        out.push_str("(* = Raft leader)\n");
     }
     let h = &s.haproxy;
     match h.pid {
@@ -142,6 +147,77 @@ pub fn status_table(s: &StatusReport) -> String {
         None => out.push_str("haproxy: stopped\n"),
     }
     out
+}
+
+/// Prints the timeline file: events newer than `since`, as text or JSON lines, then (with
+/// `follow`) new events as they are appended, until Ctrl-C.
+pub async fn print_timeline(path: &Path, json: bool, since: Option<Duration>, follow: bool) -> crate::Result<()> {
+    use std::io::BufRead;
+    let cutoff = since.map(|d| time::OffsetDateTime::now_utc() - d);
+    let mut reader = loop {
+        match std::fs::File::open(path) {
+            Ok(f) => break std::io::BufReader::new(f),
+            Err(e) if follow && e.kind() == std::io::ErrorKind::NotFound => tokio::time::sleep(Duration::from_millis(200)).await,
+            Err(e) => return Err(crate::Error::io(format!("cannot read {}", path.display()), e)),
+        }
+    };
+    let mut line = String::new();
+    loop {
+        line.clear();
+        let n = reader.read_line(&mut line).map_err(|e| crate::Error::io(format!("cannot read {}", path.display()), e))?;
+        if n == 0 || !line.ends_with('\n') {
+            if !follow {
+                return Ok(());
+            }
+            // A partial last line is completed by the writer: read it again later.
+            if n > 0 {
+                let _ = reader.seek_relative(-(n as i64));
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(200)) => continue,
+                _ = tokio::signal::ctrl_c() => return Ok(()),
+            }
+        }
+        let Ok(e) = serde_json::from_str::<Event>(&line) else { continue };
+        if cutoff.is_some_and(|c| e.ts < c) {
+            continue;
+        }
+        if json {
+            print!("{line}");
+        } else {
+            println!("{}  {}", clock(&e), e.describe());
+        }
+    }
+}
+
+/// A Prometheus scrape config for the lab's nodes (job `cockroachdb` on `/_status/vars`, the
+/// name CockroachDB's published alert rules use; `etcd` on `/metrics`) and HAProxy's built-in
+/// exporter on the stats port.
+pub fn prometheus_config(lab: &crate::lab::Lab, state: &crate::state::LabState) -> String {
+    let engine = crate::engine::for_spec(&state.spec);
+    let (job, path) = engine.metrics_job();
+    let targets: Vec<String> = state.members().map(|n| format!("'127.0.0.1:{}'", n.ports.http)).collect();
+    format!(
+        "# Prometheus scrape config for the {} lab in {} (written by `roachlab prometheus`).\n\
+         # Nodes added later are not listed: run `roachlab prometheus` again after `node add`.\n\
+         scrape_configs:\n\
+         \x20 - job_name: {job}\n\
+         \x20   metrics_path: {path}\n\
+         \x20   scrape_interval: 10s\n\
+         \x20   static_configs:\n\
+         \x20     - targets: [{}]\n\
+         \x20       labels:\n\
+         \x20         cluster: roachlab\n\
+         \x20 - job_name: haproxy\n\
+         \x20   metrics_path: /metrics\n\
+         \x20   scrape_interval: 10s\n\
+         \x20   static_configs:\n\
+         \x20     - targets: ['127.0.0.1:{}']\n",
+        state.spec.engine,
+        lab.dir().display(),
+        targets.join(", "),
+        state.spec.haproxy.stats_port
+    )
 }
 
 /// `roachlab haproxy` as text.

@@ -31,6 +31,7 @@ use crate::node::{NodeId, NodeRecord, NodeState};
 use crate::ports;
 use crate::process::{self, ExitInfo, Liveness, ProcIdentity};
 use crate::state::LabState;
+use crate::watch::{ClusterFigures, Observation, Quorum};
 use crate::{Error, Result};
 
 /// How often `node stop` and `down` report drain progress.
@@ -65,6 +66,18 @@ pub struct StopOutcome {
     pub outcome: String,
 }
 
+/// What the watcher remembers between polls.
+#[derive(Debug, Default)]
+struct WatchState {
+    last: Observation,
+    /// Quorum as last evaluated (None before the first evaluation).
+    quorum_ok: Option<bool>,
+    /// A `quorum_lost` event is outstanding (so `quorum_regained` follows only a loss).
+    lost_reported: bool,
+    /// (underreplicated, unavailable) last reported.
+    ranges: Option<(Option<u64>, Option<u64>)>,
+}
+
 struct Inner {
     lab: Lab,
     engine: Arc<dyn Engine>,
@@ -72,6 +85,8 @@ struct Inner {
     state: Mutex<LabState>,
     runtime: Mutex<HashMap<NodeId, NodeRuntime>>,
     haproxy_backends: Mutex<Vec<haproxy::ServerStat>>,
+    /// The watcher's last observation and quorum bookkeeping.
+    watch: Mutex<WatchState>,
     op_lock: tokio::sync::Mutex<()>,
     generation: watch::Sender<u64>,
     cancel: CancellationToken,
@@ -100,6 +115,7 @@ impl Supervisor {
                 state: Mutex::new(state),
                 runtime: Mutex::new(HashMap::new()),
                 haproxy_backends: Mutex::new(Vec::new()),
+                watch: Mutex::new(WatchState::default()),
                 op_lock: tokio::sync::Mutex::new(()),
                 generation: watch::channel(0).0,
                 cancel,
@@ -329,20 +345,93 @@ impl Supervisor {
         }
     }
 
-    /// One round: readiness of every live node (in parallel), then HAProxy's server states.
+    /// One round, every request bounded by the poll client's timeout: readiness of every live
+    /// node and the engine's observation (in parallel), then HAProxy's server states.
     pub async fn poll_once(&self) {
         let live: Vec<(NodeId, u16)> = self.state().nodes.iter().filter(|n| n.process.is_some()).map(|n| (n.id, n.ports.http)).collect();
+        let all = self.members();
+        let live_members: Vec<Member> = all.iter().copied().filter(|m| live.iter().any(|(id, _)| *id == m.id)).collect();
         let engine = self.inner.engine.clone();
-        let probes = live.iter().map(|&(id, port)| {
+        let client = &self.inner.http;
+        let probes = futures_util::future::join_all(live.iter().map(|&(id, port)| {
             let engine = engine.clone();
-            let client = self.inner.http.clone();
-            async move { (id, engine::probe_readiness(engine.as_ref(), &client, port).await) }
-        });
-        let results = futures_util::future::join_all(probes).await;
+            async move { (id, engine::probe_readiness(engine.as_ref(), client, port).await) }
+        }));
+        let observe = engine.observe(client, &live_members, &all);
+        let (results, observation) = futures_util::join!(probes, observe);
         for (node, r) in results {
             self.apply_readiness(node, r.ready, r.detail);
         }
+        self.apply_observation(observation);
         self.poll_haproxy().await;
+    }
+
+    /// Stores an observation, adds the quorum figure, and publishes what changed.
+    fn apply_observation(&self, mut obs: Observation) {
+        // Quorum is Raft arithmetic over members whose process runs; whether the cluster
+        // serves right now (an election in progress, a node not yet ready) is readiness.
+        let (members, up, initialized) = {
+            let st = self.state();
+            (st.members().count(), st.members().filter(|n| n.process.is_some()).count(), st.initialized)
+        };
+        let quorum = Quorum::of(up, members);
+        obs.cluster.quorum = Some(quorum);
+        let mut events = Vec::new();
+        {
+            let mut w = self.inner.watch.lock().unwrap_or_else(|p| p.into_inner());
+            for (node, f) in &obs.nodes {
+                let Some(to) = f.liveness else { continue };
+                let from = w.last.nodes.get(node).and_then(|p| p.liveness);
+                if from != Some(to) {
+                    events.push(EventKind::LivenessChanged { node: *node, from: from.map(|l| l.to_string()), to: to.to_string() });
+                }
+            }
+            // Keep the last known liveness of nodes that did not answer this round.
+            for (node, prev) in &w.last.nodes {
+                let f = obs.nodes.entry(*node).or_default();
+                if f.liveness.is_none() {
+                    f.liveness = prev.liveness;
+                }
+            }
+            let c = &obs.cluster;
+            if c.ranges_underreplicated.is_some() || c.ranges_unavailable.is_some() {
+                let now = (c.ranges_underreplicated, c.ranges_unavailable);
+                if w.ranges != Some(now) {
+                    w.ranges = Some(now);
+                    events.push(EventKind::RangesChanged { ranges: c.ranges, underreplicated: now.0, unavailable: now.1 });
+                }
+            }
+            if c.has_leader.is_some() && c.leader != w.last.cluster.leader {
+                events.push(EventKind::LeaderChanged { from: w.last.cluster.leader, to: c.leader, term: c.term });
+            }
+            if initialized {
+                match (w.quorum_ok, quorum.ok) {
+                    (Some(true), false) => {
+                        w.lost_reported = true;
+                        events.push(EventKind::QuorumLost { up: quorum.up, needed: quorum.needed });
+                    }
+                    (Some(false), true) if w.lost_reported => {
+                        w.lost_reported = false;
+                        events.push(EventKind::QuorumRegained { up: quorum.up, needed: quorum.needed });
+                    }
+                    _ => {}
+                }
+                w.quorum_ok = Some(quorum.ok);
+            }
+            w.last = obs;
+        }
+        let changed = !events.is_empty();
+        for e in events {
+            self.emit(e);
+        }
+        if changed {
+            self.bump();
+        }
+    }
+
+    /// The watcher's latest cluster figures.
+    pub fn cluster_figures(&self) -> ClusterFigures {
+        self.inner.watch.lock().unwrap_or_else(|p| p.into_inner()).last.cluster.clone()
     }
 
     fn apply_readiness(&self, node: NodeId, ready: bool, detail: Option<String>) {
@@ -441,6 +530,7 @@ impl Supervisor {
 
     /// The lab's status, as `GET /v1/status` returns it.
     pub fn status(&self) -> StatusReport {
+        let figures = self.inner.watch.lock().unwrap_or_else(|p| p.into_inner()).last.clone();
         let st = self.state();
         let rt = self.runtime();
         let nodes = st
@@ -468,6 +558,11 @@ impl Supervisor {
                     backend: if st.haproxy.is_some() && !n.decommissioned { r.backend.clone() } else { None },
                     decommissioned: n.decommissioned,
                     engine_id: n.engine_id,
+                    backend_check: if st.haproxy.is_some() && !n.decommissioned { r.backend_check.clone() } else { None },
+                    liveness: figures.nodes.get(&n.id).and_then(|f| f.liveness),
+                    replicas: figures.nodes.get(&n.id).and_then(|f| f.replicas).filter(|_| live),
+                    leaseholders: figures.nodes.get(&n.id).and_then(|f| f.leaseholders).filter(|_| live),
+                    is_leader: figures.nodes.get(&n.id).and_then(|f| f.is_leader).filter(|_| live),
                 }
             })
             .collect();
@@ -477,6 +572,7 @@ impl Supervisor {
             daemon: DaemonStatus { pid: std::process::id() },
             nodes,
             haproxy: self.haproxy_status(&st),
+            cluster: figures.cluster,
         }
     }
 

@@ -2,6 +2,7 @@
 //! `cockroach init`, `cockroach node` docs and `pkg/server/drain.go`; response shapes recorded
 //! from v20.1.5 in `tests/fixtures/cockroach-v20.1.5/`).
 
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -9,11 +10,12 @@ use futures_util::future::BoxFuture;
 use nix::sys::signal::Signal;
 use serde::Deserialize;
 
-use super::{find_binary, http_client, run_cli, Engine, Member, Readiness, StartContext};
+use super::{fetch_text, find_binary, http_client, run_cli, Engine, Member, Readiness, StartContext};
 use crate::config::{CockroachSpec, EngineKind, LabSpec, PortsSpec};
 use crate::lab::Lab;
 use crate::node::{NodeId, NodePorts};
 use crate::ports::PortClaim;
+use crate::watch::{parse_prometheus, sum_metric, ClusterFigures, Liveness, NodeFigures, Observation};
 use crate::{Error, Result};
 
 /// How to install CockroachDB when it is missing.
@@ -143,6 +145,115 @@ fn last_lines(stderr: &str, stdout: &str) -> String {
     lines[lines.len().saturating_sub(3)..].join(" / ")
 }
 
+/// `/_admin/v1/liveness` (contract §3): `{"livenesses":[{"nodeId":1,"draining":false,
+/// "decommissioning":false | "membership":0,...}],"statuses":{"1":3}}`.
+#[derive(Debug, Deserialize)]
+struct LivenessResponse {
+    #[serde(default)]
+    livenesses: Vec<LivenessEntry>,
+    #[serde(default)]
+    statuses: HashMap<String, i64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct LivenessEntry {
+    node_id: u64,
+    #[serde(default)]
+    draining: bool,
+    /// v20.1 and older.
+    #[serde(default)]
+    decommissioning: bool,
+    /// Newer versions: 0 ACTIVE, 1 DECOMMISSIONING, 2 DECOMMISSIONED (an int from the
+    /// gateway; accept the enum name too).
+    #[serde(default)]
+    membership: Option<serde_json::Value>,
+}
+
+/// Parses `/_admin/v1/liveness` into each CockroachDB node ID's [`Liveness`].
+///
+/// `statuses` (NodeLivenessStatus): 0 UNKNOWN, 1 DEAD, 2 UNAVAILABLE (SUSPECT), 3 LIVE,
+/// 4 DECOMMISSIONING, 5 DECOMMISSIONED, 6 DRAINING. v20.1 has no 6: a draining node is 2 (or 3
+/// until `drain_wait` has passed) with `"draining": true`, which is read as DRAINING, as newer
+/// versions report it. A live node whose membership says decommissioning is DECOMMISSIONING.
+/// Accepts both the old `decommissioning` bool and the new `membership` enum.
+pub fn parse_liveness(body: &str) -> Result<BTreeMap<u64, Liveness>> {
+    let resp: LivenessResponse =
+        serde_json::from_str(body).map_err(|e| Error::engine("cockroach", format!("cannot parse /_admin/v1/liveness: {e}")))?;
+    let entries: HashMap<u64, &LivenessEntry> = resp.livenesses.iter().map(|l| (l.node_id, l)).collect();
+    let mut out = BTreeMap::new();
+    for (id, status) in &resp.statuses {
+        let Ok(id) = id.parse::<u64>() else { continue };
+        let mut l = match status {
+            1 => Liveness::Dead,
+            2 => Liveness::Suspect,
+            3 => Liveness::Live,
+            4 => Liveness::Decommissioning,
+            5 => Liveness::Decommissioned,
+            6 => Liveness::Draining,
+            _ => Liveness::Unknown,
+        };
+        if let Some(e) = entries.get(&id) {
+            let decommissioning = e.decommissioning
+                || matches!(&e.membership, Some(serde_json::Value::Number(n)) if n.as_u64() == Some(1))
+                || matches!(&e.membership, Some(serde_json::Value::String(s)) if s == "DECOMMISSIONING");
+            if matches!(l, Liveness::Live | Liveness::Suspect) {
+                if decommissioning {
+                    l = Liveness::Decommissioning;
+                } else if e.draining {
+                    l = Liveness::Draining;
+                }
+            }
+        }
+        out.insert(id, l);
+    }
+    // A node with a liveness record but no status is UNKNOWN (contract §3).
+    for id in entries.keys() {
+        out.entry(*id).or_insert(Liveness::Unknown);
+    }
+    Ok(out)
+}
+
+/// The figures roachlab reads from one node's `/_status/vars` (Prometheus text; store
+/// metrics carry `{store="N"}` and are summed over stores).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct VarsFigures {
+    pub ranges: Option<u64>,
+    pub ranges_underreplicated: Option<u64>,
+    pub ranges_unavailable: Option<u64>,
+    pub ranges_overreplicated: Option<u64>,
+    pub replicas: Option<u64>,
+    pub leaseholders: Option<u64>,
+    pub live_nodes: Option<u64>,
+}
+
+/// Parses `/_status/vars`. Errors when the text holds none of these metrics.
+pub fn parse_vars(text: &str) -> Result<VarsFigures> {
+    let samples = parse_prometheus(text);
+    let get = |n: &str| sum_metric(&samples, n).map(|v| v.max(0.0) as u64);
+    let f = VarsFigures {
+        ranges: get("ranges"),
+        ranges_underreplicated: get("ranges_underreplicated"),
+        ranges_unavailable: get("ranges_unavailable"),
+        ranges_overreplicated: get("ranges_overreplicated"),
+        replicas: get("replicas"),
+        leaseholders: get("replicas_leaseholders"),
+        live_nodes: get("liveness_livenodes"),
+    };
+    if f == VarsFigures::default() {
+        return Err(Error::engine("cockroach", "no CockroachDB metrics in the /_status/vars reply"));
+    }
+    Ok(f)
+}
+
+/// Adds optional counts, keeping `None` only if every term is `None`.
+fn add(a: Option<u64>, b: Option<u64>) -> Option<u64> {
+    match (a, b) {
+        (None, None) => None,
+        (a, b) => Some(a.unwrap_or(0) + b.unwrap_or(0)),
+    }
+}
+
 impl Engine for Cockroach {
     fn kind(&self) -> EngineKind {
         EngineKind::Cockroach
@@ -253,6 +364,58 @@ impl Engine for Cockroach {
 
     fn prepare_join<'a>(&'a self, _members: &'a [Member], _new: Member) -> BoxFuture<'a, Result<()>> {
         Box::pin(async { Ok(()) })
+    }
+
+    fn observe<'a>(&'a self, client: &'a reqwest::Client, live: &'a [Member], all: &'a [Member]) -> BoxFuture<'a, Observation> {
+        Box::pin(async move {
+            let vars = futures_util::future::join_all(live.iter().map(|m| fetch_text(client, m.ports.http, "/_status/vars")));
+            // Liveness is served from gossip and answered during quorum loss on v20.1, but it can
+            // hang on other versions: ask one node at a time, each bounded by the client timeout.
+            let liveness = async {
+                for m in live {
+                    if let Ok(body) = fetch_text(client, m.ports.http, "/_admin/v1/liveness").await {
+                        if let Ok(l) = parse_liveness(&body) {
+                            return Some(l);
+                        }
+                    }
+                }
+                None
+            };
+            let (vars, liveness) = futures_util::join!(vars, liveness);
+            let mut obs = Observation::default();
+            let mut cluster = ClusterFigures::default();
+            let mut max_live = None;
+            for (m, body) in live.iter().zip(vars) {
+                let Ok(v) = body.map_err(|_| ()).and_then(|b| parse_vars(&b).map_err(|_| ())) else { continue };
+                let f = obs.nodes.entry(m.id).or_default();
+                f.replicas = v.replicas;
+                f.leaseholders = v.leaseholders;
+                // The range gauges are counted once per range, by one store: sum them.
+                cluster.ranges = add(cluster.ranges, v.ranges);
+                cluster.ranges_underreplicated = add(cluster.ranges_underreplicated, v.ranges_underreplicated);
+                cluster.ranges_unavailable = add(cluster.ranges_unavailable, v.ranges_unavailable);
+                cluster.ranges_overreplicated = add(cluster.ranges_overreplicated, v.ranges_overreplicated);
+                max_live = max_live.max(v.live_nodes);
+            }
+            if let Some(l) = liveness {
+                for m in all {
+                    let crdb_id = m.engine_id.unwrap_or(m.id as u64);
+                    if let Some(status) = l.get(&crdb_id) {
+                        obs.nodes.entry(m.id).or_insert_with(NodeFigures::default).liveness = Some(*status);
+                    }
+                }
+                cluster.live_nodes = Some(l.values().filter(|s| **s == Liveness::Live).count() as u64);
+            } else {
+                cluster.live_nodes = max_live;
+            }
+            obs.cluster = cluster;
+            obs
+        })
+    }
+
+    fn metrics_job(&self) -> (&'static str, &'static str) {
+        // The job name CockroachDB's published alert rules select on.
+        ("cockroachdb", "/_status/vars")
     }
 
     fn decommission<'a>(&'a self, _lab: &'a Lab, members: &'a [Member], node: Member) -> BoxFuture<'a, Result<()>> {
@@ -375,6 +538,71 @@ mod tests {
         ids.sort();
         assert_eq!(ids, vec![(1, 1), (2, 2), (3, 3)]);
         assert!(node_ids_from_status("{\"nodes\": [", &ms).is_err());
+    }
+
+    fn liveness_of(path: &str) -> Vec<(u64, Liveness)> {
+        parse_liveness(&fixture(path)).unwrap().into_iter().collect()
+    }
+
+    #[test]
+    fn liveness_in_every_recorded_state() {
+        use Liveness::*;
+        assert_eq!(liveness_of("01-healthy-3/liveness.json"), vec![(1, Live), (2, Live), (3, Live)]);
+        // v20.1: draining shows as UNAVAILABLE with draining=true.
+        assert_eq!(liveness_of("02b-draining-timeline/liveness-t16.json"), vec![(1, Live), (2, Live), (3, Draining)]);
+        assert_eq!(liveness_of("03-killed-suspect/liveness-t12.json"), vec![(1, Live), (2, Live), (3, Suspect)]);
+        assert_eq!(liveness_of("04-killed-dead/liveness.json"), vec![(1, Live), (2, Live), (3, Dead)]);
+        assert_eq!(liveness_of("05-quorum-loss/liveness-t20.json"), vec![(1, Suspect), (2, Suspect), (3, Suspect)]);
+        assert_eq!(liveness_of("07-decommission/liveness-during.json")[3], (4, Decommissioning));
+        assert_eq!(liveness_of("07-decommission/liveness-node4-stopped-past-dead-threshold.json")[3], (4, Decommissioned));
+    }
+
+    #[test]
+    fn liveness_in_the_newer_shape_with_membership_and_draining_status() {
+        // The v23+ shape given in shared/cockroach-contract.md §3.
+        let body = r#"{"livenesses":[
+            {"nodeId":1,"epoch":"3","expiration":{"wallTime":"1","logical":0},"draining":false,"membership":0},
+            {"nodeId":2,"epoch":"3","expiration":{"wallTime":"1","logical":0},"draining":true,"membership":0},
+            {"nodeId":3,"epoch":"3","expiration":{"wallTime":"1","logical":0},"draining":false,"membership":1},
+            {"nodeId":4,"epoch":"3","expiration":{"wallTime":"1","logical":0},"draining":false,"membership":2}],
+            "statuses":{"1":3,"2":6,"3":3,"4":5}}"#;
+        use Liveness::*;
+        let got: Vec<_> = parse_liveness(body).unwrap().into_iter().collect();
+        assert_eq!(got, vec![(1, Live), (2, Draining), (3, Decommissioning), (4, Decommissioned)]);
+        // A record without a status is UNKNOWN.
+        let got = parse_liveness(r#"{"livenesses":[{"nodeId":7}],"statuses":{}}"#).unwrap();
+        assert_eq!(got.get(&7), Some(&Unknown));
+    }
+
+    #[test]
+    fn liveness_malformed_or_truncated_is_an_error_not_a_panic() {
+        let full = fixture("01-healthy-3/liveness.json");
+        let err = parse_liveness(&full[..full.len() / 2]).unwrap_err().to_string();
+        assert!(err.contains("cannot parse /_admin/v1/liveness"), "{err}");
+        assert!(parse_liveness("").is_err());
+        assert!(parse_liveness("<html>").is_err());
+    }
+
+    #[test]
+    fn vars_are_summed_over_stores_and_nodes() {
+        let n1 = parse_vars(&fixture("01-healthy-3/vars-node1.prom")).unwrap();
+        let n2 = parse_vars(&fixture("01-healthy-3/vars-node2.prom")).unwrap();
+        assert_eq!((n1.ranges, n1.ranges_underreplicated, n1.ranges_unavailable, n1.live_nodes), (Some(42), Some(0), Some(0), Some(3)));
+        assert_eq!((n2.ranges, n2.replicas), (Some(0), Some(42)), "store 2 does not count ranges but holds replicas");
+        let killed = parse_vars(&fixture("03-killed-suspect/vars-node1-t12.prom")).unwrap();
+        assert_eq!((killed.ranges_underreplicated, killed.live_nodes, killed.leaseholders), (Some(42), Some(2), Some(19)));
+        // Quorum loss on v20.1: nobody counts ranges, so unavailable stays 0 (contract §9).
+        let lost = parse_vars(&fixture("05-quorum-loss/vars-node1-t20.prom")).unwrap();
+        assert_eq!((lost.ranges, lost.ranges_unavailable, lost.live_nodes), (Some(0), Some(0), Some(0)));
+        assert!(parse_vars(
+            "# nothing here
+"
+        )
+        .is_err());
+        let text = fixture("01-healthy-3/vars-node1.prom");
+        // Cut at a third: the samples before the cut survive, the rest are absent.
+        let cut = parse_vars(&text[..text.len() / 3]).unwrap();
+        assert_eq!((cut.leaseholders, cut.ranges_underreplicated), (Some(19), None));
     }
 
     #[test]

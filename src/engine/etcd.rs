@@ -9,11 +9,12 @@ use futures_util::future::BoxFuture;
 use nix::sys::signal::Signal;
 use serde::{Deserialize, Deserializer};
 
-use super::{describe_http_error, find_binary, http_client, Engine, Member, Readiness, StartContext, StartMode};
+use super::{describe_http_error, fetch_text, find_binary, http_client, Engine, Member, Readiness, StartContext, StartMode};
 use crate::config::{EngineKind, EtcdSpec, LabSpec, PortsSpec};
 use crate::lab::Lab;
 use crate::node::{NodeId, NodePorts};
 use crate::ports::PortClaim;
+use crate::watch::{parse_prometheus, sum_metric, NodeFigures, Observation};
 use crate::{Error, Result};
 
 /// How to install etcd when it is missing.
@@ -138,6 +139,30 @@ fn find_member<'a>(list: &'a MemberList, ports: &NodePorts) -> Option<&'a EtcdMe
     list.members.iter().find(|m| m.peer_urls.iter().any(|u| u == &url))
 }
 
+/// `POST /v3/maintenance/status` (served by the member itself, no quorum needed):
+/// `{"leader":"<member id>","raftTerm":"2",...}`.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MaintenanceStatus {
+    #[serde(default, deserialize_with = "opt_u64")]
+    pub leader: Option<u64>,
+    #[serde(default, deserialize_with = "opt_u64")]
+    pub raft_term: Option<u64>,
+}
+
+fn opt_u64<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Option<u64>, D::Error> {
+    #[derive(Deserialize)]
+    struct W(#[serde(deserialize_with = "u64_from_string_or_number")] u64);
+    Ok(Option::<W>::deserialize(d)?.map(|w| w.0))
+}
+
+/// Reads `etcd_server_has_leader` and `etcd_server_is_leader` from `/metrics`.
+pub fn parse_metrics(text: &str) -> (Option<bool>, Option<bool>) {
+    let samples = parse_prometheus(text);
+    let flag = |n: &str| sum_metric(&samples, n).map(|v| v >= 1.0);
+    (flag("etcd_server_has_leader"), flag("etcd_server_is_leader"))
+}
+
 impl Engine for Etcd {
     fn kind(&self) -> EngineKind {
         EngineKind::Etcd
@@ -216,6 +241,55 @@ impl Engine for Etcd {
         })
     }
 
+    fn observe<'a>(&'a self, client: &'a reqwest::Client, live: &'a [Member], all: &'a [Member]) -> BoxFuture<'a, Observation> {
+        Box::pin(async move {
+            let per_member = live.iter().map(|m| async move {
+                let metrics = fetch_text(client, m.ports.http, "/metrics");
+                let status = async {
+                    let url = format!("http://127.0.0.1:{}/v3/maintenance/status", m.ports.http);
+                    let r = client.post(&url).json(&serde_json::json!({})).send().await.ok()?;
+                    serde_json::from_str::<MaintenanceStatus>(&r.text().await.ok()?).ok()
+                };
+                let (metrics, status) = futures_util::join!(metrics, status);
+                (m.id, metrics.ok().map(|t| parse_metrics(&t)), status)
+            });
+            let results = futures_util::future::join_all(per_member).await;
+            let mut obs = Observation::default();
+            let mut leader_ids = Vec::new();
+            for (id, metrics, status) in results {
+                let f = obs.nodes.entry(id).or_insert_with(NodeFigures::default);
+                if let Some((has, is)) = metrics {
+                    f.has_leader = has;
+                    f.is_leader = is;
+                }
+                if let Some(s) = status {
+                    f.term = s.raft_term;
+                    if let Some(l) = s.leader.filter(|l| *l != 0) {
+                        leader_ids.push(l);
+                    }
+                }
+            }
+            let c = &mut obs.cluster;
+            c.term = obs.nodes.values().filter_map(|f| f.term).max();
+            c.has_leader = Some(obs.nodes.values().any(|f| f.has_leader == Some(true)));
+            // The leader: the member that says it is, else the one the others name.
+            c.leader = obs
+                .nodes
+                .iter()
+                .find(|(_, f)| f.is_leader == Some(true))
+                .map(|(id, _)| *id)
+                .or_else(|| leader_ids.iter().find_map(|l| all.iter().find(|m| m.engine_id == Some(*l)).map(|m| m.id)));
+            if c.has_leader == Some(false) {
+                c.leader = None;
+            }
+            obs
+        })
+    }
+
+    fn metrics_job(&self) -> (&'static str, &'static str) {
+        ("etcd", "/metrics")
+    }
+
     fn prepare_join<'a>(&'a self, members: &'a [Member], new: Member) -> BoxFuture<'a, Result<()>> {
         Box::pin(async move {
             let refs: Vec<&Member> = members.iter().filter(|m| m.id != new.id).collect();
@@ -275,6 +349,16 @@ mod tests {
         let r = judge_readiness(503, r#"{"health":"false","reason":"RAFT NO LEADER"}"#);
         assert_eq!(r.detail.as_deref(), Some("RAFT NO LEADER"));
         assert!(!judge_readiness(200, r#"{"health":"tr"#).ready);
+    }
+
+    #[test]
+    fn leader_figures_from_metrics_and_status() {
+        let text = "# TYPE etcd_server_has_leader gauge\netcd_server_has_leader 1\netcd_server_id{server_id=\"151aa8a8d37c3e01\"} 1\netcd_server_is_leader 0\n";
+        assert_eq!(parse_metrics(text), (Some(true), Some(false)));
+        assert_eq!(parse_metrics("garbage"), (None, None));
+        // Recorded from etcd 3.4.23.
+        let s: MaintenanceStatus = serde_json::from_str(r#"{"header":{"cluster_id":"12419417797570985050","member_id":"1520713267247070721","revision":"1","raft_term":"2"},"version":"3.4.23","dbSize":"20480","leader":"1520713267247070721","raftIndex":"4","raftTerm":"2","raftAppliedIndex":"4","dbSizeInUse":"16384"}"#).unwrap();
+        assert_eq!((s.leader, s.raft_term), (Some(1520713267247070721), Some(2)));
     }
 
     #[test]

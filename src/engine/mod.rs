@@ -104,6 +104,20 @@ pub trait Engine: Send + Sync + std::fmt::Debug {
     /// asked of a live member. Members it does not know are left out.
     fn engine_ids<'a>(&'a self, members: &'a [Member]) -> BoxFuture<'a, Result<Vec<(NodeId, u64)>>>;
 
+    /// Observes the cluster through its admin endpoints: figures per node and for the
+    /// cluster. `live` are the members whose process runs (ask only them); `all` are every
+    /// member, for mapping the engine's ids. Every request is bounded by `client`'s timeout;
+    /// what does not answer is left `None`, never waited for.
+    fn observe<'a>(
+        &'a self,
+        client: &'a reqwest::Client,
+        live: &'a [Member],
+        all: &'a [Member],
+    ) -> BoxFuture<'a, crate::watch::Observation>;
+
+    /// The Prometheus job that scrapes the nodes: `(job_name, metrics_path)`.
+    fn metrics_job(&self) -> (&'static str, &'static str);
+
     /// Before a new node starts (`node add`): tell the cluster (etcd `member add`).
     fn prepare_join<'a>(&'a self, members: &'a [Member], new: Member) -> BoxFuture<'a, Result<()>>;
 
@@ -176,6 +190,16 @@ pub fn describe_http_error(e: &reqwest::Error) -> String {
             src = s.source();
         }
         msg
+    }
+}
+
+/// GET `http://127.0.0.1:{port}{path}`; the body on 2xx, else a short reason.
+pub async fn fetch_text(client: &reqwest::Client, port: u16, path: &str) -> std::result::Result<String, String> {
+    let url = format!("http://127.0.0.1:{port}{path}");
+    match client.get(&url).send().await {
+        Ok(r) if r.status().is_success() => r.text().await.map_err(|e| describe_http_error(&e)),
+        Ok(r) => Err(format!("HTTP {}", r.status().as_u16())),
+        Err(e) => Err(describe_http_error(&e)),
     }
 }
 

@@ -7,3 +7,4 @@ mod daemon;
 mod helpers;
 mod lab_etcd;
 mod safety;
+mod watch;

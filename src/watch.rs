@@ -1,0 +1,169 @@
+//! What the watcher sees: per-node and cluster figures, engine-neutral.
+//!
+//! Each engine fills an [`Observation`] from its own admin endpoints
+//! ([`crate::engine::Engine::observe`]); the supervisor compares successive observations and
+//! publishes the changes (liveness transitions, ranges under-replicated/unavailable, leader
+//! changes, quorum lost/regained) on the event bus.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::node::NodeId;
+
+/// A node's liveness as the cluster sees it, in CockroachDB's terms (`NodeLivenessStatus`,
+/// `pkg/kv/kvserver/livenesspb`; `UNAVAILABLE` is what the DB Console calls SUSPECT).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Liveness {
+    Live,
+    /// Liveness record expired, not yet dead (`UNAVAILABLE`, status 2).
+    Suspect,
+    /// Expired for longer than `server.time_until_store_dead` (status 1).
+    Dead,
+    Draining,
+    Decommissioning,
+    Decommissioned,
+    Unknown,
+}
+
+impl std::fmt::Display for Liveness {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let s = serde_json::to_value(self).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
+        f.write_str(&s)
+    }
+}
+
+/// Per-node figures. Fields an engine does not have stay `None`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct NodeFigures {
+    /// The cluster's view of the node (CockroachDB `/_admin/v1/liveness`).
+    pub liveness: Option<Liveness>,
+    /// Replicas on the node's stores (CockroachDB `replicas`, summed over stores).
+    pub replicas: Option<u64>,
+    /// Leases held (CockroachDB `replicas_leaseholders`).
+    pub leaseholders: Option<u64>,
+    /// This member is the Raft leader (etcd `etcd_server_is_leader`).
+    pub is_leader: Option<bool>,
+    /// This member knows a leader (etcd `etcd_server_has_leader`).
+    pub has_leader: Option<bool>,
+    /// Raft term as this member sees it (etcd `/v3/maintenance/status` `raftTerm`).
+    pub term: Option<u64>,
+}
+
+/// Cluster-wide figures.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ClusterFigures {
+    /// Ranges (CockroachDB `ranges`, summed over every store that answered: each range is
+    /// counted by one store only).
+    pub ranges: Option<u64>,
+    pub ranges_underreplicated: Option<u64>,
+    /// Note: CockroachDB v20.1 shows 0 here during quorum loss (no store counts the ranges);
+    /// see `quorum`.
+    pub ranges_unavailable: Option<u64>,
+    pub ranges_overreplicated: Option<u64>,
+    /// Nodes the cluster considers live (CockroachDB: LIVE in liveness, else
+    /// `liveness_livenodes`).
+    pub live_nodes: Option<u64>,
+    /// The Raft leader (etcd).
+    pub leader: Option<NodeId>,
+    /// Highest Raft term seen (etcd).
+    pub term: Option<u64>,
+    /// Some member knows a leader (etcd).
+    pub has_leader: Option<bool>,
+    /// Whether a majority of members is up.
+    pub quorum: Option<Quorum>,
+}
+
+/// Majority arithmetic: `needed = members / 2 + 1` of the cluster's members must be up
+/// (process running). With replication factor 3, CockroachDB needs 2 of a range's 3
+/// replicas; etcd needs a majority of members to elect a leader and commit. A cluster with
+/// quorum can still be briefly unable to serve (a leader election): see readiness and
+/// `has_leader`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Quorum {
+    /// Members whose process runs.
+    pub up: usize,
+    /// Majority of members.
+    pub needed: usize,
+    pub ok: bool,
+}
+
+impl Quorum {
+    /// The quorum state for `up` ready nodes out of `members`.
+    pub fn of(up: usize, members: usize) -> Self {
+        let needed = members / 2 + 1;
+        Self { up, needed, ok: up >= needed }
+    }
+}
+
+/// One round of observation.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Observation {
+    pub nodes: BTreeMap<NodeId, NodeFigures>,
+    pub cluster: ClusterFigures,
+}
+
+/// Parses Prometheus text exposition into samples `(name, labels, value)`, generically: any
+/// labels (`store`, `tenant`, ...) are kept. Lines that do not parse are skipped, so a
+/// truncated body yields the samples before the cut.
+pub fn parse_prometheus(text: &str) -> Vec<(String, BTreeMap<String, String>, f64)> {
+    let lines = text.lines().map(|l| Ok::<_, std::io::Error>(l.to_string()));
+    let Ok(scrape) = prometheus_parse::Scrape::parse(lines) else { return Vec::new() };
+    scrape
+        .samples
+        .into_iter()
+        .filter_map(|s| {
+            let v = match s.value {
+                prometheus_parse::Value::Counter(v) | prometheus_parse::Value::Gauge(v) | prometheus_parse::Value::Untyped(v) => v,
+                _ => return None,
+            };
+            let labels = s.labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+            Some((s.metric, labels, v))
+        })
+        .collect()
+}
+
+/// Sum of every sample named `name` (over all label sets), or `None` if there is none.
+pub fn sum_metric(samples: &[(String, BTreeMap<String, String>, f64)], name: &str) -> Option<f64> {
+    let mut found = false;
+    let sum = samples
+        .iter()
+        .filter(|(n, _, _)| n == name)
+        .map(|(_, _, v)| {
+            found = true;
+            *v
+        })
+        .sum();
+    found.then_some(sum)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quorum_is_a_majority() {
+        assert_eq!(Quorum::of(2, 3), Quorum { up: 2, needed: 2, ok: true });
+        assert!(!Quorum::of(1, 3).ok);
+        assert_eq!(Quorum::of(3, 5).needed, 3);
+        assert!(!Quorum::of(2, 4).ok, "4 members need 3");
+    }
+
+    #[test]
+    fn prometheus_labels_are_parsed_generically_and_summed() {
+        let text = "# TYPE ranges gauge\nranges{store=\"1\"} 40\nranges{store=\"2\",tenant=\"system\"} 2\nliveness_livenodes 3\n";
+        let samples = parse_prometheus(text);
+        assert_eq!(sum_metric(&samples, "ranges"), Some(42.0));
+        assert_eq!(sum_metric(&samples, "liveness_livenodes"), Some(3.0));
+        assert_eq!(sum_metric(&samples, "replicas"), None);
+        assert!(samples.iter().any(|(_, l, _)| l.get("tenant").map(String::as_str) == Some("system")));
+    }
+
+    #[test]
+    fn garbage_and_truncated_text_do_not_panic() {
+        assert!(parse_prometheus("{{{ not prometheus\n\0\n").iter().all(|(n, _, _)| !n.is_empty()));
+        let samples = parse_prometheus("ranges{store=\"1\"} 42\nreplicas{sto");
+        assert_eq!(sum_metric(&samples, "ranges"), Some(42.0));
+    }
+}

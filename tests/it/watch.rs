@@ -1,0 +1,129 @@
+//! The watcher on a real etcd cluster, and its behaviour against endpoints that stall.
+
+use std::net::TcpListener;
+use std::time::{Duration, Instant};
+
+use roachlab::config::{EngineKind, LabSpec, Overrides};
+use roachlab::engine::{self, Member};
+use roachlab::process::ProcIdentity;
+use serde_json::Value;
+
+use crate::helpers::*;
+
+fn position(events: &[Value], pred: impl Fn(&Value) -> bool, what: &str) -> usize {
+    events.iter().position(pred).unwrap_or_else(|| panic!("no {what} in the timeline: {events:#?}"))
+}
+
+#[test]
+fn killing_the_leader_then_a_second_member_is_recorded_in_order() {
+    let lab = TestLab::new("etcd", 3);
+    lab.up();
+    let leader = wait_for("a leader", Duration::from_secs(10), || lab.status()["cluster"]["leader"].as_u64());
+    let s = lab.status();
+    assert_eq!(s["cluster"]["has_leader"], true);
+    assert_eq!(s["cluster"]["quorum"], serde_json::json!({"up": 3, "needed": 2, "ok": true}));
+    assert_eq!(s["nodes"][leader as usize - 1]["is_leader"], true);
+
+    lab.ok(&["node", "kill", &leader.to_string()]);
+    let new_leader =
+        wait_for("a new leader", Duration::from_secs(15), || lab.status()["cluster"]["leader"].as_u64().filter(|l| *l != leader));
+    wait_for("HAProxy DOWN", Duration::from_secs(10), || (lab.node(leader)["backend"] == "DOWN").then_some(()));
+    let ev = lab.events();
+    let exited = position(&ev, |e| e["kind"] == "node_exited" && e["node"] == leader, "leader exit");
+    let down = position(&ev, |e| e["kind"] == "backend_state" && e["node"] == leader && e["state"] == "DOWN", "HAProxy DOWN");
+    // The old leader goes (directly to the new one, or to none while an election runs),
+    // then the new leader is recorded.
+    let lost = position(&ev, |e| e["kind"] == "leader_changed" && e["from"] == leader, "the old leader's departure");
+    let elected = position(&ev, |e| e["kind"] == "leader_changed" && e["to"] == new_leader, "the new leader");
+    assert!(exited < down && exited <= lost && lost <= elected, "order: exit {exited}, down {down}, leader lost {lost}, elected {elected}");
+    for w in ev.windows(2) {
+        assert!(
+            w[0]["ts"].as_str() <= w[1]["ts"].as_str() && w[0]["mono_ms"].as_u64() <= w[1]["mono_ms"].as_u64(),
+            "timeline out of order"
+        );
+    }
+    assert!(!ev.iter().any(|e| e["kind"] == "quorum_lost"), "one member down of three keeps quorum");
+
+    // A second member down: quorum lost.
+    let other = [1u64, 2, 3].into_iter().find(|n| *n != leader && *n != new_leader).unwrap();
+    lab.ok(&["node", "kill", &other.to_string()]);
+    wait_for("quorum_lost", Duration::from_secs(10), || {
+        lab.events().iter().any(|e| e["kind"] == "quorum_lost" && e["up"] == 1 && e["needed"] == 2).then_some(())
+    });
+    let s = lab.status();
+    assert_eq!(s["cluster"]["quorum"]["ok"], false);
+    wait_for("no leader", Duration::from_secs(15), || (lab.status()["cluster"]["has_leader"] == false).then_some(()));
+
+    // One back: regained, and a leader again.
+    lab.ok(&["node", "start", &other.to_string()]);
+    wait_for("quorum_regained", Duration::from_secs(15), || {
+        lab.events().iter().any(|e| e["kind"] == "quorum_regained" && e["up"] == 2).then_some(())
+    });
+    wait_for("a leader again", Duration::from_secs(15), || lab.status()["cluster"]["leader"].as_u64());
+    let text = lab.ok(&["events", "--since", "10m"]);
+    assert!(text.contains("QUORUM LOST: 1 member(s) up, a majority needs 2"), "{text}");
+    assert!(text.contains("quorum regained"), "{text}");
+    let json = lab.ok(&["events", "--json"]);
+    assert_eq!(json.lines().count(), lab.events().len());
+    assert!(lab.ok(&["events", "--since", "0s"]).trim().is_empty(), "--since 0s shows nothing older than now");
+}
+
+#[test]
+fn a_stopped_member_stalls_neither_status_nor_the_watcher() {
+    let lab = TestLab::new("etcd", 3);
+    lab.up();
+    let n3: ProcIdentity = serde_json::from_value(lab.state()["nodes"][2]["process"].clone()).unwrap();
+    // SIGSTOP: the kernel still accepts connections on its ports, nothing ever answers.
+    roachlab::process::signal(&n3, nix::sys::signal::Signal::SIGSTOP).unwrap();
+    struct Cont(ProcIdentity);
+    impl Drop for Cont {
+        fn drop(&mut self) {
+            let _ = roachlab::process::signal(&self.0, nix::sys::signal::Signal::SIGCONT);
+        }
+    }
+    let _cont = Cont(n3);
+    wait_for("node 3 not ready", Duration::from_secs(10), || (lab.node(3)["ready"] == false).then_some(()));
+    assert_eq!(lab.node(3)["ready_detail"], "timed out");
+    // The watcher keeps going: a kill elsewhere is seen, exit and HAProxy DOWN alike.
+    lab.ok(&["node", "kill", "1"]);
+    wait_for("HAProxy DOWN for node 1", Duration::from_secs(10), || (lab.node(1)["backend"] == "DOWN").then_some(()));
+    let out = lab.ok(&["status"]);
+    assert!(out.contains("not ready: timed out"), "{out}");
+}
+
+/// A listener that accepts connections and never answers.
+fn stalling_listener() -> (u16, std::thread::JoinHandle<()>) {
+    let l = TcpListener::bind(("127.0.0.1", 0)).unwrap();
+    let port = l.local_addr().unwrap().port();
+    let h = std::thread::spawn(move || {
+        let mut held = Vec::new();
+        l.set_nonblocking(true).unwrap();
+        let end = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < end {
+            match l.accept() {
+                Ok((s, _)) => held.push(s),
+                Err(_) => std::thread::sleep(Duration::from_millis(20)),
+            }
+        }
+    });
+    (port, h)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn probes_and_observation_give_up_on_a_stalled_endpoint() {
+    let (port, _h) = stalling_listener();
+    let client = engine::http_client(Duration::from_millis(500));
+    for kind in [EngineKind::Cockroach, EngineKind::Etcd] {
+        let spec = LabSpec::load(None, &Overrides { engine: Some(kind), nodes: None }).unwrap();
+        let e = engine::for_spec(&spec);
+        let member = Member { id: 1, ports: roachlab::node::NodePorts { service: port, http: port, peer: Some(port) }, engine_id: None };
+        let start = Instant::now();
+        let r =
+            tokio::time::timeout(Duration::from_secs(10), engine::probe_readiness(e.as_ref(), &client, port)).await.expect("probe returns");
+        assert!(!r.ready);
+        assert_eq!(r.detail.as_deref(), Some("timed out"));
+        let obs = tokio::time::timeout(Duration::from_secs(10), e.observe(&client, &[member], &[member])).await.expect("observe returns");
+        assert!(obs.cluster.ranges.is_none() && obs.cluster.leader.is_none(), "{kind}: nothing observed from a stalled node");
+        assert!(start.elapsed() < Duration::from_secs(10));
+    }
+}
