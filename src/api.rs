@@ -18,6 +18,16 @@ use crate::process::ExitInfo;
 use crate::watch::{ClusterFigures, Liveness};
 use crate::{Error, Result};
 
+/// Request header in which a client says who it is (`alice (pid 4242)`); the daemon records
+/// it in the timeline's `command` events.
+pub const CLIENT_HEADER: &str = "x-roachlab-client";
+
+/// How the CLI describes itself in [`CLIENT_HEADER`]: the user and the CLI's pid.
+pub fn client_identity() -> String {
+    let user = std::env::var("USER").ok().filter(|u| !u.is_empty()).unwrap_or_else(|| format!("uid {}", nix::unistd::getuid()));
+    format!("{user} (pid {})", std::process::id())
+}
+
 /// One line of a streamed reply.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -189,7 +199,14 @@ impl Client {
     /// the `done` value, or the daemon's error.
     pub async fn stream(&self, path: &str, body: &impl Serialize, mut on_event: impl FnMut(&Event)) -> Result<serde_json::Value> {
         use futures_util::StreamExt;
-        let resp = self.http.post(Self::url(path)).json(body).send().await.map_err(|e| self.unreachable(e))?;
+        let resp = self
+            .http
+            .post(Self::url(path))
+            .header(CLIENT_HEADER, client_identity())
+            .json(body)
+            .send()
+            .await
+            .map_err(|e| self.unreachable(e))?;
         if !resp.status().is_success() {
             let text = resp.text().await.unwrap_or_default();
             return Err(api_error(&text));

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, State};
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -20,7 +20,7 @@ use tokio::net::UnixListener;
 use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 
-use crate::api::{ApiError, DecommissionRequest, DownRequest, StopRequest, StreamItem};
+use crate::api::{ApiError, DecommissionRequest, DownRequest, StopRequest, StreamItem, CLIENT_HEADER};
 use crate::events::{write_timeline, EventBus};
 use crate::lab::Lab;
 use crate::node::NodeId;
@@ -94,39 +94,44 @@ fn router(state: AppState) -> Router {
         .route("/v1/ping", get(|| async { Json(serde_json::json!({ "pid": std::process::id() })) }))
         .route("/v1/status", get(|State(s): State<AppState>| async move { Json(s.sup.status()) }))
         .route("/v1/haproxy", get(|State(s): State<AppState>| async move { Json(s.sup.haproxy_report().await) }))
-        .route("/v1/up", post(|State(s): State<AppState>| async move { streamed(&s, |sup| async move { sup.up().await }, false) }))
+        .route(
+            "/v1/up",
+            post(|State(s): State<AppState>, h: HeaderMap| async move { streamed(&s, &h, |sup| async move { sup.up().await }, false) }),
+        )
         .route(
             "/v1/down",
-            post(|State(s): State<AppState>, Json(r): Json<DownRequest>| async move {
-                streamed(&s, move |sup| async move { sup.down(r.fast).await }, true)
+            post(|State(s): State<AppState>, h: HeaderMap, Json(r): Json<DownRequest>| async move {
+                streamed(&s, &h, move |sup| async move { sup.down(r.fast).await }, true)
             }),
         )
         .route(
             "/v1/nodes/add",
-            post(|State(s): State<AppState>| async move { streamed(&s, |sup| async move { sup.add_node().await }, false) }),
+            post(
+                |State(s): State<AppState>, h: HeaderMap| async move { streamed(&s, &h, |sup| async move { sup.add_node().await }, false) },
+            ),
         )
         .route(
             "/v1/nodes/{id}/start",
-            post(|State(s): State<AppState>, Path(id): Path<NodeId>| async move {
-                streamed(&s, move |sup| async move { sup.start_node(id).await }, false)
+            post(|State(s): State<AppState>, h: HeaderMap, Path(id): Path<NodeId>| async move {
+                streamed(&s, &h, move |sup| async move { sup.start_node(id).await }, false)
             }),
         )
         .route(
             "/v1/nodes/{id}/stop",
-            post(|State(s): State<AppState>, Path(id): Path<NodeId>, Json(r): Json<StopRequest>| async move {
-                streamed(&s, move |sup| async move { sup.stop_node(id, r.grace_ms.map(Duration::from_millis)).await }, false)
+            post(|State(s): State<AppState>, h: HeaderMap, Path(id): Path<NodeId>, Json(r): Json<StopRequest>| async move {
+                streamed(&s, &h, move |sup| async move { sup.stop_node(id, r.grace_ms.map(Duration::from_millis)).await }, false)
             }),
         )
         .route(
             "/v1/nodes/{id}/kill",
-            post(|State(s): State<AppState>, Path(id): Path<NodeId>| async move {
-                streamed(&s, move |sup| async move { sup.kill_node(id).await }, false)
+            post(|State(s): State<AppState>, h: HeaderMap, Path(id): Path<NodeId>| async move {
+                streamed(&s, &h, move |sup| async move { sup.kill_node(id).await }, false)
             }),
         )
         .route(
             "/v1/nodes/{id}/decommission",
-            post(|State(s): State<AppState>, Path(id): Path<NodeId>, Json(r): Json<DecommissionRequest>| async move {
-                streamed(&s, move |sup| async move { sup.decommission_node(id, r.force).await }, false)
+            post(|State(s): State<AppState>, h: HeaderMap, Path(id): Path<NodeId>, Json(r): Json<DecommissionRequest>| async move {
+                streamed(&s, &h, move |sup| async move { sup.decommission_node(id, r.force).await }, false)
             }),
         )
         .fallback(|| async {
@@ -147,17 +152,18 @@ fn line(item: &StreamItem) -> Result<Bytes, Infallible> {
 /// Runs `op` in its own task (a client that hangs up does not abort it half-way) and streams
 /// every lab event while it runs, then its result. With `exit_after`, the daemon exits once a
 /// successful result is sent.
-fn streamed<F, Fut>(state: &AppState, op: F, exit_after: bool) -> Response
+fn streamed<F, Fut>(state: &AppState, headers: &HeaderMap, op: F, exit_after: bool) -> Response
 where
     F: FnOnce(Supervisor) -> Fut + Send + 'static,
     Fut: Future<Output = Result<serde_json::Value>> + Send + 'static,
 {
     let sup = state.sup.clone();
     let exit = state.exit.clone();
+    let by = headers.get(CLIENT_HEADER).and_then(|v| v.to_str().ok()).unwrap_or("an API client").to_string();
     let mut events = sup.bus().subscribe();
     let (tx, rx) = mpsc::channel::<Result<Bytes, Infallible>>(1024);
     tokio::spawn(async move {
-        let mut task = tokio::spawn(op(sup));
+        let mut task = tokio::spawn(crate::events::REQUESTER.scope(by, op(sup)));
         let result = loop {
             tokio::select! {
                 biased;

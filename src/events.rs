@@ -35,8 +35,9 @@ pub struct Event {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum EventKind {
-    /// A request reached the daemon, e.g. `node kill 2`: who asked for what.
-    Command { command: String },
+    /// A request reached the daemon, e.g. `node kill 2`, and who sent it (`alice (pid 4242)`,
+    /// as the client says; `None` for requests made inside the daemon).
+    Command { command: String, by: Option<String> },
     /// A node process was started.
     NodeSpawned { node: NodeId, pid: u32 },
     /// A running node from a previous daemon was taken over (matched by PID + start time).
@@ -102,7 +103,8 @@ impl Event {
     /// A one-line human description, without the timestamp.
     pub fn describe(&self) -> String {
         match &self.kind {
-            EventKind::Command { command } => format!("request: {command}"),
+            EventKind::Command { command, by: Some(by) } => format!("request: {command} (from {by})"),
+            EventKind::Command { command, by: None } => format!("request: {command}"),
             EventKind::NodeSpawned { node, pid } => format!("node {node}: started (pid {pid})"),
             EventKind::NodeAdopted { node, pid } => format!("node {node}: adopted running process (pid {pid})"),
             EventKind::NodePhase { node, phase } => format!("node {node}: {phase}"),
@@ -159,6 +161,16 @@ pub fn mono_ms() -> u64 {
     nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
         .map(|t| t.tv_sec() as u64 * 1000 + t.tv_nsec() as u64 / 1_000_000)
         .unwrap_or(0)
+}
+
+tokio::task_local! {
+    /// Who sent the API request being served (set by the daemon around each request's task).
+    pub static REQUESTER: String;
+}
+
+/// The requester of the current API request, if any.
+pub fn requester() -> Option<String> {
+    REQUESTER.try_with(Clone::clone).ok()
 }
 
 /// The daemon's event bus (a `tokio::sync::broadcast` channel). Cheap to clone.

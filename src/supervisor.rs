@@ -907,7 +907,7 @@ impl Supervisor {
     /// reloads HAProxy, and waits until all nodes are ready and UP in HAProxy.
     pub async fn up(&self) -> Result<serde_json::Value> {
         let _op = self.inner.op_lock.lock().await;
-        self.emit(EventKind::Command { command: "up".into() });
+        self.emit(EventKind::Command { command: "up".into(), by: crate::events::requester() });
         let spec = self.spec();
         self.inner.engine.binary()?;
         haproxy::binary(&spec.haproxy)?;
@@ -945,7 +945,7 @@ impl Supervisor {
     /// (and UP in HAProxy, when HAProxy runs).
     pub async fn start_node(&self, node: NodeId) -> Result<serde_json::Value> {
         let _op = self.inner.op_lock.lock().await;
-        self.emit(EventKind::Command { command: format!("node start {node}") });
+        self.emit(EventKind::Command { command: format!("node start {node}"), by: crate::events::requester() });
         let rec = self.state().node(node)?.clone();
         if rec.decommissioned {
             return Err(Error::NodeState { id: node, message: "was decommissioned and cannot rejoin; use `roachlab node add`".into() });
@@ -969,7 +969,10 @@ impl Supervisor {
     pub async fn stop_node(&self, node: NodeId, grace: Option<Duration>) -> Result<serde_json::Value> {
         let _op = self.inner.op_lock.lock().await;
         let grace = grace.unwrap_or(self.spec().timeouts.grace);
-        self.emit(EventKind::Command { command: format!("node stop {node} (grace {})", humantime::format_duration(grace)) });
+        self.emit(EventKind::Command {
+            command: format!("node stop {node} (grace {})", humantime::format_duration(grace)),
+            by: crate::events::requester(),
+        });
         self.require_live(node)?;
         let out = self.stop_nodes(&[node], Signal::SIGTERM, grace, &[(Signal::SIGKILL, KILL_WAIT)]).await?;
         Ok(serde_json::to_value(&out[0]).expect("serializes"))
@@ -978,7 +981,7 @@ impl Supervisor {
     /// `node kill N`: SIGKILL now.
     pub async fn kill_node(&self, node: NodeId) -> Result<serde_json::Value> {
         let _op = self.inner.op_lock.lock().await;
-        self.emit(EventKind::Command { command: format!("node kill {node}") });
+        self.emit(EventKind::Command { command: format!("node kill {node}"), by: crate::events::requester() });
         self.require_live(node)?;
         let out = self.stop_nodes(&[node], Signal::SIGKILL, KILL_WAIT, &[]).await?;
         Ok(serde_json::to_value(&out[0]).expect("serializes"))
@@ -995,7 +998,7 @@ impl Supervisor {
     /// `node add`: a new node joins the cluster; HAProxy gains a backend.
     pub async fn add_node(&self) -> Result<serde_json::Value> {
         let _op = self.inner.op_lock.lock().await;
-        self.emit(EventKind::Command { command: "node add".into() });
+        self.emit(EventKind::Command { command: "node add".into(), by: crate::events::requester() });
         if !self.state().initialized {
             return Err(Error::Refused("the cluster was never brought up; run `roachlab up` first".into()));
         }
@@ -1032,7 +1035,10 @@ impl Supervisor {
     /// remain.
     pub async fn decommission_node(&self, node: NodeId, force: bool) -> Result<serde_json::Value> {
         let _op = self.inner.op_lock.lock().await;
-        self.emit(EventKind::Command { command: format!("node decommission {node}{}", if force { " --force" } else { "" }) });
+        self.emit(EventKind::Command {
+            command: format!("node decommission {node}{}", if force { " --force" } else { "" }),
+            by: crate::events::requester(),
+        });
         let rec = self.state().node(node)?.clone();
         if rec.decommissioned {
             return Err(Error::NodeState { id: node, message: "is already decommissioned".into() });
@@ -1082,7 +1088,7 @@ impl Supervisor {
     pub async fn down(&self, fast: bool) -> Result<serde_json::Value> {
         let _op = self.inner.op_lock.lock().await;
         let spec = self.spec();
-        self.emit(EventKind::Command { command: if fast { "down --fast".into() } else { "down".into() } });
+        self.emit(EventKind::Command { command: if fast { "down --fast".into() } else { "down".into() }, by: crate::events::requester() });
         let nodes: Vec<NodeId> = self.state().nodes.iter().filter(|n| n.process.is_some()).map(|n| n.id).collect();
         let outcomes = if fast {
             self.stop_nodes(&nodes, Signal::SIGKILL, KILL_WAIT, &[]).await?

@@ -103,7 +103,8 @@ pub fn supervisor_scenario(lab: &TestLab) {
     let killed = pos(&|(k, e)| k == "node_exited" && e["node"] == 2 && e["status"]["signal"] == "SIGKILL");
     let down2 = pos(&|(k, e)| k == "backend_state" && e["node"] == 2 && e["state"] == "DOWN");
     assert!(killed < down2, "exit must precede HAProxy's DOWN");
-    assert!(kinds.iter().any(|(k, e)| k == "command" && e["command"] == "node kill 2"));
+    let kill = kinds.iter().find(|(k, e)| k == "command" && e["command"] == "node kill 2").expect("the kill request is recorded");
+    assert!(kill.1["by"].as_str().is_some_and(|by| by.contains("(pid ")), "who asked: {}", kill.1);
     assert!(kinds.iter().any(|(k, _)| k == "node_adopted"));
     assert!(kinds.windows(2).all(|w| w[0].1["mono_ms"].as_u64() <= w[1].1["mono_ms"].as_u64()));
 }
