@@ -4,6 +4,12 @@ use clap::Parser;
 
 fn main() {
     let cli = roachlab::cli::Cli::parse();
+    if !matches!(cli.command, roachlab::cli::Command::Daemon) {
+        // `roachlab events | head`: end quietly on a closed pipe, like other Unix tools. (The
+        // daemon keeps Rust's default of ignoring SIGPIPE: a client hanging up must not kill it.)
+        // SAFETY: restoring a signal's default disposition before any thread starts.
+        let _ = unsafe { nix::sys::signal::signal(nix::sys::signal::Signal::SIGPIPE, nix::sys::signal::SigHandler::SigDfl) };
+    }
     // The daemon's stderr is its log file; the CLI only shows warnings unless RUST_LOG says more.
     let default = if matches!(cli.command, roachlab::cli::Command::Daemon) { "info" } else { "warn" };
     tracing_subscriber::fmt()

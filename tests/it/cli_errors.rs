@@ -70,3 +70,18 @@ fn up_with_another_shape_on_an_existing_lab_is_refused() {
     let out = lab.run(&["up", "--config", lab.config.to_str().unwrap(), "--nodes", "5"]);
     assert!(text(&out.stderr).contains("was created as etcd, 3 nodes, not etcd, 5 nodes"), "{}", text(&out.stderr));
 }
+
+#[test]
+fn a_closed_stdout_pipe_ends_the_cli_quietly() {
+    let lab = TestLab::new("etcd", 3);
+    std::fs::create_dir_all(lab.lab_dir()).unwrap();
+    let line = "{\"ts\":\"2026-11-21T14:00:00Z\",\"mono_ms\":1,\"kind\":\"note\",\"message\":\"hello\"}\n";
+    std::fs::write(lab.lab_dir().join("events.jsonl"), line.repeat(20000)).unwrap();
+    let mut child = lab.cmd(&["events"]).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    drop(child.stdout.take()); // the reader goes away, like `| head`
+    let out = child.wait_with_output().unwrap();
+    let err = text(&out.stderr);
+    assert!(!err.contains("panicked"), "{err}");
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(out.status.signal(), Some(13), "ends by SIGPIPE like other Unix tools; stderr: {err}");
+}
