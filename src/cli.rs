@@ -97,9 +97,76 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Run a workload through the lab's HAProxy (or --url) and check what survived.
+    Workload {
+        #[command(subcommand)]
+        command: WorkloadCommand,
+    },
     /// Run the supervisor daemon in the foreground (`up` starts it for you).
     #[command(hide = true)]
     Daemon,
+}
+
+/// Workloads roachlab can run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum WorkloadName {
+    /// Transfers between accounts, as `cockroach workload bank`, with a history to check.
+    Bank,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum WorkloadCommand {
+    /// Create the workload's schema and data (replacing any).
+    Init {
+        name: WorkloadName,
+        /// Accounts.
+        #[arg(long, default_value_t = 1000)]
+        rows: i64,
+        /// Bytes of payload per account.
+        #[arg(long, default_value_t = 100)]
+        payload_bytes: usize,
+        /// Ranges to split the accounts into (CockroachDB).
+        #[arg(long, default_value_t = 10)]
+        ranges: i64,
+        /// Target instead of the lab's HAProxy frontend, e.g. postgres://user@127.0.0.1:5432/db.
+        #[arg(long)]
+        url: Option<String>,
+    },
+    /// Run it, printing per-second stats; every operation is logged under DIR/workloads/.
+    Run {
+        name: WorkloadName,
+        /// Concurrent workers, each with its own connection.
+        #[arg(long, default_value_t = 8)]
+        concurrency: usize,
+        #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+        duration: Duration,
+        /// Operations per second across all workers (0: unlimited).
+        #[arg(long, default_value_t = 0.0)]
+        max_rate: f64,
+        /// Exit 0 even when operations failed.
+        #[arg(long)]
+        tolerate_errors: bool,
+        /// Timeout of each statement and of COMMIT.
+        #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+        op_timeout: Duration,
+        /// NDJSON: one object per second and a final summary.
+        #[arg(long)]
+        json: bool,
+        /// Seed for the transfers chosen (random when absent).
+        #[arg(long)]
+        seed: Option<u64>,
+        #[arg(long)]
+        url: Option<String>,
+    },
+    /// Check the data and the last run's log: exits non-zero on any violation, naming it.
+    Check {
+        name: WorkloadName,
+        #[arg(long)]
+        url: Option<String>,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -181,6 +248,7 @@ pub async fn run(cli: Cli) -> Result<i32> {
             Ok(0)
         }
         Command::Node { command } => node(&lab, command).await,
+        Command::Workload { command } => workload(&lab, command).await,
         Command::Down { wipe, fast } => down(&lab, wipe, fast).await,
     }
 }
@@ -226,6 +294,91 @@ async fn up(lab: &Lab, config: Option<&Path>, overrides: Overrides) -> Result<i3
 /// count and ports. (Timeouts may differ; the stored ones win.)
 fn same_shape(a: &LabSpec, b: &LabSpec) -> bool {
     a.engine == b.engine && a.nodes == b.nodes && a.ports == b.ports && a.haproxy.frontend_port == b.haproxy.frontend_port
+}
+
+/// The workload's target: `--url`, else the lab's HAProxy client frontend.
+fn workload_target(lab: &Lab, url: Option<String>) -> Result<String> {
+    let url = match url {
+        Some(u) => u,
+        None => {
+            let state = LabState::load(&lab.state_file())?.ok_or_else(|| {
+                Error::Refused(format!(
+                    "no lab in {} and no --url: start a lab with `roachlab up`, or pass --url postgres://...",
+                    lab.dir().display()
+                ))
+            })?;
+            crate::engine::for_spec(&state.spec).workload_url(state.spec.haproxy.frontend_port)
+        }
+    };
+    if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+        return Err(Error::Refused(format!(
+            "{url}: the bank workload speaks the PostgreSQL wire protocol (CockroachDB, PostgreSQL); the etcd KV version is not implemented yet"
+        )));
+    }
+    Ok(url)
+}
+
+async fn workload(lab: &Lab, command: WorkloadCommand) -> Result<i32> {
+    use crate::workload::{self, bank_sql};
+    match command {
+        WorkloadCommand::Init { name: WorkloadName::Bank, rows, payload_bytes, ranges, url } => {
+            let url = workload_target(lab, url)?;
+            if rows < 2 || ranges < 1 {
+                return Err(Error::Refused("--rows must be at least 2 and --ranges at least 1".into()));
+            }
+            let d = bank_sql::init(&url, &bank_sql::InitOptions { rows, payload_bytes, ranges }).await?;
+            println!(
+                "bank: {rows} accounts at balance 0{}",
+                if d == bank_sql::Dialect::CockroachDb { format!(", split into {ranges} ranges") } else { String::new() }
+            );
+            Ok(0)
+        }
+        WorkloadCommand::Run {
+            name: WorkloadName::Bank,
+            concurrency,
+            duration,
+            max_rate,
+            tolerate_errors,
+            op_timeout,
+            json,
+            seed,
+            url,
+        } => {
+            let url = workload_target(lab, url)?;
+            if concurrency == 0 {
+                return Err(Error::Refused("--concurrency must be at least 1".into()));
+            }
+            let rows = bank_sql::rows(&url).await.map_err(|e| Error::Refused(format!("{e}; run `roachlab workload init bank` first")))?;
+            let run_dir = workload::new_run_dir(lab.dir(), "bank")?;
+            let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let flag = stop.clone();
+            tokio::spawn(async move {
+                if tokio::signal::ctrl_c().await.is_ok() {
+                    flag.store(true, std::sync::atomic::Ordering::Relaxed);
+                }
+            });
+            let opts = workload::RunOptions { concurrency, duration, max_rate, rows, json, tolerate_errors, seed };
+            let summary = workload::run_transfers("transfer", &opts, &run_dir, stop, |_| {
+                Box::new(bank_sql::SqlTransferer::new(&url, op_timeout)) as Box<dyn workload::Transferer>
+            })
+            .await?;
+            Ok(if summary.counts.errors() > 0 && !tolerate_errors { 1 } else { 0 })
+        }
+        WorkloadCommand::Check { name: WorkloadName::Bank, url, json } => {
+            let url = workload_target(lab, url)?;
+            let ops = match workload::last_run_dir(lab.dir(), "bank") {
+                Some(dir) => workload::read_ops(&dir)?,
+                None => Vec::new(),
+            };
+            let report = bank_sql::check(&url, &ops).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report).expect("serializes"));
+            } else {
+                print!("{}", report.describe());
+            }
+            Ok(if report.violations.is_empty() { 0 } else { 1 })
+        }
+    }
 }
 
 async fn node(lab: &Lab, command: NodeCommand) -> Result<i32> {

@@ -28,5 +28,6 @@ pub mod reporter;
 pub mod state;
 pub mod supervisor;
 pub mod watch;
+pub mod workload;
 
 pub use error::{Error, Result};

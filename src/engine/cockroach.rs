@@ -413,6 +413,10 @@ impl Engine for Cockroach {
         })
     }
 
+    fn workload_url(&self, frontend_port: u16) -> String {
+        format!("postgresql://root@127.0.0.1:{frontend_port}/defaultdb?sslmode=disable")
+    }
+
     fn metrics_job(&self) -> (&'static str, &'static str) {
         // The job name CockroachDB's published alert rules select on.
         ("cockroachdb", "/_status/vars")

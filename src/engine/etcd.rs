@@ -286,6 +286,10 @@ impl Engine for Etcd {
         })
     }
 
+    fn workload_url(&self, frontend_port: u16) -> String {
+        format!("http://127.0.0.1:{frontend_port}")
+    }
+
     fn metrics_job(&self) -> (&'static str, &'static str) {
         ("etcd", "/metrics")
     }

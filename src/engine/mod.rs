@@ -115,6 +115,10 @@ pub trait Engine: Send + Sync + std::fmt::Debug {
         all: &'a [Member],
     ) -> BoxFuture<'a, crate::watch::Observation>;
 
+    /// The URL a workload uses to reach the cluster through HAProxy's client frontend:
+    /// `postgresql://...` (CockroachDB SQL) or `http://...` (etcd's KV API).
+    fn workload_url(&self, frontend_port: u16) -> String;
+
     /// The Prometheus job that scrapes the nodes: `(job_name, metrics_path)`.
     fn metrics_job(&self) -> (&'static str, &'static str);
 

@@ -6,5 +6,7 @@ mod cockroach;
 mod daemon;
 mod helpers;
 mod lab_etcd;
+mod pg;
 mod safety;
 mod watch;
+mod workload;

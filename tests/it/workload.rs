@@ -1,0 +1,112 @@
+//! The bank workload against a real PostgreSQL server started by the test.
+
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::helpers::*;
+use crate::pg::PgServer;
+
+fn server() -> Option<PgServer> {
+    let s = PgServer::start();
+    if s.is_none() {
+        skipped("no PostgreSQL server binaries (apt-get install postgresql)", "bank workload tests");
+    }
+    s
+}
+
+#[test]
+fn bank_init_run_check_under_concurrency() {
+    let Some(pg) = server() else { return };
+    let lab = TestLab::new("cockroach", 3); // only its --dir is used: the workload logs live there
+    let url = pg.url();
+    let out = lab.ok(&["workload", "init", "bank", "--rows", "200", "--url", &url]);
+    assert!(out.contains("200 accounts at balance 0"), "{out}");
+    let out = lab.ok(&["workload", "run", "bank", "--url", &url, "--concurrency", "8", "--duration", "2s", "--seed", "7"]);
+    assert!(out.starts_with("_elapsed___errors__ops/sec(inst)___ops/sec(cum)__p50(ms)__p95(ms)__p99(ms)_pMax(ms)"), "{out}");
+    assert!(out.contains("__result: ok "), "{out}");
+    let ok: u64 = out.split("__result: ok ").nth(1).unwrap().split(',').next().unwrap().parse().unwrap();
+    assert!(ok > 0, "{out}");
+    // Contended accounts (200 of them, 8 workers) make PostgreSQL serialize; nothing fails.
+    assert!(out.contains(", fail 0, ambiguous 0,"), "{out}");
+    let check = lab.ok(&["workload", "check", "bank", "--url", &url]);
+    assert!(check.contains(&format!("last run: {ok} ok all present: yes")), "{check}");
+    assert!(check.contains("total balance 0") && check.ends_with("check passed\n"), "{check}");
+}
+
+#[test]
+fn a_corrupted_balance_fails_the_check_naming_the_account() {
+    let Some(pg) = server() else { return };
+    let lab = TestLab::new("cockroach", 3);
+    let url = pg.url();
+    lab.ok(&["workload", "init", "bank", "--rows", "50", "--url", &url]);
+    lab.ok(&["workload", "run", "bank", "--url", &url, "--concurrency", "2", "--duration", "1s"]);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let c = roachlab::workload::bank_sql::connect(&url, Duration::from_secs(10)).await.unwrap();
+        c.batch_execute("UPDATE bank.bank SET balance = balance + 7 WHERE id = 13").await.unwrap();
+    });
+    let out = lab.run(&["workload", "check", "bank", "--url", &url]);
+    assert_eq!(out.status.code(), Some(1));
+    let text = text(&out.stdout);
+    assert!(text.contains("VIOLATION: the total balance is 7, not 0"), "{text}");
+    assert!(text.contains("VIOLATION: account 13: balance"), "{text}");
+}
+
+#[test]
+fn the_workload_reconnects_across_a_server_restart_and_the_check_confirms_its_outcomes() {
+    let Some(mut pg) = server() else { return };
+    let lab = TestLab::new("cockroach", 3);
+    let url = pg.url();
+    lab.ok(&["workload", "init", "bank", "--rows", "500", "--url", &url]);
+    let run = lab
+        .cmd(&["workload", "run", "bank", "--url", &url, "--concurrency", "4", "--duration", "6s", "--tolerate-errors", "--json"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Restart once the workload is moving.
+    let last = || roachlab::workload::last_run_dir(&lab.lab_dir(), "bank");
+    wait_for("the run to start logging", Duration::from_secs(10), || {
+        last().and_then(|d| std::fs::metadata(d.join("ticks.ndjson")).ok()).filter(|m| m.len() > 0).map(|_| ())
+    });
+    pg.stop();
+    std::thread::sleep(Duration::from_millis(500)); // the server stays down for a moment on purpose
+    pg.start_again();
+    let out = run.wait_with_output().unwrap();
+    assert!(out.status.success(), "--tolerate-errors exits 0");
+    let lines: Vec<Value> = text(&out.stdout).lines().map(|l| serde_json::from_str(l).expect("NDJSON")).collect();
+    let summary = &lines.last().unwrap()["summary"];
+    let counts = &summary["counts"];
+    assert!(lines[..lines.len() - 1].iter().all(|t| t["ops_per_sec_inst"].is_number() && t["p99_ms"].is_number()));
+    assert!(counts["reconnects"].as_u64().unwrap() >= 4, "every worker reconnects: {summary}");
+    assert!(counts["fail"].as_u64().unwrap() + counts["ambiguous"].as_u64().unwrap() > 0, "the restart costs some operations: {summary}");
+    let after = counts["ok"].as_u64().unwrap();
+    let ticks: Vec<Value> =
+        std::fs::read_to_string(last().unwrap().join("ticks.ndjson")).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert!(ticks.last().unwrap()["ops_per_sec_inst"].as_f64().unwrap() > 0.0, "throughput recovers after the restart");
+
+    let check = lab.run(&["workload", "check", "bank", "--url", &url, "--json"]);
+    assert!(check.status.success(), "{}", text(&check.stdout));
+    let report: Value = serde_json::from_str(&text(&check.stdout)).unwrap();
+    assert_eq!(report["ok_checked"].as_u64(), Some(after), "every ok transfer of the run was checked");
+    assert_eq!(report["fail_checked"], counts["fail"]);
+    assert_eq!(
+        report["ambiguous_found"].as_u64().unwrap() + report["ambiguous_missing"].as_u64().unwrap(),
+        counts["ambiguous"].as_u64().unwrap()
+    );
+    assert_eq!(report["violations"], serde_json::json!([]));
+}
+
+#[test]
+fn bad_workload_input_is_a_clear_error() {
+    let lab = TestLab::new("cockroach", 3);
+    let out = lab.run(&["workload", "run", "bank", "--url", "http://127.0.0.1:1"]);
+    assert!(text(&out.stderr).contains("speaks the PostgreSQL wire protocol"), "{}", text(&out.stderr));
+    let out = lab.run(&["workload", "check", "bank"]);
+    assert!(text(&out.stderr).contains("no lab in") && text(&out.stderr).contains("--url"), "{}", text(&out.stderr));
+    // Nothing listens on the port: the error names the target.
+    let port = (0..100).map(|_| 25000 + fastrand::u16(0..5000)).find(|p| roachlab::ports::is_free(*p)).unwrap();
+    let out = lab.run(&["workload", "init", "bank", "--url", &format!("postgres://postgres@127.0.0.1:{port}/postgres")]);
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains(&format!("127.0.0.1:{port}")), "{}", text(&out.stderr));
+}
