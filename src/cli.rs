@@ -296,41 +296,53 @@ fn same_shape(a: &LabSpec, b: &LabSpec) -> bool {
     a.engine == b.engine && a.nodes == b.nodes && a.ports == b.ports && a.haproxy.frontend_port == b.haproxy.frontend_port
 }
 
+/// Where a workload runs: a PostgreSQL-wire server, or etcd's KV API.
+enum Target {
+    Sql(String),
+    Etcd(String),
+}
+
 /// The workload's target: `--url`, else the lab's HAProxy client frontend.
-fn workload_target(lab: &Lab, url: Option<String>) -> Result<String> {
+fn workload_target(lab: &Lab, url: Option<String>) -> Result<Target> {
     let url = match url {
         Some(u) => u,
         None => {
             let state = LabState::load(&lab.state_file())?.ok_or_else(|| {
                 Error::Refused(format!(
-                    "no lab in {} and no --url: start a lab with `roachlab up`, or pass --url postgres://...",
+                    "no lab in {} and no --url: start a lab with `roachlab up`, or pass --url postgres://... or --url http://<etcd>",
                     lab.dir().display()
                 ))
             })?;
             crate::engine::for_spec(&state.spec).workload_url(state.spec.haproxy.frontend_port)
         }
     };
-    if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
-        return Err(Error::Refused(format!(
-            "{url}: the bank workload speaks the PostgreSQL wire protocol (CockroachDB, PostgreSQL); the etcd KV version is not implemented yet"
-        )));
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(Target::Sql(url))
+    } else if url.starts_with("http://") {
+        Ok(Target::Etcd(url))
+    } else {
+        Err(Error::Refused(format!("{url}: use postgres://... (CockroachDB, PostgreSQL) or http://... (etcd's client API)")))
     }
-    Ok(url)
 }
 
 async fn workload(lab: &Lab, command: WorkloadCommand) -> Result<i32> {
-    use crate::workload::{self, bank_sql};
+    use crate::workload::{self, bank_etcd, bank_sql};
     match command {
         WorkloadCommand::Init { name: WorkloadName::Bank, rows, payload_bytes, ranges, url } => {
-            let url = workload_target(lab, url)?;
             if rows < 2 || ranges < 1 {
                 return Err(Error::Refused("--rows must be at least 2 and --ranges at least 1".into()));
             }
-            let d = bank_sql::init(&url, &bank_sql::InitOptions { rows, payload_bytes, ranges }).await?;
-            println!(
-                "bank: {rows} accounts at balance 0{}",
-                if d == bank_sql::Dialect::CockroachDb { format!(", split into {ranges} ranges") } else { String::new() }
-            );
+            match workload_target(lab, url)? {
+                Target::Sql(url) => {
+                    let d = bank_sql::init(&url, &bank_sql::InitOptions { rows, payload_bytes, ranges }).await?;
+                    let split = if d == bank_sql::Dialect::CockroachDb { format!(", split into {ranges} ranges") } else { String::new() };
+                    println!("bank: {rows} accounts at balance 0{split}");
+                }
+                Target::Etcd(url) => {
+                    bank_etcd::init(&url, rows).await?;
+                    println!("bank: {rows} accounts at balance 0 (etcd keys under /roachlab/bank/)");
+                }
+            }
             Ok(0)
         }
         WorkloadCommand::Run {
@@ -344,11 +356,15 @@ async fn workload(lab: &Lab, command: WorkloadCommand) -> Result<i32> {
             seed,
             url,
         } => {
-            let url = workload_target(lab, url)?;
             if concurrency == 0 {
                 return Err(Error::Refused("--concurrency must be at least 1".into()));
             }
-            let rows = bank_sql::rows(&url).await.map_err(|e| Error::Refused(format!("{e}; run `roachlab workload init bank` first")))?;
+            let target = workload_target(lab, url)?;
+            let rows = match &target {
+                Target::Sql(url) => bank_sql::rows(url).await,
+                Target::Etcd(url) => bank_etcd::rows(url).await,
+            }
+            .map_err(|e| Error::Refused(format!("{e}; run `roachlab workload init bank` first")))?;
             let run_dir = workload::new_run_dir(lab.dir(), "bank")?;
             let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
             let flag = stop.clone();
@@ -358,19 +374,23 @@ async fn workload(lab: &Lab, command: WorkloadCommand) -> Result<i32> {
                 }
             });
             let opts = workload::RunOptions { concurrency, duration, max_rate, rows, json, tolerate_errors, seed };
-            let summary = workload::run_transfers("transfer", &opts, &run_dir, stop, |_| {
-                Box::new(bank_sql::SqlTransferer::new(&url, op_timeout)) as Box<dyn workload::Transferer>
+            let summary = workload::run_transfers("transfer", &opts, &run_dir, stop, |_| match &target {
+                Target::Sql(url) => Box::new(bank_sql::SqlTransferer::new(url, op_timeout)) as Box<dyn workload::Transferer>,
+                Target::Etcd(url) => Box::new(bank_etcd::EtcdTransferer::new(url, op_timeout)),
             })
             .await?;
             Ok(if summary.counts.errors() > 0 && !tolerate_errors { 1 } else { 0 })
         }
         WorkloadCommand::Check { name: WorkloadName::Bank, url, json } => {
-            let url = workload_target(lab, url)?;
+            let target = workload_target(lab, url)?;
             let ops = match workload::last_run_dir(lab.dir(), "bank") {
                 Some(dir) => workload::read_ops(&dir)?,
                 None => Vec::new(),
             };
-            let report = bank_sql::check(&url, &ops).await?;
+            let report = match &target {
+                Target::Sql(url) => bank_sql::check(url, &ops).await?,
+                Target::Etcd(url) => bank_etcd::check(url, &ops).await?,
+            };
             if json {
                 println!("{}", serde_json::to_string_pretty(&report).expect("serializes"));
             } else {

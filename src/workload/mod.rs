@@ -20,6 +20,7 @@ use uuid::Uuid;
 
 use crate::{Error, Result};
 
+pub mod bank_etcd;
 pub mod bank_sql;
 
 /// What became of one operation (the Jepsen terms: ok, fail, info).

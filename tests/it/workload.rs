@@ -100,8 +100,12 @@ fn the_workload_reconnects_across_a_server_restart_and_the_check_confirms_its_ou
 #[test]
 fn bad_workload_input_is_a_clear_error() {
     let lab = TestLab::new("cockroach", 3);
-    let out = lab.run(&["workload", "run", "bank", "--url", "http://127.0.0.1:1"]);
-    assert!(text(&out.stderr).contains("speaks the PostgreSQL wire protocol"), "{}", text(&out.stderr));
+    let out = lab.run(&["workload", "run", "bank", "--url", "mysql://127.0.0.1:1"]);
+    assert!(
+        text(&out.stderr).contains("use postgres://... (CockroachDB, PostgreSQL) or http://... (etcd's client API)"),
+        "{}",
+        text(&out.stderr)
+    );
     let out = lab.run(&["workload", "check", "bank"]);
     assert!(text(&out.stderr).contains("no lab in") && text(&out.stderr).contains("--url"), "{}", text(&out.stderr));
     // Nothing listens on the port: the error names the target.
@@ -109,4 +113,38 @@ fn bad_workload_input_is_a_clear_error() {
     let out = lab.run(&["workload", "init", "bank", "--url", &format!("postgres://postgres@127.0.0.1:{port}/postgres")]);
     assert!(!out.status.success());
     assert!(text(&out.stderr).contains(&format!("127.0.0.1:{port}")), "{}", text(&out.stderr));
+}
+
+#[test]
+fn etcd_bank_survives_a_member_killed_mid_run() {
+    let lab = TestLab::new("etcd", 3);
+    lab.up();
+    let out = lab.ok(&["workload", "init", "bank", "--rows", "100"]);
+    assert!(out.contains("100 accounts at balance 0"), "{out}");
+    let run = lab
+        .cmd(&["workload", "run", "bank", "--concurrency", "4", "--duration", "6s", "--tolerate-errors", "--json"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let last = || roachlab::workload::last_run_dir(&lab.lab_dir(), "bank");
+    wait_for("the run to start", Duration::from_secs(10), || {
+        last().and_then(|d| std::fs::metadata(d.join("ticks.ndjson")).ok()).filter(|m| m.len() > 0).map(|_| ())
+    });
+    // Each worker has its own connection through HAProxy's round robin, so one of the four
+    // is on node 2; on-marked-down shutdown-sessions cuts it.
+    lab.ok(&["node", "kill", "2"]);
+    let out = run.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let lines: Vec<Value> = text(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let counts = lines.last().unwrap()["summary"]["counts"].clone();
+    assert!(counts["ok"].as_u64().unwrap() > 0, "{counts}");
+    assert!(counts["reconnects"].as_u64().unwrap() >= 1, "the worker on node 2 reconnects: {counts}");
+    let ticks = &lines[..lines.len() - 1];
+    assert!(ticks.last().unwrap()["ops_per_sec_inst"].as_f64().unwrap() > 0.0, "transfers continue on two members: {ticks:?}");
+    let check = lab.run(&["workload", "check", "bank", "--json"]);
+    let report: Value = serde_json::from_str(&text(&check.stdout)).unwrap();
+    assert!(check.status.success(), "{report}");
+    assert_eq!(report["total_balance"], 0);
+    assert_eq!(report["ok_checked"], counts["ok"]);
+    assert_eq!(report["violations"], serde_json::json!([]));
 }

@@ -1,0 +1,295 @@
+//! The bank workload on etcd's KV API (the v3 JSON gateway, through HAProxy's client
+//! frontend): the same accounts and history as the SQL bank, as keys.
+//!
+//! - `/roachlab/bank/accounts/<id>` → the balance, as decimal text
+//! - `/roachlab/bank/transfers/<uuid>` → `{"from":..,"to":..,"amount":..}`
+//!
+//! A transfer reads both accounts, then commits one transaction that puts both balances and
+//! the history key, guarded by `mod_revision` compares on both accounts. A failed compare is
+//! a conflict: retried, counted as a retry. Outcomes: nothing sent or the reads failed →
+//! `fail`; the transaction request refused before it was sent (connection refused) → `fail`;
+//! any other error on the transaction request (timeout, lost connection, an etcd error such
+//! as `request timed out`, whose proposal may still commit) → `ambiguous`.
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine as _;
+use futures_util::future::BoxFuture;
+use serde::Deserialize;
+use uuid::Uuid;
+
+use super::{CheckReport, OpRecord, OpResult, Outcome, Transfer, Transferer};
+use crate::{Error, Result};
+
+const ACCOUNTS: &str = "/roachlab/bank/accounts/";
+const TRANSFERS: &str = "/roachlab/bank/transfers/";
+
+fn account_key(id: i64) -> String {
+    format!("{ACCOUNTS}{id:08}")
+}
+
+/// The end of a prefix range (the prefix with its last byte incremented).
+fn prefix_end(prefix: &str) -> String {
+    let mut b = prefix.as_bytes().to_vec();
+    *b.last_mut().expect("non-empty prefix") += 1;
+    String::from_utf8(b).expect("ASCII prefix")
+}
+
+#[derive(Debug, Deserialize)]
+struct RangeResponse {
+    #[serde(default)]
+    kvs: Vec<Kv>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Kv {
+    key: String,
+    #[serde(default)]
+    value: String,
+    #[serde(default)]
+    mod_revision: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct TxnResponse {
+    #[serde(default)]
+    succeeded: bool,
+}
+
+fn decode(s: &str) -> String {
+    B64.decode(s).ok().and_then(|b| String::from_utf8(b).ok()).unwrap_or_default()
+}
+
+/// An etcd v3 gateway client for one endpoint (`http://127.0.0.1:PORT`).
+#[derive(Debug, Clone)]
+pub struct Kv3 {
+    endpoint: String,
+    http: reqwest::Client,
+}
+
+/// Why a request failed.
+enum CallError {
+    /// The request was never sent (connection refused).
+    NotSent(String),
+    /// Sent; the outcome is unknown or the server said no.
+    Other(String),
+}
+
+impl CallError {
+    fn text(&self) -> String {
+        match self {
+            CallError::NotSent(s) | CallError::Other(s) => s.clone(),
+        }
+    }
+}
+
+impl Kv3 {
+    /// One connection per client (each worker has its own), bounded by `timeout`.
+    pub fn new(endpoint: &str, timeout: Duration) -> Self {
+        let http = reqwest::Client::builder()
+            .timeout(timeout)
+            .connect_timeout(timeout)
+            .pool_max_idle_per_host(1)
+            .no_proxy()
+            .build()
+            .expect("HTTP client");
+        Self { endpoint: endpoint.trim_end_matches('/').to_string(), http }
+    }
+
+    async fn call<T: serde::de::DeserializeOwned>(&self, path: &str, body: serde_json::Value) -> std::result::Result<T, CallError> {
+        let url = format!("{}{path}", self.endpoint);
+        let resp = self.http.post(&url).json(&body).send().await.map_err(|e| {
+            if e.is_connect() {
+                CallError::NotSent(format!("{url}: {}", crate::engine::describe_http_error(&e)))
+            } else {
+                CallError::Other(format!("{url}: {}", crate::engine::describe_http_error(&e)))
+            }
+        })?;
+        let status = resp.status();
+        let text = resp.text().await.map_err(|e| CallError::Other(e.to_string()))?;
+        if !status.is_success() {
+            return Err(CallError::Other(format!("{url}: HTTP {status}: {}", text.trim())));
+        }
+        serde_json::from_str(&text).map_err(|e| CallError::Other(format!("{url}: unreadable reply: {e}")))
+    }
+
+    async fn range(&self, key: &str, end: Option<&str>) -> std::result::Result<Vec<Kv>, CallError> {
+        let mut body = serde_json::json!({ "key": B64.encode(key) });
+        if let Some(end) = end {
+            body["range_end"] = B64.encode(end).into();
+        }
+        Ok(self.call::<RangeResponse>("/v3/kv/range", body).await?.kvs)
+    }
+}
+
+fn engine_err(e: CallError) -> Error {
+    Error::engine("etcd", e.text())
+}
+
+/// `workload init bank` on etcd: deletes the bank's keys and writes `rows` accounts at 0.
+pub async fn init(endpoint: &str, rows: i64) -> Result<()> {
+    let kv = Kv3::new(endpoint, Duration::from_secs(30));
+    for prefix in [ACCOUNTS, TRANSFERS] {
+        let body = serde_json::json!({ "key": B64.encode(prefix), "range_end": B64.encode(prefix_end(prefix)) });
+        kv.call::<serde_json::Value>("/v3/kv/deleterange", body).await.map_err(engine_err)?;
+    }
+    // etcd allows at most 128 operations per transaction (--max-txn-ops).
+    let mut id = 0;
+    while id < rows {
+        let puts: Vec<serde_json::Value> = (id..(id + 100).min(rows))
+            .map(|i| serde_json::json!({ "request_put": { "key": B64.encode(account_key(i)), "value": B64.encode("0") } }))
+            .collect();
+        kv.call::<serde_json::Value>("/v3/kv/txn", serde_json::json!({ "success": puts })).await.map_err(engine_err)?;
+        id += 100;
+    }
+    Ok(())
+}
+
+/// The number of accounts.
+pub async fn rows(endpoint: &str) -> Result<i64> {
+    let kv = Kv3::new(endpoint, Duration::from_secs(30));
+    let kvs = kv.range(ACCOUNTS, Some(&prefix_end(ACCOUNTS))).await.map_err(engine_err)?;
+    Ok(kvs.len() as i64)
+}
+
+/// One worker's view of etcd.
+pub struct EtcdTransferer {
+    kv: Kv3,
+    /// A request failed on transport: the next success counts as a reconnect.
+    lost: bool,
+}
+
+impl EtcdTransferer {
+    pub fn new(endpoint: &str, op_timeout: Duration) -> Self {
+        Self { kv: Kv3::new(endpoint, op_timeout), lost: false }
+    }
+}
+
+/// Most conflict retries of one transfer.
+const MAX_RETRIES: u32 = 30;
+
+impl Transferer for EtcdTransferer {
+    fn transfer<'a>(&'a mut self, t: &'a Transfer) -> BoxFuture<'a, OpResult> {
+        Box::pin(async move {
+            let mut res = OpResult { outcome: Outcome::Fail, retries: 0, reconnects: 0, error: None };
+            loop {
+                let (from_key, to_key) = (account_key(t.from), account_key(t.to));
+                let reads = futures_util::future::try_join(self.kv.range(&from_key, None), self.kv.range(&to_key, None)).await;
+                let (a, b) = match reads {
+                    Ok((mut a, mut b)) if !a.is_empty() && !b.is_empty() => (a.remove(0), b.remove(0)),
+                    Ok(_) => {
+                        res.error = Some(format!("account {} or {} does not exist; run `workload init bank`", t.from, t.to));
+                        return res;
+                    }
+                    Err(e) => {
+                        self.lost = true;
+                        res.error = Some(e.text());
+                        return res;
+                    }
+                };
+                if std::mem::take(&mut self.lost) {
+                    res.reconnects += 1;
+                }
+                let bal = |kv: &Kv| decode(&kv.value).parse::<i64>().unwrap_or(0);
+                let rev = |kv: &Kv| kv.mod_revision.clone().unwrap_or_else(|| "0".into());
+                let history = serde_json::json!({ "from": t.from, "to": t.to, "amount": t.amount }).to_string();
+                let body = serde_json::json!({
+                    "compare": [
+                        { "key": B64.encode(&from_key), "target": "MOD", "result": "EQUAL", "mod_revision": rev(&a) },
+                        { "key": B64.encode(&to_key), "target": "MOD", "result": "EQUAL", "mod_revision": rev(&b) },
+                    ],
+                    "success": [
+                        { "request_put": { "key": B64.encode(&from_key), "value": B64.encode((bal(&a) - t.amount).to_string()) } },
+                        { "request_put": { "key": B64.encode(&to_key), "value": B64.encode((bal(&b) + t.amount).to_string()) } },
+                        { "request_put": { "key": B64.encode(format!("{TRANSFERS}{}", t.id)), "value": B64.encode(history) } },
+                    ],
+                });
+                match self.kv.call::<TxnResponse>("/v3/kv/txn", body).await {
+                    Ok(r) if r.succeeded => {
+                        res.outcome = Outcome::Ok;
+                        res.error = None;
+                        return res;
+                    }
+                    Ok(_) if res.retries < MAX_RETRIES => {
+                        // A compare failed: another transfer touched an account. Not applied.
+                        res.retries += 1;
+                        res.error = Some("conflict: an account changed between read and write".into());
+                        tokio::time::sleep(Duration::from_millis(2 << res.retries.min(6))).await;
+                    }
+                    Ok(_) => {
+                        res.error = Some(format!("gave up after {MAX_RETRIES} conflicts"));
+                        return res;
+                    }
+                    Err(CallError::NotSent(e)) => {
+                        self.lost = true;
+                        res.error = Some(e);
+                        return res;
+                    }
+                    Err(CallError::Other(e)) => {
+                        self.lost = true;
+                        res.outcome = Outcome::Ambiguous;
+                        res.error = Some(format!("during the transaction: {e}"));
+                        return res;
+                    }
+                }
+            }
+        })
+    }
+}
+
+/// `workload check bank` on etcd: the same checks as the SQL bank.
+pub async fn check(endpoint: &str, ops: &[OpRecord]) -> Result<CheckReport> {
+    let kv = Kv3::new(endpoint, Duration::from_secs(60));
+    let accounts = kv.range(ACCOUNTS, Some(&prefix_end(ACCOUNTS))).await.map_err(engine_err)?;
+    let transfers = kv.range(TRANSFERS, Some(&prefix_end(TRANSFERS))).await.map_err(engine_err)?;
+    let mut r = CheckReport { accounts: accounts.len() as u64, ..Default::default() };
+    let mut expected: HashMap<i64, i64> = HashMap::new();
+    let mut history = HashSet::new();
+    #[derive(Deserialize)]
+    struct H {
+        from: i64,
+        to: i64,
+        amount: i64,
+    }
+    for kv in &transfers {
+        let key = decode(&kv.key);
+        let Some(id) = key.strip_prefix(TRANSFERS).and_then(|s| Uuid::parse_str(s).ok()) else { continue };
+        history.insert(id);
+        if let Ok(h) = serde_json::from_str::<H>(&decode(&kv.value)) {
+            *expected.entry(h.from).or_default() -= h.amount;
+            *expected.entry(h.to).or_default() += h.amount;
+        }
+    }
+    r.transfers_in_history = history.len() as u64;
+    let mut wrong = Vec::new();
+    for kv in &accounts {
+        let key = decode(&kv.key);
+        let Some(id) = key.strip_prefix(ACCOUNTS).and_then(|s| s.parse::<i64>().ok()) else { continue };
+        let balance: i64 = decode(&kv.value).parse().unwrap_or(i64::MIN);
+        r.total_balance += balance;
+        let want = expected.get(&id).copied().unwrap_or(0);
+        if balance != want {
+            wrong.push(format!("account {id}: balance {balance}, but its history (incoming − outgoing) says {want}"));
+        }
+    }
+    if r.total_balance != 0 {
+        r.violations.push(format!("the total balance is {}, not 0: money was created or destroyed", r.total_balance));
+    }
+    r.violations.extend(wrong.into_iter().take(20));
+    r.compare_log(ops, &history);
+    Ok(r)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_and_prefix_ranges() {
+        assert_eq!(account_key(42), "/roachlab/bank/accounts/00000042");
+        assert_eq!(prefix_end(ACCOUNTS), "/roachlab/bank/accounts0");
+        assert!(account_key(99_999_999) < prefix_end(ACCOUNTS));
+    }
+}
