@@ -112,6 +112,8 @@ pub enum Command {
 pub enum WorkloadName {
     /// Transfers between accounts, as `cockroach workload bank`, with a history to check.
     Bank,
+    /// pgbench's TPC-B-like transaction and schema.
+    Tpcb,
 }
 
 #[derive(Debug, Subcommand)]
@@ -119,7 +121,10 @@ pub enum WorkloadCommand {
     /// Create the workload's schema and data (replacing any).
     Init {
         name: WorkloadName,
-        /// Accounts.
+        /// tpcb: pgbench's scale factor (100000 accounts per unit).
+        #[arg(long, default_value_t = 10)]
+        scale: i64,
+        /// bank: accounts.
         #[arg(long, default_value_t = 1000)]
         rows: i64,
         /// Bytes of payload per account.
@@ -136,8 +141,11 @@ pub enum WorkloadCommand {
     Run {
         name: WorkloadName,
         /// Concurrent workers, each with its own connection.
-        #[arg(long, default_value_t = 8)]
+        #[arg(long, visible_alias = "clients", default_value_t = 8)]
         concurrency: usize,
+        /// Interval of the progress lines.
+        #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+        progress: Duration,
         #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
         duration: Duration,
         /// Operations per second across all workers (0: unlimited).
@@ -325,10 +333,94 @@ fn workload_target(lab: &Lab, url: Option<String>) -> Result<Target> {
     }
 }
 
+/// A flag set by Ctrl-C: a run finishes its operations in flight and prints its summary.
+fn stop_on_ctrl_c() -> std::sync::Arc<std::sync::atomic::AtomicBool> {
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = stop.clone();
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            flag.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+    });
+    stop
+}
+
 async fn workload(lab: &Lab, command: WorkloadCommand) -> Result<i32> {
-    use crate::workload::{self, bank_etcd, bank_sql};
+    use crate::workload::{self, bank_etcd, bank_sql, tpcb};
     match command {
-        WorkloadCommand::Init { name: WorkloadName::Bank, rows, payload_bytes, ranges, url } => {
+        WorkloadCommand::Init { name: WorkloadName::Tpcb, scale, url, .. } => {
+            let Target::Sql(url) = workload_target(lab, url)? else {
+                return Err(Error::Refused("tpcb runs on PostgreSQL-wire servers (CockroachDB, PostgreSQL), not etcd".into()));
+            };
+            if scale < 1 {
+                return Err(Error::Refused("--scale must be at least 1".into()));
+            }
+            tpcb::init(&url, scale).await?;
+            println!("tpcb: scale {scale}: {scale} branches, {} tellers, {} accounts", 10 * scale, 100_000 * scale);
+            Ok(0)
+        }
+        WorkloadCommand::Run {
+            name: WorkloadName::Tpcb,
+            concurrency,
+            progress,
+            duration,
+            max_rate,
+            tolerate_errors,
+            op_timeout,
+            json,
+            seed,
+            url,
+        } => {
+            let Target::Sql(url) = workload_target(lab, url)? else {
+                return Err(Error::Refused("tpcb runs on PostgreSQL-wire servers (CockroachDB, PostgreSQL), not etcd".into()));
+            };
+            if concurrency == 0 {
+                return Err(Error::Refused("--clients must be at least 1".into()));
+            }
+            let scale = tpcb::scale(&url).await.map_err(|e| Error::Refused(format!("{e}; run `roachlab workload init tpcb` first")))?;
+            if scale < 1 {
+                return Err(Error::Refused("pgbench_branches is empty; run `roachlab workload init tpcb` first".into()));
+            }
+            let run_dir = workload::new_run_dir(lab.dir(), "tpcb")?;
+            let opts = workload::RunOptions {
+                concurrency,
+                duration,
+                max_rate,
+                json,
+                tolerate_errors,
+                seed,
+                progress,
+                style: workload::Style::Pgbench { scale },
+            };
+            let summary = workload::run_workers("tpcb", &opts, &run_dir, stop_on_ctrl_c(), |_| {
+                Box::new(tpcb::TpcbWorker::new(&url, scale, op_timeout)) as Box<dyn workload::Worker>
+            })
+            .await?;
+            Ok(if summary.counts.errors() > 0 && !tolerate_errors { 1 } else { 0 })
+        }
+        WorkloadCommand::Check { name: WorkloadName::Tpcb, url, json } => {
+            let Target::Sql(url) = workload_target(lab, url)? else {
+                return Err(Error::Refused("tpcb runs on PostgreSQL-wire servers, not etcd".into()));
+            };
+            let totals = tpcb::totals(&url).await?;
+            let violations = totals.violations();
+            if json {
+                println!("{}", serde_json::json!({ "totals": totals, "violations": violations }));
+            } else {
+                println!(
+                    "{} history rows; deltas sum to {}; accounts {}, tellers {}, branches {}",
+                    totals.history_rows, totals.sum_delta, totals.sum_abalance, totals.sum_tbalance, totals.sum_bbalance
+                );
+                for v in &violations {
+                    println!("VIOLATION: {v}");
+                }
+                if violations.is_empty() {
+                    println!("check passed");
+                }
+            }
+            Ok(if violations.is_empty() { 0 } else { 1 })
+        }
+        WorkloadCommand::Init { name: WorkloadName::Bank, rows, payload_bytes, ranges, url, .. } => {
             if rows < 2 || ranges < 1 {
                 return Err(Error::Refused("--rows must be at least 2 and --ranges at least 1".into()));
             }
@@ -348,6 +440,7 @@ async fn workload(lab: &Lab, command: WorkloadCommand) -> Result<i32> {
         WorkloadCommand::Run {
             name: WorkloadName::Bank,
             concurrency,
+            progress,
             duration,
             max_rate,
             tolerate_errors,
@@ -366,17 +459,26 @@ async fn workload(lab: &Lab, command: WorkloadCommand) -> Result<i32> {
             }
             .map_err(|e| Error::Refused(format!("{e}; run `roachlab workload init bank` first")))?;
             let run_dir = workload::new_run_dir(lab.dir(), "bank")?;
-            let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-            let flag = stop.clone();
-            tokio::spawn(async move {
-                if tokio::signal::ctrl_c().await.is_ok() {
-                    flag.store(true, std::sync::atomic::Ordering::Relaxed);
-                }
-            });
-            let opts = workload::RunOptions { concurrency, duration, max_rate, rows, json, tolerate_errors, seed };
-            let summary = workload::run_transfers("transfer", &opts, &run_dir, stop, |_| match &target {
-                Target::Sql(url) => Box::new(bank_sql::SqlTransferer::new(url, op_timeout)) as Box<dyn workload::Transferer>,
-                Target::Etcd(url) => Box::new(bank_etcd::EtcdTransferer::new(url, op_timeout)),
+            let stop = stop_on_ctrl_c();
+            if rows < 2 {
+                return Err(Error::Refused(format!("a bank needs at least 2 accounts, not {rows}; run `roachlab workload init bank`")));
+            }
+            let opts = workload::RunOptions {
+                concurrency,
+                duration,
+                max_rate,
+                json,
+                tolerate_errors,
+                seed,
+                progress,
+                style: workload::Style::Cockroach,
+            };
+            let summary = workload::run_workers("transfer", &opts, &run_dir, stop, |_| {
+                let transferer = match &target {
+                    Target::Sql(url) => Box::new(bank_sql::SqlTransferer::new(url, op_timeout)) as Box<dyn workload::Transferer>,
+                    Target::Etcd(url) => Box::new(bank_etcd::EtcdTransferer::new(url, op_timeout)),
+                };
+                Box::new(workload::BankWorker { rows, transferer }) as Box<dyn workload::Worker>
             })
             .await?;
             Ok(if summary.counts.errors() > 0 && !tolerate_errors { 1 } else { 0 })

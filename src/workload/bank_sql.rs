@@ -194,11 +194,13 @@ fn transfer_statements() -> (String, String) {
     (update, insert)
 }
 
-fn is_retry(e: &tokio_postgres::Error) -> bool {
+/// SQLSTATE 40001: the transaction must be retried.
+pub(crate) fn is_retry(e: &tokio_postgres::Error) -> bool {
     e.code() == Some(&SqlState::T_R_SERIALIZATION_FAILURE)
 }
 
-fn short(e: &tokio_postgres::Error) -> String {
+/// A one-line description: the server's message and SQLSTATE, or the transport error.
+pub(crate) fn describe(e: &tokio_postgres::Error) -> String {
     match e.as_db_error() {
         Some(db) => format!("{} (SQLSTATE {})", db.message(), db.code().code()),
         None => describe_pg_error(e),
@@ -233,7 +235,7 @@ impl Transferer for SqlTransferer {
                     Ok(Ok(())) => {}
                     Ok(Err(e)) => {
                         let retry = is_retry(&e);
-                        res.error = Some(short(&e));
+                        res.error = Some(describe(&e));
                         if client.is_closed() {
                             self.drop_conn();
                         } else {
@@ -262,7 +264,7 @@ impl Transferer for SqlTransferer {
                     Ok(Err(e)) if is_retry(&e) && res.retries < MAX_RETRIES => {
                         // A retry error at COMMIT: the transaction did not commit.
                         res.retries += 1;
-                        res.error = Some(short(&e));
+                        res.error = Some(describe(&e));
                         if client.is_closed() {
                             self.drop_conn();
                         }
@@ -271,7 +273,7 @@ impl Transferer for SqlTransferer {
                     }
                     Ok(Err(e)) => {
                         res.outcome = Outcome::Ambiguous;
-                        res.error = Some(format!("at COMMIT: {}", short(&e)));
+                        res.error = Some(format!("at COMMIT: {}", describe(&e)));
                         if client.is_closed() {
                             self.drop_conn();
                         }

@@ -22,6 +22,7 @@ use crate::{Error, Result};
 
 pub mod bank_etcd;
 pub mod bank_sql;
+pub mod tpcb;
 
 /// What became of one operation (the Jepsen terms: ok, fail, info).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -56,11 +57,28 @@ pub struct OpResult {
     pub error: Option<String>,
 }
 
+/// One TPC-B transaction (pgbench's built-in `tpcb-like` script).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TpcbOp {
+    pub aid: i64,
+    pub bid: i64,
+    pub tid: i64,
+    pub delta: i64,
+}
+
+/// What an operation attempted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum OpDetail {
+    Transfer(Transfer),
+    Tpcb(TpcbOp),
+}
+
 /// One line of a run's operation log (`ops.jsonl`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct OpRecord {
     #[serde(flatten)]
-    pub transfer: Transfer,
+    pub detail: OpDetail,
     pub outcome: Outcome,
     /// Start, in ms since the run started.
     pub start_ms: u64,
@@ -78,6 +96,30 @@ pub trait Transferer: Send {
     fn transfer<'a>(&'a mut self, t: &'a Transfer) -> BoxFuture<'a, OpResult>;
 }
 
+/// One worker of a run: chooses its next operation with `rng` and performs it.
+pub trait Worker: Send {
+    fn op<'a>(&'a mut self, rng: &'a mut fastrand::Rng) -> BoxFuture<'a, (OpDetail, OpResult)>;
+}
+
+/// A bank worker: a random transfer between two distinct accounts of `rows`, amount in
+/// [0, 999), as `cockroach workload bank` chooses them.
+pub struct BankWorker {
+    pub rows: i64,
+    pub transferer: Box<dyn Transferer>,
+}
+
+impl Worker for BankWorker {
+    fn op<'a>(&'a mut self, rng: &'a mut fastrand::Rng) -> BoxFuture<'a, (OpDetail, OpResult)> {
+        Box::pin(async move {
+            let from = rng.i64(0..self.rows);
+            let to = (from + rng.i64(1..self.rows)) % self.rows;
+            let t = Transfer { id: Uuid::from_u128(rng.u128(..)), from, to, amount: rng.i64(0..999) };
+            let r = self.transferer.transfer(&t).await;
+            (OpDetail::Transfer(t), r)
+        })
+    }
+}
+
 /// `workload run` options.
 #[derive(Debug, Clone)]
 pub struct RunOptions {
@@ -85,14 +127,25 @@ pub struct RunOptions {
     pub duration: Duration,
     /// Operations per second across all workers; 0 for no limit.
     pub max_rate: f64,
-    /// Accounts to pick from.
-    pub rows: i64,
     /// Print NDJSON instead of the text table.
     pub json: bool,
     /// Exit zero even if operations failed.
     pub tolerate_errors: bool,
     /// Seed for the transfer choices (random when absent).
     pub seed: Option<u64>,
+    /// Interval of the progress lines (1 s by default).
+    pub progress: Duration,
+    /// How to print.
+    pub style: Style,
+}
+
+/// The output conventions a workload follows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Style {
+    /// `cockroach workload`'s per-second table and summary block.
+    Cockroach,
+    /// pgbench's `progress:` lines and summary, for TPC-B at `scale`.
+    Pgbench { scale: i64 },
 }
 
 /// Counts of a run (or one second of it).
@@ -133,6 +186,9 @@ pub struct Tick {
     pub p95_ms: f64,
     pub p99_ms: f64,
     pub pmax_ms: f64,
+    /// Mean and standard deviation of this interval's latencies (pgbench's `lat`, `stddev`).
+    pub mean_ms: f64,
+    pub stddev_ms: f64,
     pub retries: u64,
     pub reconnects: u64,
     pub ambiguous: u64,
@@ -146,6 +202,7 @@ pub struct Summary {
     pub counts: Counts,
     pub ops_per_sec: f64,
     pub avg_ms: f64,
+    pub stddev_ms: f64,
     pub p50_ms: f64,
     pub p95_ms: f64,
     pub p99_ms: f64,
@@ -173,6 +230,56 @@ pub fn tick_line(t: &Tick, name: &str) -> String {
         t.retries,
         t.reconnects,
         t.ambiguous
+    )
+}
+
+/// A pgbench progress line: `progress: 5.0 s, 1479.4 tps, lat 5.404 ms stddev 2.032, 0 failed`,
+/// plus roachlab's retried, reconnects and ambiguous counts.
+pub fn pgbench_progress_line(t: &Tick) -> String {
+    format!(
+        "progress: {:.1} s, {:.1} tps, lat {:.3} ms stddev {:.3}, {} failed, {} retried, {} reconnects, {} ambiguous",
+        t.elapsed_s,
+        t.ops_per_sec_inst,
+        t.mean_ms,
+        t.stddev_ms,
+        t.errors - t.ambiguous,
+        t.retries,
+        t.reconnects,
+        t.ambiguous
+    )
+}
+
+/// pgbench's summary for a TPC-B run.
+pub fn pgbench_summary(s: &Summary, scale: i64, clients: usize) -> String {
+    let total = s.counts.ok + s.counts.errors();
+    let pct = |n: u64| if total == 0 { 0.0 } else { 100.0 * n as f64 / total as f64 };
+    format!(
+        "transaction type: <builtin: TPC-B (sort of)>\n\
+         scaling factor: {scale}\n\
+         query mode: extended (prepared, pipelined)\n\
+         number of clients: {clients}\n\
+         duration: {:.0} s\n\
+         number of transactions actually processed: {}\n\
+         number of failed transactions: {} ({:.3}%)\n\
+         number of ambiguous transactions: {} ({:.3}%)\n\
+         total number of retries: {}\n\
+         number of reconnects: {}\n\
+         latency average = {:.3} ms\n\
+         latency stddev = {:.3} ms\n\
+         tps = {:.6}\n\
+         operations logged in {}\n",
+        s.elapsed_s,
+        s.counts.ok,
+        s.counts.fail,
+        pct(s.counts.fail),
+        s.counts.ambiguous,
+        pct(s.counts.ambiguous),
+        s.counts.retries,
+        s.counts.reconnects,
+        s.avg_ms,
+        s.stddev_ms,
+        s.ops_per_sec,
+        s.run_dir.join("ops.jsonl").display()
     )
 }
 
@@ -251,16 +358,13 @@ pub fn read_ops(run_dir: &Path) -> Result<Vec<OpRecord>> {
         .collect()
 }
 
-/// Runs `opts.concurrency` workers, each with a transferer from `connect`, for
-/// `opts.duration` (or until `stop` is set), printing per-second stats to stdout and logging
-/// every operation in `run_dir`. Returns the summary.
-pub async fn run_transfers<F>(name: &str, opts: &RunOptions, run_dir: &Path, stop: Arc<AtomicBool>, connect: F) -> Result<Summary>
+/// Runs `opts.concurrency` workers made by `make`, for `opts.duration` (or until `stop` is
+/// set), printing per-second stats to stdout and logging every operation in `run_dir`.
+/// `name` labels the rows (`transfer`, `tpcb`). Returns the summary.
+pub async fn run_workers<F>(name: &str, opts: &RunOptions, run_dir: &Path, stop: Arc<AtomicBool>, make: F) -> Result<Summary>
 where
-    F: Fn(usize) -> Box<dyn Transferer>,
+    F: Fn(usize) -> Box<dyn Worker>,
 {
-    if opts.rows < 2 {
-        return Err(Error::Refused(format!("a bank needs at least 2 accounts, not {}", opts.rows)));
-    }
     let (tx, mut rx) = mpsc::channel::<OpRecord>(65536);
     let start = Instant::now();
     let deadline = start + opts.duration;
@@ -269,10 +373,9 @@ where
     let seed = opts.seed.unwrap_or_else(|| fastrand::u64(..));
     let mut workers = Vec::new();
     for w in 0..opts.concurrency {
-        let mut t = connect(w);
+        let mut worker = make(w);
         let tx = tx.clone();
         let stop = stop.clone();
-        let rows = opts.rows;
         let mut rng = fastrand::Rng::with_seed(seed.wrapping_add(w as u64));
         workers.push(tokio::spawn(async move {
             let mut next = Instant::now();
@@ -281,13 +384,10 @@ where
                     tokio::time::sleep_until(next.into()).await;
                     next += iv;
                 }
-                let from = rng.i64(0..rows);
-                let to = (from + rng.i64(1..rows)) % rows;
-                let transfer = Transfer { id: Uuid::from_u128(rng.u128(..)), from, to, amount: rng.i64(0..999) };
                 let began = Instant::now();
-                let r = t.transfer(&transfer).await;
+                let (detail, r) = worker.op(&mut rng).await;
                 let rec = OpRecord {
-                    transfer,
+                    detail,
                     outcome: r.outcome,
                     start_ms: began.duration_since(start).as_millis() as u64,
                     latency_us: began.elapsed().as_micros() as u64,
@@ -317,18 +417,21 @@ where
     let mut counts = Counts::default();
     let mut second_counts = Counts::default();
     let mut lines = 0u64;
-    let mut tick = tokio::time::interval_at((start + Duration::from_secs(1)).into(), Duration::from_secs(1));
+    let every = opts.progress.max(Duration::from_millis(100));
+    let mut tick = tokio::time::interval_at((start + every).into(), every);
     let emit_tick = |second: &mut Histogram<u64>, sc: &mut Counts, counts: &Counts| -> Tick {
         let elapsed = start.elapsed().as_secs_f64();
         let t = Tick {
             elapsed_s: elapsed,
             errors: sc.errors(),
-            ops_per_sec_inst: sc.ok as f64,
+            ops_per_sec_inst: sc.ok as f64 / every.as_secs_f64(),
             ops_per_sec_cum: counts.ok as f64 / elapsed.max(1e-9),
             p50_ms: ms(second.value_at_quantile(0.5)),
             p95_ms: ms(second.value_at_quantile(0.95)),
             p99_ms: ms(second.value_at_quantile(0.99)),
             pmax_ms: ms(second.max()),
+            mean_ms: second.mean() / 1000.0,
+            stddev_ms: second.stdev() / 1000.0,
             retries: sc.retries,
             reconnects: sc.reconnects,
             ambiguous: sc.ambiguous,
@@ -358,6 +461,8 @@ where
                 let mut json = serde_json::to_string(&t).expect("ticks serialize");
                 if opts.json {
                     println!("{json}");
+                } else if let Style::Pgbench { .. } = opts.style {
+                    println!("{}", pgbench_progress_line(&t));
                 } else {
                     if lines % 20 == 0 {
                         println!("{TICK_HEADER}");
@@ -385,6 +490,7 @@ where
         counts,
         ops_per_sec: counts.ok as f64 / elapsed.max(1e-9),
         avg_ms: total.mean() / 1000.0,
+        stddev_ms: total.stdev() / 1000.0,
         p50_ms: ms(total.value_at_quantile(0.5)),
         p95_ms: ms(total.value_at_quantile(0.95)),
         p99_ms: ms(total.value_at_quantile(0.99)),
@@ -395,6 +501,8 @@ where
     std::fs::write(run_dir.join("summary.json"), body).map_err(|e| Error::io("cannot write summary.json", e))?;
     if opts.json {
         println!("{}", serde_json::json!({ "summary": summary }));
+    } else if let Style::Pgbench { scale } = opts.style {
+        print!("{}", pgbench_summary(&summary, scale, opts.concurrency));
     } else {
         print!("{}", summary_block(&summary, name));
     }
@@ -424,18 +532,19 @@ impl CheckReport {
         let mut missing_ok = Vec::new();
         let mut applied_fail = Vec::new();
         for op in ops {
-            let found = history.contains(&op.transfer.id);
+            let OpDetail::Transfer(t) = op.detail else { continue };
+            let found = history.contains(&t.id);
             match op.outcome {
                 Outcome::Ok => {
                     self.ok_checked += 1;
                     if !found {
-                        missing_ok.push(op.transfer.id);
+                        missing_ok.push(t.id);
                     }
                 }
                 Outcome::Fail => {
                     self.fail_checked += 1;
                     if found {
-                        applied_fail.push(op.transfer.id);
+                        applied_fail.push(t.id);
                     }
                 }
                 Outcome::Ambiguous if found => self.ambiguous_found += 1,
@@ -499,6 +608,8 @@ mod tests {
             p95_ms: 44.0,
             p99_ms: 60.8,
             pmax_ms: 88.1,
+            mean_ms: 22.0,
+            stddev_ms: 3.5,
             retries: 2,
             reconnects: 0,
             ambiguous: 0,
@@ -508,12 +619,16 @@ mod tests {
             line,
             "    1.0s        0          312.0          312.0     21.0     44.0     60.8     88.1        2        0       0 transfer"
         );
+        assert_eq!(
+            pgbench_progress_line(&t),
+            "progress: 1.0 s, 312.0 tps, lat 22.000 ms stddev 3.500, 0 failed, 2 retried, 0 reconnects, 0 ambiguous"
+        );
         assert!(TICK_HEADER.starts_with("_elapsed___errors__ops/sec(inst)___ops/sec(cum)__p50(ms)__p95(ms)__p99(ms)_pMax(ms)"));
     }
 
     fn op(outcome: Outcome, n: u128) -> OpRecord {
         OpRecord {
-            transfer: Transfer { id: Uuid::from_u128(n), from: 0, to: 1, amount: 5 },
+            detail: OpDetail::Transfer(Transfer { id: Uuid::from_u128(n), from: 0, to: 1, amount: 5 }),
             outcome,
             start_ms: 0,
             latency_us: 1,

@@ -148,3 +148,27 @@ fn etcd_bank_survives_a_member_killed_mid_run() {
     assert_eq!(report["ok_checked"], counts["ok"]);
     assert_eq!(report["violations"], serde_json::json!([]));
 }
+
+#[test]
+fn tpcb_runs_and_its_counts_agree_with_the_tables() {
+    let Some(pg) = server() else { return };
+    let lab = TestLab::new("cockroach", 3);
+    let url = pg.url();
+    let out = lab.ok(&["workload", "init", "tpcb", "--scale", "1", "--url", &url]);
+    assert!(out.contains("scale 1: 1 branches, 10 tellers, 100000 accounts"), "{out}");
+    let out = lab.ok(&["workload", "run", "tpcb", "--clients", "4", "--duration", "2s", "--progress", "500ms", "--url", &url]);
+    let progress = out.lines().filter(|l| l.starts_with("progress: ")).count();
+    assert!(progress >= 3, "a progress line every 500 ms: {out}");
+    assert!(out.contains("transaction type: <builtin: TPC-B (sort of)>") && out.contains("scaling factor: 1"), "{out}");
+    let processed: i64 = out.split("number of transactions actually processed: ").nth(1).unwrap().lines().next().unwrap().parse().unwrap();
+    assert!(processed > 0);
+    assert!(out.contains("number of failed transactions: 0 (0.000%)"), "{out}");
+    let check = lab.ok(&["workload", "check", "tpcb", "--url", &url, "--json"]);
+    let v: Value = serde_json::from_str(&check).unwrap();
+    let t = &v["totals"];
+    assert_eq!(t["history_rows"].as_i64(), Some(processed), "one history row per committed transaction");
+    assert_eq!(t["sum_abalance"], t["sum_delta"]);
+    assert_eq!(t["sum_tbalance"], t["sum_delta"]);
+    assert_eq!(t["sum_bbalance"], t["sum_delta"]);
+    assert_eq!(v["violations"], serde_json::json!([]));
+}

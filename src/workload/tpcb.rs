@@ -1,0 +1,328 @@
+//! pgbench's TPC-B-like workload over the PostgreSQL wire protocol (PostgreSQL or
+//! CockroachDB), with the bank's outcome classes, retries and reconnects.
+//!
+//! Each transaction sends BEGIN and its five statements pipelined (one round trip; the
+//! server runs them in order), then COMMIT on its own once they all succeeded: PostgreSQL
+//! answers COMMIT of an aborted transaction with a silent ROLLBACK, so COMMIT is never
+//! pipelined behind statements whose results are unknown.
+
+use std::time::{Duration, Instant};
+
+use futures_util::future::BoxFuture;
+use serde::{Deserialize, Serialize};
+use tokio_postgres::{Client, Statement};
+
+use super::bank_sql::{self, Dialect};
+use super::{OpDetail, OpResult, Outcome, TpcbOp, Worker};
+use crate::{Error, Result};
+
+/// The schema (`workloads/tpcb.sql`).
+pub const SCHEMA: &str = include_str!("../../workloads/tpcb.sql");
+/// The transaction (`workloads/tpcb-transaction.sql`).
+pub const TRANSACTION: &str = include_str!("../../workloads/tpcb-transaction.sql");
+
+/// A script variable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Var {
+    Aid,
+    Bid,
+    Tid,
+    Delta,
+}
+
+/// The transaction's statements with pgbench's `:name` variables turned into positional
+/// parameters (`$1::INT8`, numbered per statement), and the variable behind each parameter.
+fn statements() -> Vec<(String, Vec<Var>)> {
+    TRANSACTION
+        .split(';')
+        .map(|s| s.lines().filter(|l| !l.trim_start().starts_with("--")).collect::<Vec<_>>().join("\n").trim().to_string())
+        .filter(|s| !s.is_empty())
+        .map(|stmt| {
+            let mut sql = String::new();
+            let mut vars: Vec<Var> = Vec::new();
+            let mut rest = stmt.as_str();
+            while let Some(i) = rest.find(':') {
+                sql.push_str(&rest[..i]);
+                let after = &rest[i + 1..];
+                let name_len = after.find(|c: char| !c.is_ascii_lowercase()).unwrap_or(after.len());
+                let var = match &after[..name_len] {
+                    "aid" => Some(Var::Aid),
+                    "bid" => Some(Var::Bid),
+                    "tid" => Some(Var::Tid),
+                    "delta" => Some(Var::Delta),
+                    _ => None,
+                };
+                match var {
+                    Some(v) => {
+                        let n = vars.iter().position(|x| *x == v).unwrap_or_else(|| {
+                            vars.push(v);
+                            vars.len() - 1
+                        });
+                        sql.push_str(&format!("${}::INT8", n + 1));
+                        rest = &after[name_len..];
+                    }
+                    None => {
+                        sql.push(':');
+                        rest = after;
+                    }
+                }
+            }
+            sql.push_str(rest);
+            (sql, vars)
+        })
+        .collect()
+}
+
+fn err(e: tokio_postgres::Error) -> Error {
+    Error::engine("sql", bank_sql::describe(&e))
+}
+
+/// `workload init tpcb`: pgbench's tables at `scale`, loaded server-side.
+pub async fn init(url: &str, scale: i64) -> Result<Dialect> {
+    let c = bank_sql::connect(url, Duration::from_secs(600)).await?;
+    let d = bank_sql::dialect(&c).await?;
+    c.batch_execute(SCHEMA).await.map_err(err)?;
+    c.execute("INSERT INTO pgbench_branches (bid, bbalance) SELECT i, 0 FROM generate_series(1, $1::INT8) AS g(i)", &[&scale])
+        .await
+        .map_err(err)?;
+    c.execute(
+        "INSERT INTO pgbench_tellers (tid, bid, tbalance) SELECT i, (i - 1) / 10 + 1, 0 FROM generate_series(1, $1::INT8) AS g(i)",
+        &[&(10 * scale)],
+    )
+    .await
+    .map_err(err)?;
+    // Accounts in batches of 100000 (one branch each), so CockroachDB's transactions stay small.
+    for b in 0..scale {
+        c.execute(
+            "INSERT INTO pgbench_accounts (aid, bid, abalance, filler) SELECT i, $3::INT8, 0, '' FROM generate_series($1::INT8, $2::INT8) AS g(i)",
+            &[&(b * 100_000 + 1), &((b + 1) * 100_000), &(b + 1)],
+        )
+        .await
+        .map_err(err)?;
+    }
+    if d == Dialect::PostgreSql {
+        c.batch_execute("VACUUM ANALYZE pgbench_branches, pgbench_tellers, pgbench_accounts, pgbench_history").await.map_err(err)?;
+    }
+    Ok(d)
+}
+
+/// The scale of an initialised database: the number of branches.
+pub async fn scale(url: &str) -> Result<i64> {
+    let c = bank_sql::connect(url, Duration::from_secs(30)).await?;
+    let row = c.query_one("SELECT count(*) FROM pgbench_branches", &[]).await.map_err(err)?;
+    Ok(row.get(0))
+}
+
+/// Sums that must agree after any number of committed TPC-B transactions: every delta is
+/// added to one account, one teller and one branch, and logged once in the history.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Totals {
+    pub history_rows: i64,
+    pub sum_delta: i64,
+    pub sum_abalance: i64,
+    pub sum_tbalance: i64,
+    pub sum_bbalance: i64,
+}
+
+impl Totals {
+    /// The sums disagree (money appeared or vanished).
+    pub fn violations(&self) -> Vec<String> {
+        let mut v = Vec::new();
+        for (name, sum) in [("accounts", self.sum_abalance), ("tellers", self.sum_tbalance), ("branches", self.sum_bbalance)] {
+            if sum != self.sum_delta {
+                v.push(format!("sum of {name} balances is {sum}, but the history's deltas sum to {}", self.sum_delta));
+            }
+        }
+        v
+    }
+}
+
+/// Reads the [`Totals`].
+pub async fn totals(url: &str) -> Result<Totals> {
+    let c = bank_sql::connect(url, Duration::from_secs(120)).await?;
+    let q = |sql: &'static str| {
+        let c = &c;
+        async move { c.query_one(sql, &[]).await.map_err(err).map(|r| r.get::<_, i64>(0)) }
+    };
+    Ok(Totals {
+        history_rows: q("SELECT count(*) FROM pgbench_history").await?,
+        sum_delta: q("SELECT COALESCE(sum(delta), 0)::INT8 FROM pgbench_history").await?,
+        sum_abalance: q("SELECT COALESCE(sum(abalance), 0)::INT8 FROM pgbench_accounts").await?,
+        sum_tbalance: q("SELECT COALESCE(sum(tbalance), 0)::INT8 FROM pgbench_tellers").await?,
+        sum_bbalance: q("SELECT COALESCE(sum(bbalance), 0)::INT8 FROM pgbench_branches").await?,
+    })
+}
+
+/// One TPC-B client.
+pub struct TpcbWorker {
+    url: String,
+    scale: i64,
+    op_timeout: Duration,
+    conn: Option<(Client, Vec<(Statement, Vec<Var>)>)>,
+    lost: bool,
+    backoff: Duration,
+}
+
+impl TpcbWorker {
+    pub fn new(url: &str, scale: i64, op_timeout: Duration) -> Self {
+        Self { url: url.to_string(), scale, op_timeout, conn: None, lost: false, backoff: Duration::from_millis(50) }
+    }
+
+    async fn ensure(&mut self) -> std::result::Result<bool, String> {
+        if let Some((c, _)) = &self.conn {
+            if !c.is_closed() {
+                return Ok(false);
+            }
+            self.conn = None;
+            self.lost = true;
+        }
+        let attempt = async {
+            let c = bank_sql::connect(&self.url, self.op_timeout).await.map_err(|e| e.to_string())?;
+            let mut stmts = Vec::new();
+            for (sql, vars) in statements() {
+                stmts.push((c.prepare(&sql).await.map_err(|e| bank_sql::describe(&e))?, vars));
+            }
+            Ok::<_, String>((c, stmts))
+        };
+        match attempt.await {
+            Ok(conn) => {
+                self.conn = Some(conn);
+                self.backoff = Duration::from_millis(50);
+                Ok(std::mem::take(&mut self.lost))
+            }
+            Err(e) => {
+                tokio::time::sleep(self.backoff).await;
+                self.backoff = (self.backoff * 2).min(Duration::from_secs(1));
+                Err(format!("cannot connect: {e}"))
+            }
+        }
+    }
+
+    fn drop_conn(&mut self) {
+        if self.conn.take().is_some() {
+            self.lost = true;
+        }
+    }
+}
+
+impl Worker for TpcbWorker {
+    fn op<'a>(&'a mut self, rng: &'a mut fastrand::Rng) -> BoxFuture<'a, (OpDetail, OpResult)> {
+        Box::pin(async move {
+            let op = TpcbOp {
+                aid: rng.i64(1..=100_000 * self.scale),
+                bid: rng.i64(1..=self.scale),
+                tid: rng.i64(1..=10 * self.scale),
+                delta: rng.i64(-5000..=5000),
+            };
+            let mut res = OpResult { outcome: Outcome::Fail, retries: 0, reconnects: 0, error: None };
+            let started = Instant::now();
+            loop {
+                match self.ensure().await {
+                    Ok(true) => res.reconnects += 1,
+                    Ok(false) => {}
+                    Err(e) => {
+                        res.error = Some(e);
+                        return (OpDetail::Tpcb(op), res);
+                    }
+                }
+                let (c, s) = self.conn.as_ref().expect("connected");
+                let value = |v: &Var| -> &(dyn tokio_postgres::types::ToSql + Sync) {
+                    match v {
+                        Var::Aid => &op.aid,
+                        Var::Bid => &op.bid,
+                        Var::Tid => &op.tid,
+                        Var::Delta => &op.delta,
+                    }
+                };
+                let params: Vec<Vec<&(dyn tokio_postgres::types::ToSql + Sync)>> =
+                    s.iter().map(|(_, vars)| vars.iter().map(value).collect()).collect();
+                let body = async {
+                    // Sent in this order on one connection: one round trip for all of them.
+                    let statements = params.iter().zip(s).map(|(p, (stmt, _))| c.query(stmt, p));
+                    let (begin, results) = futures_util::join!(c.batch_execute("BEGIN"), futures_util::future::join_all(statements));
+                    begin?;
+                    for r in results {
+                        r?;
+                    }
+                    Ok::<_, tokio_postgres::Error>(())
+                };
+                match tokio::time::timeout(self.op_timeout, body).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => {
+                        let retry = bank_sql::is_retry(&e);
+                        res.error = Some(bank_sql::describe(&e));
+                        if c.is_closed() {
+                            self.drop_conn();
+                        } else {
+                            let _ = tokio::time::timeout(self.op_timeout, c.batch_execute("ROLLBACK")).await;
+                        }
+                        if retry && res.retries < 30 && started.elapsed() < self.op_timeout * 3 {
+                            res.retries += 1;
+                            tokio::time::sleep(Duration::from_millis(5 << res.retries.min(6))).await;
+                            continue;
+                        }
+                        return (OpDetail::Tpcb(op), res);
+                    }
+                    Err(_) => {
+                        res.error = Some(format!("timed out after {} ms before COMMIT", self.op_timeout.as_millis()));
+                        self.drop_conn();
+                        return (OpDetail::Tpcb(op), res);
+                    }
+                }
+                let (c, _) = self.conn.as_ref().expect("connected");
+                match tokio::time::timeout(self.op_timeout, c.batch_execute("COMMIT")).await {
+                    Ok(Ok(())) => {
+                        res.outcome = Outcome::Ok;
+                        res.error = None;
+                    }
+                    Ok(Err(e)) if bank_sql::is_retry(&e) && res.retries < 30 => {
+                        res.retries += 1;
+                        if c.is_closed() {
+                            self.drop_conn();
+                        }
+                        continue;
+                    }
+                    Ok(Err(e)) => {
+                        res.outcome = Outcome::Ambiguous;
+                        res.error = Some(format!("at COMMIT: {}", bank_sql::describe(&e)));
+                        if c.is_closed() {
+                            self.drop_conn();
+                        }
+                    }
+                    Err(_) => {
+                        res.outcome = Outcome::Ambiguous;
+                        res.error = Some(format!("COMMIT timed out after {} ms", self.op_timeout.as_millis()));
+                        self.drop_conn();
+                    }
+                }
+                return (OpDetail::Tpcb(op), res);
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_transaction_has_pgbench_statements_with_per_statement_parameters() {
+        let s = statements();
+        assert_eq!(s.len(), 5);
+        assert_eq!(s[0].0, "UPDATE pgbench_accounts SET abalance = abalance + $1::INT8 WHERE aid = $2::INT8");
+        assert_eq!(s[0].1, vec![Var::Delta, Var::Aid]);
+        assert_eq!(s[1].0, "SELECT abalance FROM pgbench_accounts WHERE aid = $1::INT8");
+        assert!(s[2].0.starts_with("UPDATE pgbench_tellers") && s[3].0.starts_with("UPDATE pgbench_branches"));
+        assert_eq!(
+            s[4].0,
+            "INSERT INTO pgbench_history (tid, bid, aid, delta, mtime) VALUES ($1::INT8, $2::INT8, $3::INT8, $4::INT8, CURRENT_TIMESTAMP)"
+        );
+        assert_eq!(s[4].1, vec![Var::Tid, Var::Bid, Var::Aid, Var::Delta]);
+    }
+
+    #[test]
+    fn totals_that_disagree_are_named() {
+        let t = Totals { history_rows: 3, sum_delta: 10, sum_abalance: 10, sum_tbalance: 9, sum_bbalance: 10 };
+        assert_eq!(t.violations(), vec!["sum of tellers balances is 9, but the history's deltas sum to 10".to_string()]);
+    }
+}
