@@ -16,7 +16,16 @@ fn main() {
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| default.into()))
         .with_writer(std::io::stderr)
         .init();
-    let runtime = match tokio::runtime::Runtime::new() {
+    // The daemon and the live view (which blocks on the terminal) use the multi-thread
+    // runtime; every other command is a client that mostly waits on the network, where one
+    // thread costs less CPU per operation (no cross-thread wake-ups).
+    let multi = matches!(cli.command, roachlab::cli::Command::Daemon | roachlab::cli::Command::Watch { .. });
+    let built = if multi {
+        tokio::runtime::Runtime::new()
+    } else {
+        tokio::runtime::Builder::new_current_thread().enable_all().build()
+    };
+    let runtime = match built {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");

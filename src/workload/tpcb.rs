@@ -153,12 +153,15 @@ pub async fn totals(url: &str) -> Result<Totals> {
     })
 }
 
+/// Prepared statements with the variable behind each parameter.
+type Prepared = Vec<(Statement, Vec<Var>)>;
+
 /// One TPC-B client.
 pub struct TpcbWorker {
     url: String,
     scale: i64,
     op_timeout: Duration,
-    conn: Option<(Client, Vec<(Statement, Vec<Var>)>)>,
+    conn: Option<(Client, Prepared)>,
     lost: bool,
     backoff: Duration,
 }

@@ -26,3 +26,21 @@ fn cockroach_decommission_below_replication_factor_is_refused() {
     assert!(!out.status.success());
     assert!(text(&out.stderr).contains("replication factor 3"), "{}", text(&out.stderr));
 }
+
+#[test]
+fn cockroach_bank_and_tpcb_through_haproxy() {
+    let Some(_) = binary_available("ROACHLAB_COCKROACH", "cockroach") else {
+        skipped("no cockroach binary", "cockroach_bank_and_tpcb_through_haproxy");
+        return;
+    };
+    let lab = TestLab::new("cockroach", 3);
+    lab.up();
+    let out = lab.ok(&["workload", "init", "bank", "--rows", "100", "--ranges", "4"]);
+    assert!(out.contains("split into 4 ranges"), "{out}");
+    lab.ok(&["workload", "run", "bank", "--concurrency", "4", "--duration", "3s"]);
+    let check = lab.ok(&["workload", "check", "bank"]);
+    assert!(check.ends_with("check passed\n"), "{check}");
+    lab.ok(&["workload", "init", "tpcb", "--scale", "1"]);
+    lab.ok(&["workload", "run", "tpcb", "--clients", "2", "--duration", "2s"]);
+    assert!(lab.ok(&["workload", "check", "tpcb"]).contains("check passed"));
+}
