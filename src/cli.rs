@@ -102,9 +102,41 @@ pub enum Command {
         #[command(subcommand)]
         command: WorkloadCommand,
     },
+    /// Run a fault-tolerance drill under load, measure it, and write a report with charts.
+    Drill {
+        #[command(subcommand)]
+        command: DrillCommand,
+        /// The node `target` steps act on (default: the leader where known, else the highest running node).
+        #[arg(long, global = true)]
+        node: Option<NodeId>,
+        /// Seed for random choices (printed in the report).
+        #[arg(long, global = true)]
+        seed: Option<u64>,
+        /// Load before the first step, measured as the baseline.
+        #[arg(long, global = true, default_value = "5s", value_parser = humantime::parse_duration)]
+        baseline: Duration,
+    },
+    /// Re-render a drill's report (default: the latest run) from its results.json.
+    Report {
+        /// A run directory, or its name under DIR/runs/.
+        run: Option<PathBuf>,
+    },
+    /// Bring up a 3-node lab (CockroachDB if a binary is available, else etcd), run the
+    /// graceful-vs-kill drill, write its report, and leave the cluster up.
+    Demo,
     /// Run the supervisor daemon in the foreground (`up` starts it for you).
     #[command(hide = true)]
     Daemon,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DrillCommand {
+    /// Stop a node gracefully and restart it, then SIGKILL it and restart it.
+    GracefulVsKill,
+    /// Kill nodes until one remains; restore one; restore all.
+    QuorumLoss,
+    /// Run a scenario file (see configs/drills/ and docs/DRILLS.md).
+    Run { file: PathBuf },
 }
 
 /// Workloads roachlab can run.
@@ -257,6 +289,37 @@ pub async fn run(cli: Cli) -> Result<i32> {
         }
         Command::Node { command } => node(&lab, command).await,
         Command::Workload { command } => workload(&lab, command).await,
+        Command::Drill { command, node, seed, baseline } => {
+            let (text, origin) = match &command {
+                DrillCommand::GracefulVsKill => (built_in("graceful-vs-kill"), "<built-in graceful-vs-kill>".to_string()),
+                DrillCommand::QuorumLoss => (built_in("quorum-loss"), "<built-in quorum-loss>".to_string()),
+                DrillCommand::Run { file } => (
+                    std::fs::read_to_string(file).map_err(|e| Error::io(format!("cannot read {}", file.display()), e))?,
+                    file.display().to_string(),
+                ),
+            };
+            drill(&lab, &text, &origin, node, seed, baseline).await
+        }
+        Command::Report { run } => {
+            let dir = match run {
+                Some(r) if r.is_dir() => r,
+                Some(r) => lab.dir().join("runs").join(r),
+                None => latest_run(&lab)?,
+            };
+            let path = dir.join("results.json");
+            let text = std::fs::read_to_string(&path).map_err(|e| Error::io(format!("cannot read {}", path.display()), e))?;
+            let mut result: crate::drill::runner::DrillResult = serde_json::from_str(&text).map_err(|e| Error::ConfigSyntax {
+                file: path.display().to_string(),
+                line: e.line(),
+                col: e.column(),
+                message: e.to_string(),
+            })?;
+            result.run_dir = dir.clone();
+            crate::drill::report::write(&result)?;
+            println!("{}", dir.join("report.html").display());
+            Ok(0)
+        }
+        Command::Demo => demo(&lab).await,
         Command::Down { wipe, fast } => down(&lab, wipe, fast).await,
     }
 }
@@ -333,6 +396,94 @@ fn workload_target(lab: &Lab, url: Option<String>) -> Result<Target> {
     }
 }
 
+fn built_in(name: &str) -> String {
+    crate::drill::BUILT_IN.iter().find(|(n, _)| *n == name).map(|(_, t)| t.to_string()).expect("built-in drill exists")
+}
+
+fn latest_run(lab: &Lab) -> Result<PathBuf> {
+    let runs = lab.dir().join("runs");
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(&runs)
+        .map_err(|e| Error::io(format!("no drill runs in {}", runs.display()), e))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.join("results.json").exists())
+        .collect();
+    dirs.sort();
+    dirs.pop().ok_or_else(|| Error::Refused(format!("no drill runs in {}; run `roachlab drill ...` first", runs.display())))
+}
+
+async fn drill(lab: &Lab, text: &str, origin: &str, node: Option<NodeId>, seed: Option<u64>, baseline: Duration) -> Result<i32> {
+    let state = LabState::load(&lab.state_file())?.ok_or_else(|| Error::NoLab { dir: lab.dir().to_path_buf() })?;
+    let ids: Vec<NodeId> = state.members().map(|n| n.id).collect();
+    let scenario = crate::drill::scenario::Scenario::parse(text, origin, &ids)?;
+    if let Some(n) = node {
+        if !ids.contains(&n) {
+            return Err(Error::UnknownNode { id: n, known: ids });
+        }
+    }
+    let client = ensure_daemon(lab).await?;
+    let opts = crate::drill::runner::DrillOptions { node, seed: seed.unwrap_or_else(|| fastrand::u64(..)), baseline };
+    let mut say = |line: String| println!("{line}");
+    let result = crate::drill::runner::run(lab, &client, &scenario, &opts, &mut say).await?;
+    print!("{}", drill_summary(&result));
+    Ok(if result.passed() { 0 } else { 1 })
+}
+
+/// The table printed at the end of a drill.
+fn drill_summary(r: &crate::drill::runner::DrillResult) -> String {
+    let mut out =
+        format!("\n{:<14} {:>7} {:>6} {:>6} {:>8} {:>9} {:>9}  fault\n", "PHASE", "OK", "FAIL", "AMBIG", "OPS/S", "P99(ms)", "STALL(s)");
+    for p in &r.phases {
+        out.push_str(&format!(
+            "{:<14} {:>7} {:>6} {:>6} {:>8.1} {:>9.1} {:>9.1}  {}\n",
+            p.mark.name,
+            p.counts.ok,
+            p.counts.fail,
+            p.counts.ambiguous,
+            p.ops_per_sec,
+            p.p99_ms,
+            p.longest_stall_ms as f64 / 1000.0,
+            p.mark.fault.as_deref().unwrap_or("")
+        ));
+    }
+    out.push('\n');
+    for e in &r.expectations {
+        out.push_str(&format!("{} {} (observed {})\n", if e.met { "met:    " } else { "NOT MET:" }, e.text, e.observed));
+    }
+    for f in &r.failures {
+        out.push_str(&format!("FAILURE: {f}\n"));
+    }
+    match &r.check {
+        Some(c) if c.violations.is_empty() => {
+            out.push_str(&format!("bank check passed ({} acknowledged transfers all present)\n", c.ok_checked))
+        }
+        Some(c) => out.push_str(&format!("bank check FAILED: {}\n", c.violations.join("; "))),
+        None => out.push_str("bank check did not run\n"),
+    }
+    out.push_str(&format!("report: {}\n", r.run_dir.join("report.html").display()));
+    out
+}
+
+async fn demo(lab: &Lab) -> Result<i32> {
+    let engine = if crate::engine::find_binary("ROACHLAB_COCKROACH", None, "cockroach", "").is_ok() {
+        EngineKind::Cockroach
+    } else {
+        println!("no cockroach binary found (PATH or $ROACHLAB_COCKROACH): running the demo on etcd instead");
+        EngineKind::Etcd
+    };
+    let client = Client::new(&lab.socket());
+    let running = LabState::load(&lab.state_file())?.is_some() && client.is_up().await;
+    if !running {
+        match up(lab, None, Overrides { engine: Some(engine), nodes: Some(3) }).await {
+            Ok(_) => {}
+            Err(Error::LabMismatch { .. }) | Err(Error::LabRunning { .. }) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    let code = drill(lab, &built_in("graceful-vs-kill"), "<built-in graceful-vs-kill>", None, None, Duration::from_secs(5)).await?;
+    println!("the cluster is still up: `roachlab status`, `roachlab watch`, `roachlab down`");
+    Ok(code)
+}
+
 /// A flag set by Ctrl-C: a run finishes its operations in flight and prints its summary.
 fn stop_on_ctrl_c() -> std::sync::Arc<std::sync::atomic::AtomicBool> {
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -391,6 +542,7 @@ async fn workload(lab: &Lab, command: WorkloadCommand) -> Result<i32> {
                 seed,
                 progress,
                 style: workload::Style::Pgbench { scale },
+                quiet: false,
             };
             let summary = workload::run_workers("tpcb", &opts, &run_dir, stop_on_ctrl_c(), |_| {
                 Box::new(tpcb::TpcbWorker::new(&url, scale, op_timeout)) as Box<dyn workload::Worker>
@@ -472,6 +624,7 @@ async fn workload(lab: &Lab, command: WorkloadCommand) -> Result<i32> {
                 seed,
                 progress,
                 style: workload::Style::Cockroach,
+                quiet: false,
             };
             let summary = workload::run_workers("transfer", &opts, &run_dir, stop, |_| {
                 let transferer = match &target {

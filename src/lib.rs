@@ -16,6 +16,7 @@ pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod dashboard;
+pub mod drill;
 pub mod engine;
 pub mod error;
 pub mod events;

@@ -20,11 +20,7 @@ fn main() {
     // runtime; every other command is a client that mostly waits on the network, where one
     // thread costs less CPU per operation (no cross-thread wake-ups).
     let multi = matches!(cli.command, roachlab::cli::Command::Daemon | roachlab::cli::Command::Watch { .. });
-    let built = if multi {
-        tokio::runtime::Runtime::new()
-    } else {
-        tokio::runtime::Builder::new_current_thread().enable_all().build()
-    };
+    let built = if multi { tokio::runtime::Runtime::new() } else { tokio::runtime::Builder::new_current_thread().enable_all().build() };
     let runtime = match built {
         Ok(rt) => rt,
         Err(e) => {

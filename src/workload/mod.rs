@@ -137,6 +137,8 @@ pub struct RunOptions {
     pub progress: Duration,
     /// How to print.
     pub style: Style,
+    /// Print nothing (a drill runs the workload in the background and reads its logs).
+    pub quiet: bool,
 }
 
 /// The output conventions a workload follows.
@@ -379,13 +381,24 @@ where
         let mut rng = fastrand::Rng::with_seed(seed.wrapping_add(w as u64));
         workers.push(tokio::spawn(async move {
             let mut next = Instant::now();
+            let mut backoff = Duration::ZERO;
             while Instant::now() < deadline && !stop.load(Ordering::Relaxed) {
+                // After a failure, back off (20 ms doubling to 500 ms) so a dead cluster is
+                // not hammered; the first success resets it.
+                if !backoff.is_zero() {
+                    tokio::time::sleep(backoff).await;
+                }
                 if let Some(iv) = per_worker_interval {
                     tokio::time::sleep_until(next.into()).await;
                     next += iv;
                 }
                 let began = Instant::now();
                 let (detail, r) = worker.op(&mut rng).await;
+                backoff = if r.outcome == Outcome::Ok {
+                    Duration::ZERO
+                } else {
+                    (backoff * 2).clamp(Duration::from_millis(20), Duration::from_millis(500))
+                };
                 let rec = OpRecord {
                     detail,
                     outcome: r.outcome,
@@ -459,7 +472,8 @@ where
             _ = tick.tick() => {
                 let t = emit_tick(&mut second, &mut second_counts, &counts);
                 let mut json = serde_json::to_string(&t).expect("ticks serialize");
-                if opts.json {
+                if opts.quiet {
+                } else if opts.json {
                     println!("{json}");
                 } else if let Style::Pgbench { .. } = opts.style {
                     println!("{}", pgbench_progress_line(&t));
@@ -499,7 +513,8 @@ where
     };
     let body = serde_json::to_vec_pretty(&summary).expect("summary serializes");
     std::fs::write(run_dir.join("summary.json"), body).map_err(|e| Error::io("cannot write summary.json", e))?;
-    if opts.json {
+    if opts.quiet {
+    } else if opts.json {
         println!("{}", serde_json::json!({ "summary": summary }));
     } else if let Style::Pgbench { scale } = opts.style {
         print!("{}", pgbench_summary(&summary, scale, opts.concurrency));

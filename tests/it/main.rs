@@ -4,6 +4,7 @@
 mod cli_errors;
 mod cockroach;
 mod daemon;
+mod drill;
 mod helpers;
 mod lab_etcd;
 mod pg;

@@ -1,0 +1,474 @@
+//! Runs a drill: the bank workload throughout, the scenario's steps through the daemon's API,
+//! phases marked as it goes, and the cluster restored at the end whatever happened (a failed
+//! step, a timeout, Ctrl-C). Then the bank check, the per-phase measurements and the
+//! expectations, written to `DIR/runs/<time>-<drill>/`.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use super::metrics::{self, PhaseMark, PhaseMetrics, Series};
+use super::scenario::{Action, Condition, Figure, NodeRef, Scenario};
+use crate::api::{Client, StatusReport};
+use crate::events::Event;
+use crate::lab::Lab;
+use crate::node::NodeId;
+use crate::state::LabState;
+use crate::workload::{self, bank_etcd, bank_sql, CheckReport};
+use crate::{Error, Result};
+
+/// Drill options from the command line.
+#[derive(Debug, Clone)]
+pub struct DrillOptions {
+    /// The node `target` steps act on; by default the leader where the engine has one, else
+    /// the highest-numbered running node.
+    pub node: Option<NodeId>,
+    /// Seed for `random` node choices.
+    pub seed: u64,
+    /// Load before the first step, measured as the `baseline` phase.
+    pub baseline: Duration,
+}
+
+/// One expectation, checked against the measurements.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExpectationResult {
+    pub text: String,
+    pub met: bool,
+    pub observed: String,
+}
+
+/// Everything a drill produced (`results.json`; the schema is in docs/DRILLS.md).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DrillResult {
+    pub schema: String,
+    pub drill: String,
+    pub description: String,
+    pub engine: String,
+    pub started_at: String,
+    pub seed: u64,
+    /// The quorum arithmetic for this cluster, stated before the drill ran.
+    pub theory: Vec<String>,
+    pub phases: Vec<PhaseMetrics>,
+    pub expectations: Vec<ExpectationResult>,
+    /// Steps that failed (a wait that timed out, an assertion that did not hold).
+    pub failures: Vec<String>,
+    /// Every step as it ran: ms since the workload began, the scenario line, what it did.
+    pub steps: Vec<StepLog>,
+    pub check: Option<CheckReport>,
+    pub series: Series,
+    pub run_dir: PathBuf,
+}
+
+impl DrillResult {
+    /// True when every expectation and assertion held and the bank check passed.
+    pub fn passed(&self) -> bool {
+        self.failures.is_empty() && self.expectations.iter().all(|e| e.met) && self.check.as_ref().is_some_and(|c| c.violations.is_empty())
+    }
+}
+
+/// One step as it ran.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepLog {
+    pub at_ms: u64,
+    pub line: usize,
+    pub what: String,
+    /// A fault (stop, kill, decommission) or a recovery (start).
+    pub kind: StepKind,
+}
+
+/// What kind of step it was, for the charts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StepKind {
+    Fault,
+    Recovery,
+    Other,
+}
+
+enum Target {
+    Sql(String),
+    Etcd(String),
+}
+
+struct Ctx<'a> {
+    client: &'a Client,
+    opts: &'a DrillOptions,
+    rng: fastrand::Rng,
+    last: Option<NodeId>,
+    t0: Instant,
+    marks: Vec<PhaseMark>,
+    failures: Vec<String>,
+    log: Vec<StepLog>,
+    line: usize,
+    say: &'a mut (dyn FnMut(String) + Send),
+}
+
+impl Ctx<'_> {
+    fn now_ms(&self) -> u64 {
+        self.t0.elapsed().as_millis() as u64
+    }
+
+    async fn status(&self) -> Result<StatusReport> {
+        self.client.get("/v1/status").await
+    }
+
+    async fn resolve(&mut self, r: &NodeRef) -> Result<NodeId> {
+        let s = self.status().await?;
+        let running: Vec<NodeId> = s.nodes.iter().filter(|n| n.pid.is_some() && !n.decommissioned).map(|n| n.id).collect();
+        let id = match r {
+            NodeRef::Id(id) => *id,
+            NodeRef::Same => {
+                self.last.ok_or_else(|| Error::Refused("`same` names the node of an earlier step, and there is none".into()))?
+            }
+            NodeRef::Leader => s.cluster.leader.ok_or_else(|| Error::Refused("no leader is known right now".into()))?,
+            NodeRef::Random => {
+                if running.is_empty() {
+                    return Err(Error::Refused("no running node to choose from".into()));
+                }
+                running[self.rng.usize(0..running.len())]
+            }
+            NodeRef::Target => match self.opts.node {
+                Some(id) => id,
+                None => {
+                    s.cluster.leader.or_else(|| running.iter().copied().max()).ok_or_else(|| Error::Refused("no running node".into()))?
+                }
+            },
+        };
+        self.last = Some(id);
+        Ok(id)
+    }
+
+    async fn holds(&mut self, c: &Condition) -> Result<(bool, String)> {
+        let s = self.status().await?;
+        Ok(match c {
+            Condition::Compare { figure, cmp, value } => {
+                let observed = figure_value(&s, *figure);
+                (observed.is_some_and(|o| cmp.holds(o, *value)), observed.map(|o| o.to_string()).unwrap_or_else(|| "unknown".into()))
+            }
+            Condition::Backend { node, state } => {
+                let id = self.resolve(node).await?;
+                let b = s.nodes.iter().find(|n| n.id == id).and_then(|n| n.backend.clone()).unwrap_or_default();
+                (b.split_whitespace().next() == Some(state.as_str()), b)
+            }
+            Condition::Ready { node, ready } => {
+                let id = self.resolve(node).await?;
+                let r = s.nodes.iter().find(|n| n.id == id).is_some_and(|n| n.ready);
+                (r == *ready, if r { "ready".into() } else { "not ready".into() })
+            }
+        })
+    }
+
+    async fn node_request(&mut self, what: &str, path: String, body: serde_json::Value) -> Result<()> {
+        let say = &mut *self.say;
+        self.client
+            .stream(&path, &body, |e| {
+                if !matches!(e.kind, crate::events::EventKind::NodePhase { .. }) {
+                    say(format!("    {}", e.describe()));
+                }
+            })
+            .await
+            .map(|_| ())
+            .map_err(|e| Error::Refused(format!("{what}: {e}")))
+    }
+
+    fn record(&mut self, kind: StepKind, what: String) {
+        let at_ms = self.now_ms();
+        (self.say)(format!("  step at line {}: {what}", self.line));
+        self.log.push(StepLog { at_ms, line: self.line, what, kind });
+    }
+
+    fn fault(&mut self, what: String) {
+        self.record(StepKind::Fault, what.clone());
+        let now = self.now_ms();
+        if let Some(m) = self.marks.last_mut() {
+            if m.fault_ms.is_none() {
+                m.fault_ms = Some(now);
+                m.fault = Some(what);
+            }
+        }
+    }
+
+    fn recovery(&mut self, what: String) {
+        self.record(StepKind::Recovery, what);
+        let now = self.now_ms();
+        if let Some(m) = self.marks.last_mut() {
+            if m.fault_ms.is_some() && m.recover_ms.is_none() {
+                m.recover_ms = Some(now);
+            }
+        }
+    }
+
+    fn phase(&mut self, name: &str) {
+        let now = self.now_ms();
+        if let Some(m) = self.marks.last_mut() {
+            m.end_ms = now;
+        }
+        self.marks.push(PhaseMark { name: name.to_string(), start_ms: now, end_ms: now, fault_ms: None, fault: None, recover_ms: None });
+        (self.say)(format!("── phase {name}"));
+    }
+
+    async fn step(&mut self, a: &Action) -> Result<()> {
+        match a {
+            Action::Phase { name } => self.phase(name),
+            Action::Stop { node, grace } => {
+                let id = self.resolve(node).await?;
+                self.fault(format!("graceful stop of node {id}"));
+                let body = serde_json::json!({ "grace_ms": grace.map(|g| g.as_millis() as u64) });
+                self.node_request(&format!("stop node {id}"), format!("/v1/nodes/{id}/stop"), body).await?;
+            }
+            Action::Kill { node } => {
+                let id = self.resolve(node).await?;
+                self.fault(format!("SIGKILL of node {id}"));
+                self.node_request(&format!("kill node {id}"), format!("/v1/nodes/{id}/kill"), serde_json::json!({})).await?;
+            }
+            Action::Decommission { node, force } => {
+                let id = self.resolve(node).await?;
+                self.fault(format!("decommission of node {id}"));
+                let body = serde_json::json!({ "force": force });
+                self.node_request(&format!("decommission node {id}"), format!("/v1/nodes/{id}/decommission"), body).await?;
+            }
+            Action::Start { node } => {
+                let id = self.resolve(node).await?;
+                self.recovery(format!("start node {id}"));
+                self.node_request(&format!("start node {id}"), format!("/v1/nodes/{id}/start"), serde_json::json!({})).await?;
+            }
+            Action::StartAll => {
+                self.recovery("start every stopped member".into());
+                for id in stopped_members(&self.status().await?) {
+                    self.node_request(&format!("start node {id}"), format!("/v1/nodes/{id}/start"), serde_json::json!({})).await?;
+                }
+            }
+            Action::Add => {
+                self.record(StepKind::Other, "add a node".into());
+                self.node_request("add a node", "/v1/nodes/add".into(), serde_json::json!({})).await?;
+            }
+            Action::Wait { duration } => tokio::time::sleep(*duration).await,
+            Action::WaitUntil { condition, timeout } => {
+                let start = Instant::now();
+                loop {
+                    let (ok, observed) = self.holds(condition).await?;
+                    if ok {
+                        (self.say)(format!("    {condition}: after {:.1} s", start.elapsed().as_secs_f64()));
+                        break;
+                    }
+                    if start.elapsed() > *timeout {
+                        return Err(Error::Timeout {
+                            what: format!("{condition} (last seen: {observed})"),
+                            after_ms: timeout.as_millis() as u64,
+                        });
+                    }
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+            Action::Assert { condition } => {
+                let (ok, observed) = self.holds(condition).await?;
+                if !ok {
+                    self.failures.push(format!("assertion `{condition}` did not hold (observed {observed})"));
+                }
+                (self.say)(format!("    assert {condition}: {} (observed {observed})", if ok { "holds" } else { "FAILED" }));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn figure_value(s: &StatusReport, f: Figure) -> Option<i64> {
+    let c = &s.cluster;
+    match f {
+        Figure::MembersUp => c.quorum.map(|q| q.up as i64),
+        Figure::ReadyNodes => Some(s.nodes.iter().filter(|n| n.ready).count() as i64),
+        Figure::LiveNodes => c.live_nodes.map(|v| v as i64),
+        Figure::RangesUnderreplicated => c.ranges_underreplicated.map(|v| v as i64),
+        Figure::RangesUnavailable => c.ranges_unavailable.map(|v| v as i64),
+        Figure::HasLeader => c.has_leader.map(i64::from),
+        Figure::Quorum => c.quorum.map(|q| i64::from(q.ok)),
+    }
+}
+
+fn stopped_members(s: &StatusReport) -> Vec<NodeId> {
+    s.nodes.iter().filter(|n| n.pid.is_none() && !n.decommissioned).map(|n| n.id).collect()
+}
+
+/// The quorum rule for this cluster, in words a demo audience can follow.
+pub fn theory(engine: &str, members: usize) -> Vec<String> {
+    let needed = members / 2 + 1;
+    let tolerated = (members - 1) / 2;
+    let what = if engine == "cockroach" {
+        format!("each range keeps 3 replicas and needs a majority of 2 to commit a write; with {members} nodes")
+    } else {
+        format!("etcd needs a majority of its {members} members to elect a leader and commit; so")
+    };
+    vec![
+        format!("{what} {needed} of {members} must be up: the cluster tolerates ({members}−1)/2 = {tolerated} failure(s)."),
+        format!("With {} or more down, writes must stop until enough come back.", tolerated + 1),
+    ]
+}
+
+/// Runs `scenario` against the lab's daemon. `say` receives progress lines.
+pub async fn run(
+    lab: &Lab,
+    client: &Client,
+    scenario: &Scenario,
+    opts: &DrillOptions,
+    say: &mut (dyn FnMut(String) + Send),
+) -> Result<DrillResult> {
+    let state = LabState::load(&lab.state_file())?.ok_or_else(|| Error::NoLab { dir: lab.dir().to_path_buf() })?;
+    let engine = crate::engine::for_spec(&state.spec);
+    let url = engine.workload_url(state.spec.haproxy.frontend_port);
+    let target = if url.starts_with("http://") { Target::Etcd(url) } else { Target::Sql(url) };
+    let now = time::OffsetDateTime::now_utc();
+    let stamp =
+        format!("{:04}{:02}{:02}T{:02}{:02}{:02}Z", now.year(), now.month() as u8, now.day(), now.hour(), now.minute(), now.second());
+    let run_dir = lab.dir().join("runs").join(format!("{stamp}-{}", scenario.name));
+    std::fs::create_dir_all(&run_dir).map_err(|e| Error::io(format!("cannot create {}", run_dir.display()), e))?;
+
+    let status: StatusReport = client.get("/v1/status").await?;
+    let members = status.nodes.iter().filter(|n| !n.decommissioned).count();
+    let theory = theory(&status.engine, members);
+    say(format!("drill {}: {}", scenario.name, scenario.description));
+    let expect: Vec<_> = scenario.expect.iter().filter(|e| e.applies_to(&status.engine)).collect();
+    for line in theory.iter().chain(expect.iter().map(|e| &e.text)) {
+        say(format!("  expect: {line}"));
+    }
+
+    // The workload, through HAProxy, for the whole drill.
+    let w = &scenario.workload;
+    match &target {
+        Target::Sql(url) => {
+            bank_sql::init(url, &bank_sql::InitOptions { rows: w.rows, payload_bytes: 100, ranges: 10 }).await?;
+        }
+        Target::Etcd(url) => bank_etcd::init(url, w.rows).await?,
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let wopts = workload::RunOptions {
+        concurrency: w.concurrency,
+        duration: Duration::from_secs(24 * 3600),
+        max_rate: 0.0,
+        json: false,
+        tolerate_errors: true,
+        seed: Some(opts.seed),
+        progress: Duration::from_secs(1),
+        style: workload::Style::Cockroach,
+        quiet: true,
+    };
+    let t0 = Instant::now();
+    let t0_mono = crate::events::mono_ms();
+    let (wdir, wstop, rows, op_timeout) = (run_dir.clone(), stop.clone(), w.rows, w.op_timeout);
+    let make_urls = match &target {
+        Target::Sql(u) => (Some(u.clone()), None),
+        Target::Etcd(u) => (None, Some(u.clone())),
+    };
+    let load = tokio::spawn(async move {
+        workload::run_workers("transfer", &wopts, &wdir, wstop, move |_| {
+            let transferer: Box<dyn workload::Transferer> = match &make_urls {
+                (Some(u), _) => Box::new(bank_sql::SqlTransferer::new(u, op_timeout)),
+                (_, Some(u)) => Box::new(bank_etcd::EtcdTransferer::new(u, op_timeout)),
+                _ => unreachable!("one target"),
+            };
+            Box::new(workload::BankWorker { rows, transferer }) as Box<dyn workload::Worker>
+        })
+        .await
+    });
+
+    let mut ctx = Ctx {
+        client,
+        opts,
+        rng: fastrand::Rng::with_seed(opts.seed),
+        last: None,
+        t0,
+        marks: Vec::new(),
+        failures: Vec::new(),
+        log: Vec::new(),
+        line: 0,
+        say,
+    };
+    ctx.phase("baseline");
+    tokio::time::sleep(opts.baseline).await;
+    let interrupted = {
+        let steps = async {
+            for step in &scenario.steps {
+                ctx.line = step.line;
+                if let Err(e) = ctx.step(&step.action).await {
+                    ctx.failures.push(format!("step at line {}: {e}", step.line));
+                    (ctx.say)(format!("    step at line {} failed: {e}", step.line));
+                    return false;
+                }
+            }
+            false
+        };
+        tokio::select! {
+            r = steps => r,
+            _ = tokio::signal::ctrl_c() => true,
+        }
+    };
+    if interrupted {
+        ctx.failures.push("interrupted (Ctrl-C)".into());
+    }
+    // Restore the cluster, whatever happened.
+    let end = ctx.now_ms();
+    if let Some(m) = ctx.marks.last_mut() {
+        m.end_ms = end;
+    }
+    let stopped = stopped_members(&ctx.status().await?);
+    if !stopped.is_empty() {
+        (ctx.say)(format!("── restoring node(s) {}", stopped.iter().map(|n| n.to_string()).collect::<Vec<_>>().join(", ")));
+        for id in stopped {
+            if let Err(e) = ctx.node_request(&format!("restore node {id}"), format!("/v1/nodes/{id}/start"), serde_json::json!({})).await {
+                ctx.failures.push(format!("could not restore node {id}: {e}"));
+            }
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    let summary = load.await.map_err(|e| Error::Refused(format!("the workload task failed: {e}")))??;
+    let (marks, failures, steps, end_ms) = (ctx.marks, ctx.failures, ctx.log, ctx.t0.elapsed().as_millis() as u64);
+
+    // What survived.
+    let ops = workload::read_ops(&run_dir)?;
+    let check = match &target {
+        Target::Sql(u) => bank_sql::check(u, &ops).await,
+        Target::Etcd(u) => bank_etcd::check(u, &ops).await,
+    };
+    let check = match check {
+        Ok(c) => Some(c),
+        Err(e) => {
+            say(format!("bank check could not run: {e}"));
+            None
+        }
+    };
+    let events: Vec<Event> = std::fs::read_to_string(lab.events_file())
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .filter(|e: &Event| e.mono_ms >= t0_mono)
+        .collect();
+    let baseline = marks.first().map(|m| {
+        let secs = (m.end_ms - m.start_ms) as f64 / 1000.0;
+        ops.iter().filter(|o| o.outcome == workload::Outcome::Ok && o.start_ms < m.end_ms).count() as f64 / secs.max(0.001)
+    });
+    let phases = metrics::compute(&marks, &ops, &events, t0_mono, baseline.unwrap_or(0.0));
+    let series = metrics::series(&ops, &events, t0_mono, end_ms, members as u64);
+    let expectations = expect.iter().map(|e| e.evaluate(&phases)).collect();
+    let _ = summary;
+    let result = DrillResult {
+        schema: "roachlab-drill-result/1".into(),
+        drill: scenario.name.clone(),
+        description: scenario.description.clone(),
+        engine: status.engine.clone(),
+        started_at: stamp,
+        seed: opts.seed,
+        theory,
+        phases,
+        expectations,
+        failures,
+        steps,
+        check,
+        series,
+        run_dir: run_dir.clone(),
+    };
+    std::fs::copy(lab.events_file(), run_dir.join("events.jsonl")).ok();
+    super::report::write(&result)?;
+    Ok(result)
+}

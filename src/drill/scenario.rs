@@ -1,0 +1,598 @@
+//! Drill scenarios: TOML files (`configs/drills/*.toml`; the built-in drills are embedded files
+//! of the same format). Loading resolves them into a validated [`Scenario`]: a bad step, an
+//! unknown node or a bad condition fails with `file:line:col` and what to write instead.
+//!
+//! ```toml
+//! name = "graceful-vs-kill"
+//! description = "..."
+//! [workload]
+//! concurrency = 4
+//! [[step]]
+//! action = "phase"        # starts a measured phase
+//! name = "graceful"
+//! [[step]]
+//! action = "stop"         # stop | kill | start | add | decommission
+//! node = 2                # an id, "leader" (etcd), or "random"
+//! [[step]]
+//! action = "wait_until"
+//! condition = "backend 2 DOWN"
+//! timeout = "30s"
+//! ```
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use toml::Spanned;
+
+use crate::node::NodeId;
+use crate::{Error, Result};
+
+/// A scenario as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawScenario {
+    name: String,
+    #[serde(default)]
+    description: String,
+    #[serde(default)]
+    expect: Vec<Spanned<RawExpectation>>,
+    #[serde(default)]
+    workload: WorkloadSpec,
+    #[serde(default)]
+    step: Vec<Spanned<RawStep>>,
+}
+
+/// The load a drill runs throughout: the bank workload.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkloadSpec {
+    #[serde(default = "default_concurrency")]
+    pub concurrency: usize,
+    #[serde(default = "default_rows")]
+    pub rows: i64,
+    /// Statement and COMMIT timeout.
+    #[serde(default = "default_op_timeout", with = "humantime_serde")]
+    pub op_timeout: Duration,
+}
+
+fn default_concurrency() -> usize {
+    4
+}
+fn default_rows() -> i64 {
+    1000
+}
+fn default_op_timeout() -> Duration {
+    Duration::from_secs(5)
+}
+
+impl Default for WorkloadSpec {
+    fn default() -> Self {
+        Self { concurrency: default_concurrency(), rows: default_rows(), op_timeout: default_op_timeout() }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(tag = "action", rename_all = "snake_case", deny_unknown_fields)]
+enum RawStep {
+    Phase {
+        name: String,
+    },
+    Stop {
+        node: NodeRefRaw,
+        #[serde(default, with = "humantime_serde")]
+        grace: Option<Duration>,
+    },
+    Kill {
+        node: NodeRefRaw,
+    },
+    Start {
+        node: NodeRefRaw,
+    },
+    StartAll {},
+    Add {},
+    Decommission {
+        node: NodeRefRaw,
+        #[serde(default)]
+        force: bool,
+    },
+    Wait {
+        #[serde(with = "humantime_serde")]
+        duration: Duration,
+    },
+    WaitUntil {
+        condition: String,
+        #[serde(with = "humantime_serde")]
+        timeout: Duration,
+    },
+    Assert {
+        condition: String,
+    },
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawExpectation {
+    /// Only for labs of this engine.
+    #[serde(default)]
+    engine: Option<crate::config::EngineKind>,
+    phase: String,
+    metric: String,
+    cmp: String,
+    value: f64,
+    text: String,
+}
+
+/// A measured figure of a phase that an expectation compares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Metric {
+    Ok,
+    Fail,
+    Ambiguous,
+    /// fail + ambiguous.
+    Errors,
+    Retries,
+    OpsPerSec,
+    LongestStallMs,
+    ThroughputRecoveredAfterMs,
+}
+
+impl Metric {
+    const ALL: [(&'static str, Metric); 8] = [
+        ("ok", Metric::Ok),
+        ("fail", Metric::Fail),
+        ("ambiguous", Metric::Ambiguous),
+        ("errors", Metric::Errors),
+        ("retries", Metric::Retries),
+        ("ops_per_sec", Metric::OpsPerSec),
+        ("longest_stall_ms", Metric::LongestStallMs),
+        ("throughput_recovered_after_ms", Metric::ThroughputRecoveredAfterMs),
+    ];
+
+    fn name(self) -> &'static str {
+        Self::ALL.iter().find(|(_, m)| *m == self).map(|(n, _)| *n).unwrap_or("?")
+    }
+
+    /// The value in a phase's measurements (`None` if it did not happen).
+    pub fn of(self, p: &super::metrics::PhaseMetrics) -> Option<f64> {
+        let c = &p.counts;
+        match self {
+            Metric::Ok => Some(c.ok as f64),
+            Metric::Fail => Some(c.fail as f64),
+            Metric::Ambiguous => Some(c.ambiguous as f64),
+            Metric::Errors => Some(c.errors() as f64),
+            Metric::Retries => Some(c.retries as f64),
+            Metric::OpsPerSec => Some(p.ops_per_sec),
+            Metric::LongestStallMs => Some(p.longest_stall_ms as f64),
+            Metric::ThroughputRecoveredAfterMs => p.throughput_recovered_after_ms.map(|v| v as f64),
+        }
+    }
+}
+
+/// What theory predicts for a phase, checked against what was measured.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Expectation {
+    /// Only for labs of this engine (`None`: every engine).
+    pub engine: Option<crate::config::EngineKind>,
+    pub phase: String,
+    pub metric: Metric,
+    pub cmp: Cmp,
+    pub value: f64,
+    /// The prediction in words, e.g. "with 1 of 3 members up, no write can commit".
+    pub text: String,
+}
+
+impl Expectation {
+    /// Whether this expectation is about a lab running `engine` (`cockroach`, `etcd`).
+    pub fn applies_to(&self, engine: &str) -> bool {
+        self.engine.is_none_or(|e| e.to_string() == engine)
+    }
+
+    /// Checks the prediction against the measured phases.
+    pub fn evaluate(&self, phases: &[super::metrics::PhaseMetrics]) -> super::runner::ExpectationResult {
+        let observed = phases.iter().find(|p| p.mark.name == self.phase).and_then(|p| self.metric.of(p));
+        let holds = |o: f64| match self.cmp {
+            Cmp::Eq => o == self.value,
+            Cmp::Ne => o != self.value,
+            Cmp::Lt => o < self.value,
+            Cmp::Le => o <= self.value,
+            Cmp::Gt => o > self.value,
+            Cmp::Ge => o >= self.value,
+        };
+        super::runner::ExpectationResult {
+            text: format!("{}: {} {} {} — {}", self.phase, self.metric.name(), cmp_str(self.cmp), self.value, self.text),
+            met: observed.is_some_and(holds),
+            observed: observed
+                .map(|o| if o.fract() == 0.0 { format!("{o:.0}") } else { format!("{o:.1}") })
+                .unwrap_or_else(|| "did not happen".into()),
+        }
+    }
+}
+
+fn cmp_str(c: Cmp) -> &'static str {
+    match c {
+        Cmp::Eq => "==",
+        Cmp::Ne => "!=",
+        Cmp::Lt => "<",
+        Cmp::Le => "<=",
+        Cmp::Gt => ">",
+        Cmp::Ge => ">=",
+    }
+}
+
+fn parse_cmp(op: &str) -> std::result::Result<Cmp, String> {
+    Ok(match op {
+        "==" => Cmp::Eq,
+        "!=" => Cmp::Ne,
+        "<" => Cmp::Lt,
+        "<=" => Cmp::Le,
+        ">" => Cmp::Gt,
+        ">=" => Cmp::Ge,
+        other => return Err(format!("`{other}` is not a comparison: use ==, !=, <, <=, > or >=")),
+    })
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum NodeRefRaw {
+    Id(u32),
+    Name(String),
+}
+
+/// Which node a step acts on, resolved when the step runs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NodeRef {
+    Id(NodeId),
+    /// The Raft leader (etcd), as the watcher sees it when the step runs.
+    Leader,
+    /// A random running node, from the drill's seed.
+    Random,
+    /// The node a previous step chose (so "restart the node we killed" works with `leader`).
+    Same,
+    /// The drill's target: `--node N` if given, else the leader where the engine has one,
+    /// else the highest-numbered running node.
+    Target,
+}
+
+impl std::fmt::Display for NodeRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NodeRef::Id(id) => write!(f, "node {id}"),
+            NodeRef::Leader => f.write_str("the leader"),
+            NodeRef::Random => f.write_str("a random node"),
+            NodeRef::Same => f.write_str("the same node"),
+            NodeRef::Target => f.write_str("the target node"),
+        }
+    }
+}
+
+/// A figure a condition compares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Figure {
+    /// Members whose process runs.
+    MembersUp,
+    /// Nodes whose readiness probe passes.
+    ReadyNodes,
+    /// Nodes the cluster considers LIVE (CockroachDB).
+    LiveNodes,
+    RangesUnderreplicated,
+    RangesUnavailable,
+    /// 1 when some member knows a leader (etcd), else 0.
+    HasLeader,
+    /// 1 when a majority of members is up, else 0.
+    Quorum,
+}
+
+impl Figure {
+    const ALL: [(&'static str, Figure); 7] = [
+        ("members_up", Figure::MembersUp),
+        ("ready_nodes", Figure::ReadyNodes),
+        ("live_nodes", Figure::LiveNodes),
+        ("ranges_underreplicated", Figure::RangesUnderreplicated),
+        ("ranges_unavailable", Figure::RangesUnavailable),
+        ("has_leader", Figure::HasLeader),
+        ("quorum", Figure::Quorum),
+    ];
+}
+
+/// A comparison.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Cmp {
+    Eq,
+    Ne,
+    Lt,
+    Le,
+    Gt,
+    Ge,
+}
+
+impl Cmp {
+    pub fn holds(self, a: i64, b: i64) -> bool {
+        match self {
+            Cmp::Eq => a == b,
+            Cmp::Ne => a != b,
+            Cmp::Lt => a < b,
+            Cmp::Le => a <= b,
+            Cmp::Gt => a > b,
+            Cmp::Ge => a >= b,
+        }
+    }
+}
+
+/// A condition on what the watcher sees: `live_nodes == 2`, `backend 2 DOWN`,
+/// `node 3 ready`, `node 3 not ready`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Condition {
+    Compare { figure: Figure, cmp: Cmp, value: i64 },
+    Backend { node: NodeRef, state: String },
+    Ready { node: NodeRef, ready: bool },
+}
+
+impl std::fmt::Display for Condition {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Condition::Compare { figure, cmp, value } => {
+                let name = Figure::ALL.iter().find(|(_, x)| x == figure).map(|(n, _)| *n).unwrap_or("?");
+                let op = match cmp {
+                    Cmp::Eq => "==",
+                    Cmp::Ne => "!=",
+                    Cmp::Lt => "<",
+                    Cmp::Le => "<=",
+                    Cmp::Gt => ">",
+                    Cmp::Ge => ">=",
+                };
+                write!(f, "{name} {op} {value}")
+            }
+            Condition::Backend { node, state } => write!(f, "HAProxy has {node} {state}"),
+            Condition::Ready { node, ready } => write!(f, "{node} {}", if *ready { "ready" } else { "not ready" }),
+        }
+    }
+}
+
+fn node_ref(word: &str) -> std::result::Result<NodeRef, String> {
+    match word {
+        "leader" => Ok(NodeRef::Leader),
+        "random" => Ok(NodeRef::Random),
+        "same" => Ok(NodeRef::Same),
+        "target" => Ok(NodeRef::Target),
+        w => w
+            .parse::<u32>()
+            .map(NodeRef::Id)
+            .map_err(|_| format!("`{w}` is not a node: use an id, \"target\", \"leader\", \"random\" or \"same\"")),
+    }
+}
+
+/// Parses a condition.
+pub fn parse_condition(text: &str) -> std::result::Result<Condition, String> {
+    let words: Vec<&str> = text.split_whitespace().collect();
+    match words.as_slice() {
+        ["backend", node, state] => {
+            let state = state.to_ascii_uppercase();
+            if !["UP", "DOWN", "MAINT", "DRAIN"].contains(&state.as_str()) {
+                return Err(format!("`{state}` is not a backend state: use UP, DOWN, MAINT or DRAIN"));
+            }
+            Ok(Condition::Backend { node: node_ref(node)?, state })
+        }
+        ["node", node, "ready"] => Ok(Condition::Ready { node: node_ref(node)?, ready: true }),
+        ["node", node, "not", "ready"] => Ok(Condition::Ready { node: node_ref(node)?, ready: false }),
+        [figure, op, value] => {
+            let figure = Figure::ALL.iter().find(|(n, _)| n == figure).map(|(_, f)| *f).ok_or_else(|| {
+                format!("unknown figure `{figure}`; known: {}", Figure::ALL.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", "))
+            })?;
+            let cmp = parse_cmp(op)?;
+            let value = value.parse().map_err(|_| format!("`{value}` is not a whole number"))?;
+            Ok(Condition::Compare { figure, cmp, value })
+        }
+        _ => Err(format!(
+            "cannot read condition `{text}`: write `<figure> <op> <number>` (e.g. `live_nodes == 2`), `backend <node> DOWN`, or `node <node> ready`"
+        )),
+    }
+}
+
+/// One validated step, with the line it came from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Step {
+    pub line: usize,
+    pub action: Action,
+}
+
+/// What a step does.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "action", rename_all = "snake_case")]
+pub enum Action {
+    /// Starts a measured phase (the previous one ends).
+    Phase {
+        name: String,
+    },
+    Stop {
+        node: NodeRef,
+        grace: Option<Duration>,
+    },
+    Kill {
+        node: NodeRef,
+    },
+    Start {
+        node: NodeRef,
+    },
+    /// Starts every member that is not running.
+    StartAll,
+    Add,
+    Decommission {
+        node: NodeRef,
+        force: bool,
+    },
+    Wait {
+        duration: Duration,
+    },
+    WaitUntil {
+        condition: Condition,
+        timeout: Duration,
+    },
+    Assert {
+        condition: Condition,
+    },
+}
+
+/// A validated scenario.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Scenario {
+    pub name: String,
+    pub description: String,
+    /// What theory predicts, stated before the drill runs, checked after.
+    pub expect: Vec<Expectation>,
+    pub workload: WorkloadSpec,
+    pub steps: Vec<Step>,
+}
+
+fn line_col(text: &str, pos: usize) -> (usize, usize) {
+    let before = &text[..pos.min(text.len())];
+    (before.matches('\n').count() + 1, before.rsplit('\n').next().map(|l| l.chars().count()).unwrap_or(0) + 1)
+}
+
+impl Scenario {
+    /// Parses and validates a scenario; `origin` names the file in errors. `nodes` are the
+    /// lab's node ids, for checking node references.
+    pub fn parse(text: &str, origin: &str, nodes: &[NodeId]) -> Result<Self> {
+        let syntax = |pos: usize, message: String| {
+            let (line, col) = line_col(text, pos);
+            Error::ConfigSyntax { file: origin.to_string(), line, col, message }
+        };
+        let raw: RawScenario =
+            toml::from_str(text).map_err(|e| syntax(e.span().map(|s| s.start).unwrap_or(0), e.message().trim().to_string()))?;
+        let mut steps = Vec::new();
+        for spanned in raw.step {
+            let pos = spanned.span().start;
+            let line = line_col(text, pos).0;
+            let bad = |m: String| syntax(pos, m);
+            let node = |r: &NodeRefRaw| -> Result<NodeRef> {
+                let parsed = match r {
+                    NodeRefRaw::Id(id) => NodeRef::Id(*id),
+                    NodeRefRaw::Name(n) => node_ref(n).map_err(bad)?,
+                };
+                if let NodeRef::Id(id) = parsed {
+                    if !nodes.contains(&id) {
+                        return Err(bad(format!(
+                            "unknown node {id}; this lab has nodes {}",
+                            nodes.iter().map(|n| n.to_string()).collect::<Vec<_>>().join(", ")
+                        )));
+                    }
+                }
+                Ok(parsed)
+            };
+            let condition = |c: &str| parse_condition(c).map_err(bad);
+            let action = match spanned.into_inner() {
+                RawStep::Phase { name } => Action::Phase { name },
+                RawStep::Stop { node: n, grace } => Action::Stop { node: node(&n)?, grace },
+                RawStep::Kill { node: n } => Action::Kill { node: node(&n)? },
+                RawStep::Start { node: n } => Action::Start { node: node(&n)? },
+                RawStep::StartAll {} => Action::StartAll,
+                RawStep::Add {} => Action::Add,
+                RawStep::Decommission { node: n, force } => Action::Decommission { node: node(&n)?, force },
+                RawStep::Wait { duration } => Action::Wait { duration },
+                RawStep::WaitUntil { condition: c, timeout } => Action::WaitUntil { condition: condition(&c)?, timeout },
+                RawStep::Assert { condition: c } => Action::Assert { condition: condition(&c)? },
+            };
+            steps.push(Step { line, action });
+        }
+        if steps.is_empty() {
+            return Err(syntax(0, "a scenario needs at least one [[step]]".into()));
+        }
+        let phases: Vec<&str> = std::iter::once("baseline")
+            .chain(steps.iter().filter_map(|s| if let Action::Phase { name } = &s.action { Some(name.as_str()) } else { None }))
+            .collect();
+        let mut expect = Vec::new();
+        for spanned in raw.expect {
+            let pos = spanned.span().start;
+            let e = spanned.into_inner();
+            let bad = |m: String| syntax(pos, m);
+            if !phases.contains(&e.phase.as_str()) {
+                return Err(bad(format!("expectation on unknown phase `{}`; phases: {}", e.phase, phases.join(", "))));
+            }
+            let metric = Metric::ALL.iter().find(|(n, _)| *n == e.metric).map(|(_, m)| *m).ok_or_else(|| {
+                bad(format!("unknown metric `{}`; known: {}", e.metric, Metric::ALL.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")))
+            })?;
+            expect.push(Expectation {
+                engine: e.engine,
+                phase: e.phase,
+                metric,
+                cmp: parse_cmp(&e.cmp).map_err(bad)?,
+                value: e.value,
+                text: e.text,
+            });
+        }
+        Ok(Scenario { name: raw.name, description: raw.description, expect, workload: raw.workload, steps })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+name = "t"
+[[step]]
+action = "phase"
+name = "fault"
+[[step]]
+action = "kill"
+node = "leader"
+[[step]]
+action = "wait_until"
+condition = "backend same DOWN"
+timeout = "10s"
+[[step]]
+action = "start"
+node = "same"
+[[step]]
+action = "assert"
+condition = "members_up >= 3"
+"#;
+
+    #[test]
+    fn a_scenario_resolves_with_step_lines() {
+        let s = Scenario::parse(GOOD, "t.toml", &[1, 2, 3]).unwrap();
+        assert_eq!(s.steps.len(), 5);
+        assert_eq!(s.steps[1], Step { line: 6, action: Action::Kill { node: NodeRef::Leader } });
+        assert_eq!(
+            s.steps[2].action,
+            Action::WaitUntil {
+                condition: Condition::Backend { node: NodeRef::Same, state: "DOWN".into() },
+                timeout: Duration::from_secs(10)
+            }
+        );
+        assert_eq!(s.workload, WorkloadSpec::default());
+    }
+
+    #[test]
+    fn an_unknown_node_names_the_line() {
+        let text = "name = \"t\"\n[[step]]\naction = \"kill\"\nnode = 7\n";
+        let err = Scenario::parse(text, "d.toml", &[1, 2, 3]).unwrap_err().to_string();
+        assert_eq!(err, "d.toml:2:1: unknown node 7; this lab has nodes 1, 2, 3");
+    }
+
+    #[test]
+    fn a_bad_step_or_condition_names_the_line() {
+        let text = "name = \"t\"\n[[step]]\naction = \"explode\"\n";
+        let err = Scenario::parse(text, "d.toml", &[1]).unwrap_err().to_string();
+        assert!(err.starts_with("d.toml:3:10:") && err.contains("unknown variant `explode`"), "{err}");
+        let text = "name = \"t\"\n\n[[step]]\naction = \"wait_until\"\ncondition = \"livenodes = 2\"\ntimeout = \"5s\"\n";
+        let err = Scenario::parse(text, "d.toml", &[1]).unwrap_err().to_string();
+        assert!(err.starts_with("d.toml:3:1: unknown figure `livenodes`"), "{err}");
+        let text = "name = \"t\"\n[[step]]\naction = \"wait\"\nduration = \"5s\"\ncolour = 1\n";
+        let err = Scenario::parse(text, "d.toml", &[1]).unwrap_err().to_string();
+        assert!(err.contains("unknown field `colour`"), "{err}");
+    }
+
+    #[test]
+    fn conditions() {
+        assert_eq!(parse_condition("live_nodes == 2").unwrap(), Condition::Compare { figure: Figure::LiveNodes, cmp: Cmp::Eq, value: 2 });
+        assert_eq!(parse_condition("node 3 not ready").unwrap(), Condition::Ready { node: NodeRef::Id(3), ready: false });
+        assert!(parse_condition("backend 2 SIDEWAYS").unwrap_err().contains("not a backend state"));
+        assert!(parse_condition("ranges_unavailable ~ 0").unwrap_err().contains("not a comparison"));
+        assert!(parse_condition("just words").unwrap_err().contains("cannot read condition"));
+        assert_eq!(parse_condition("quorum == 0").unwrap().to_string(), "quorum == 0");
+    }
+}

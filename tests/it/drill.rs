@@ -1,0 +1,120 @@
+//! Drills on a real etcd cluster behind real HAProxy.
+
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::helpers::*;
+
+fn results_of(out: &str) -> (std::path::PathBuf, Value) {
+    let report = out.lines().find_map(|l| l.strip_prefix("report: ")).unwrap_or_else(|| panic!("no report line in:\n{out}"));
+    let dir = std::path::Path::new(report).parent().unwrap().to_path_buf();
+    let v = serde_json::from_str(&std::fs::read_to_string(dir.join("results.json")).unwrap()).unwrap();
+    (dir, v)
+}
+
+fn phase<'a>(r: &'a Value, name: &str) -> &'a Value {
+    r["phases"].as_array().unwrap().iter().find(|p| p["name"] == name).unwrap_or_else(|| panic!("no phase {name}"))
+}
+
+fn validate(results: &Value) {
+    let schema: Value = serde_json::from_str(include_str!("../../docs/drill-results.schema.json")).unwrap();
+    let validator = jsonschema::validator_for(&schema).expect("the schema compiles");
+    let errors: Vec<String> = validator.iter_errors(results).map(|e| format!("{} at {}", e, e.instance_path())).collect();
+    assert!(errors.is_empty(), "results.json does not match docs/drill-results.schema.json: {errors:#?}");
+}
+
+#[test]
+fn graceful_vs_kill_on_the_etcd_leader() {
+    let lab = TestLab::new("etcd", 3);
+    lab.up();
+    let leader = wait_for("a leader", Duration::from_secs(10), || lab.status()["cluster"]["leader"].as_u64());
+    let out = lab.ok(&["drill", "graceful-vs-kill", "--seed", "1", "--baseline", "3s"]);
+    let (dir, r) = results_of(&out);
+    validate(&r);
+    assert_eq!(r["drill"], "graceful-vs-kill");
+    assert!(out.contains("the cluster tolerates (3−1)/2 = 1 failure(s)"), "the theory is stated up front:\n{out}");
+    let faults: Vec<&str> =
+        r["steps"].as_array().unwrap().iter().filter(|s| s["kind"] == "fault").map(|s| s["what"].as_str().unwrap()).collect();
+    // Each phase acts on the leader of its time: first the leader found before the drill.
+    assert_eq!(faults.len(), 2);
+    assert_eq!(faults[0], format!("graceful stop of node {leader}"));
+    assert!(faults[1].starts_with("SIGKILL of node "), "{faults:?}");
+    for name in ["graceful", "kill"] {
+        let p = phase(&r, name);
+        let dur = p["end_ms"].as_u64().unwrap() - p["start_ms"].as_u64().unwrap();
+        assert!(p["counts"]["ok"].as_u64().unwrap() > 0, "{name}: {p}");
+        let stall = p["longest_stall_ms"].as_u64().unwrap();
+        assert!(stall > 0 && stall <= dur, "{name}: stall {stall} within {dur}");
+        assert!(p["haproxy_down_after_fault_ms"].as_u64().is_some(), "{name}: HAProxy saw it: {p}");
+        assert!(p["liveness_change_after_fault_ms"].as_u64().is_some(), "{name}: the leader changed: {p}");
+        assert!(p["fault_ms"].as_u64().unwrap() < p["recover_ms"].as_u64().unwrap());
+    }
+    assert_eq!(r["check"]["violations"], serde_json::json!([]));
+    assert!(r["expectations"].as_array().unwrap().iter().all(|e| e["met"] == true), "{}", r["expectations"]);
+    // The report renders, with its three charts.
+    let html = std::fs::read_to_string(dir.join("report.html")).unwrap();
+    assert_eq!(html.matches("<svg").count(), 3);
+    assert!(html.contains("operations per second") && html.contains("members up"));
+    let md = std::fs::read_to_string(dir.join("report.md")).unwrap();
+    assert!(md.contains("| met |") && md.contains("bank check passed"), "{md}");
+    // Re-rendering from results.json gives the same report.
+    std::fs::remove_file(dir.join("report.md")).unwrap();
+    lab.ok(&["report"]);
+    assert_eq!(std::fs::read_to_string(dir.join("report.md")).unwrap(), md);
+    // The cluster is left as it was found.
+    assert!(lab.status()["nodes"].as_array().unwrap().iter().all(|n| n["state"] == "running"));
+}
+
+#[test]
+fn quorum_loss_stops_writes_until_a_majority_returns() {
+    let lab = TestLab::new("etcd", 3);
+    lab.up();
+    let out = lab.ok(&["drill", "quorum-loss", "--seed", "2", "--baseline", "2s"]);
+    let (_, r) = results_of(&out);
+    validate(&r);
+    assert_eq!(phase(&r, "quorum-lost")["counts"]["ok"], 0, "no write commits with 1 of 3 up");
+    assert!(phase(&r, "one-restored")["counts"]["ok"].as_u64().unwrap() > 0);
+    assert!(phase(&r, "all-restored")["counts"]["ok"].as_u64().unwrap() > 0);
+    assert_eq!(r["check"]["violations"], serde_json::json!([]));
+    assert!(out.contains("met:     quorum-lost: ok == 0"), "{out}");
+    assert!(lab.status()["nodes"].as_array().unwrap().iter().all(|n| n["state"] == "running"));
+}
+
+#[test]
+fn a_bad_scenario_file_fails_to_load_with_its_line() {
+    let lab = TestLab::new("etcd", 3);
+    lab.up();
+    let file = lab.dir.path().join("bad.toml");
+    std::fs::write(&file, "name = \"bad\"\n\n[[step]]\naction = \"kill\"\nnode = 9\n").unwrap();
+    let out = lab.run(&["drill", "run", file.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains(&format!("{}:3:1: unknown node 9; this lab has nodes 1, 2, 3", file.display())),
+        "{}",
+        text(&out.stderr)
+    );
+    std::fs::write(&file, "name = \"bad\"\n[[step]]\naction = \"wait_until\"\ncondition = \"live_nodes => 2\"\ntimeout = \"1s\"\n")
+        .unwrap();
+    let out = lab.run(&["drill", "run", file.to_str().unwrap()]);
+    assert!(text(&out.stderr).contains(":2:1: `=>` is not a comparison"), "{}", text(&out.stderr));
+    assert!(!lab.lab_dir().join("runs").exists(), "nothing ran");
+}
+
+#[test]
+fn a_drill_interrupted_mid_fault_restores_every_node() {
+    let lab = TestLab::new("etcd", 3);
+    lab.up();
+    let file = lab.dir.path().join("long.toml");
+    std::fs::write(&file, "name = \"long\"\n[[step]]\naction = \"phase\"\nname = \"down\"\n[[step]]\naction = \"kill\"\nnode = 2\n[[step]]\naction = \"wait\"\nduration = \"5m\"\n").unwrap();
+    let child =
+        lab.cmd(&["drill", "run", file.to_str().unwrap(), "--baseline", "1s"]).stdout(std::process::Stdio::piped()).spawn().unwrap();
+    wait_for("node 2 to be killed", Duration::from_secs(30), || (lab.node(2)["state"] == "exited").then_some(()));
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGINT).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "an interrupted drill does not pass");
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("restoring node(s) 2") && stdout.contains("FAILURE: interrupted (Ctrl-C)"), "{stdout}");
+    let n2 = lab.node(2);
+    assert_eq!((n2["state"].as_str(), n2["ready"].as_bool()), (Some("running"), Some(true)), "{n2}");
+}
