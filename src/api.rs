@@ -68,6 +68,13 @@ pub struct DecommissionRequest {
     pub force: bool,
 }
 
+/// Body of `POST /v1/settings`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SettingRequest {
+    pub name: String,
+    pub value: String,
+}
+
 /// Body of `POST /v1/down`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct DownRequest {

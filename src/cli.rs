@@ -123,7 +123,11 @@ pub enum Command {
     },
     /// Bring up a 3-node lab (CockroachDB if a binary is available, else etcd), run the
     /// graceful-vs-kill drill, write its report, and leave the cluster up.
-    Demo,
+    Demo {
+        /// Lab config for the cluster (its engine is replaced as above); default ports otherwise.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
     /// Run the supervisor daemon in the foreground (`up` starts it for you).
     #[command(hide = true)]
     Daemon,
@@ -135,6 +139,12 @@ pub enum DrillCommand {
     GracefulVsKill,
     /// Kill nodes until one remains; restore one; restore all.
     QuorumLoss,
+    /// Add nodes under load, then decommission them again.
+    Scale {
+        /// Nodes to scale out to (default: two more than now).
+        #[arg(long)]
+        to: Option<usize>,
+    },
     /// Run a scenario file (see configs/drills/ and docs/DRILLS.md).
     Run { file: PathBuf },
 }
@@ -290,15 +300,30 @@ pub async fn run(cli: Cli) -> Result<i32> {
         Command::Node { command } => node(&lab, command).await,
         Command::Workload { command } => workload(&lab, command).await,
         Command::Drill { command, node, seed, baseline } => {
+            let mut extra_ids = Vec::new();
             let (text, origin) = match &command {
                 DrillCommand::GracefulVsKill => (built_in("graceful-vs-kill"), "<built-in graceful-vs-kill>".to_string()),
                 DrillCommand::QuorumLoss => (built_in("quorum-loss"), "<built-in quorum-loss>".to_string()),
+                DrillCommand::Scale { to } => {
+                    let state = LabState::load(&lab.state_file())?.ok_or_else(|| Error::NoLab { dir: lab.dir().to_path_buf() })?;
+                    let members = state.members().count();
+                    let to = to.unwrap_or(members + 2);
+                    if to <= members || to > crate::config::MAX_NODES as usize {
+                        return Err(Error::Refused(format!(
+                            "--to {to}: the lab has {members} nodes; scale to more than that (at most {})",
+                            crate::config::MAX_NODES
+                        )));
+                    }
+                    let (text, ids) = crate::drill::scale_scenario(members, state.next_id(), to);
+                    extra_ids = ids;
+                    (text, "<built-in scale>".to_string())
+                }
                 DrillCommand::Run { file } => (
                     std::fs::read_to_string(file).map_err(|e| Error::io(format!("cannot read {}", file.display()), e))?,
                     file.display().to_string(),
                 ),
             };
-            drill(&lab, &text, &origin, node, seed, baseline).await
+            drill(&lab, &text, &origin, &extra_ids, node, seed, baseline).await
         }
         Command::Report { run } => {
             let dir = match run {
@@ -319,7 +344,7 @@ pub async fn run(cli: Cli) -> Result<i32> {
             println!("{}", dir.join("report.html").display());
             Ok(0)
         }
-        Command::Demo => demo(&lab).await,
+        Command::Demo { config } => demo(&lab, config.as_deref()).await,
         Command::Down { wipe, fast } => down(&lab, wipe, fast).await,
     }
 }
@@ -411,10 +436,22 @@ fn latest_run(lab: &Lab) -> Result<PathBuf> {
     dirs.pop().ok_or_else(|| Error::Refused(format!("no drill runs in {}; run `roachlab drill ...` first", runs.display())))
 }
 
-async fn drill(lab: &Lab, text: &str, origin: &str, node: Option<NodeId>, seed: Option<u64>, baseline: Duration) -> Result<i32> {
+/// Runs a scenario; `extra_ids` are node ids the scenario may name that do not exist yet
+/// (nodes it adds).
+async fn drill(
+    lab: &Lab,
+    text: &str,
+    origin: &str,
+    extra_ids: &[NodeId],
+    node: Option<NodeId>,
+    seed: Option<u64>,
+    baseline: Duration,
+) -> Result<i32> {
     let state = LabState::load(&lab.state_file())?.ok_or_else(|| Error::NoLab { dir: lab.dir().to_path_buf() })?;
-    let ids: Vec<NodeId> = state.members().map(|n| n.id).collect();
-    let scenario = crate::drill::scenario::Scenario::parse(text, origin, &ids)?;
+    let mut ids: Vec<NodeId> = state.members().map(|n| n.id).collect();
+    let scenario_ids: Vec<NodeId> = ids.iter().chain(extra_ids).copied().collect();
+    let scenario = crate::drill::scenario::Scenario::parse(text, origin, &scenario_ids)?;
+    ids.sort_unstable();
     if let Some(n) = node {
         if !ids.contains(&n) {
             return Err(Error::UnknownNode { id: n, known: ids });
@@ -463,7 +500,7 @@ fn drill_summary(r: &crate::drill::runner::DrillResult) -> String {
     out
 }
 
-async fn demo(lab: &Lab) -> Result<i32> {
+async fn demo(lab: &Lab, config: Option<&Path>) -> Result<i32> {
     let engine = if crate::engine::find_binary("ROACHLAB_COCKROACH", None, "cockroach", "").is_ok() {
         EngineKind::Cockroach
     } else {
@@ -473,13 +510,13 @@ async fn demo(lab: &Lab) -> Result<i32> {
     let client = Client::new(&lab.socket());
     let running = LabState::load(&lab.state_file())?.is_some() && client.is_up().await;
     if !running {
-        match up(lab, None, Overrides { engine: Some(engine), nodes: Some(3) }).await {
+        match up(lab, config, Overrides { engine: Some(engine), nodes: Some(3) }).await {
             Ok(_) => {}
             Err(Error::LabMismatch { .. }) | Err(Error::LabRunning { .. }) => {}
             Err(e) => return Err(e),
         }
     }
-    let code = drill(lab, &built_in("graceful-vs-kill"), "<built-in graceful-vs-kill>", None, None, Duration::from_secs(5)).await?;
+    let code = drill(lab, &built_in("graceful-vs-kill"), "<built-in graceful-vs-kill>", &[], None, None, Duration::from_secs(5)).await?;
     println!("the cluster is still up: `roachlab status`, `roachlab watch`, `roachlab down`");
     Ok(code)
 }

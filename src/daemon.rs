@@ -20,7 +20,7 @@ use tokio::net::UnixListener;
 use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 
-use crate::api::{ApiError, DecommissionRequest, DownRequest, StopRequest, StreamItem, CLIENT_HEADER};
+use crate::api::{ApiError, DecommissionRequest, DownRequest, SettingRequest, StopRequest, StreamItem, CLIENT_HEADER};
 use crate::events::{write_timeline, EventBus};
 use crate::lab::Lab;
 use crate::node::NodeId;
@@ -102,6 +102,12 @@ fn router(state: AppState) -> Router {
             "/v1/down",
             post(|State(s): State<AppState>, h: HeaderMap, Json(r): Json<DownRequest>| async move {
                 streamed(&s, &h, move |sup| async move { sup.down(r.fast).await }, true)
+            }),
+        )
+        .route(
+            "/v1/settings",
+            post(|State(s): State<AppState>, h: HeaderMap, Json(r): Json<SettingRequest>| async move {
+                streamed(&s, &h, move |sup| async move { sup.set_setting(&r.name, &r.value).await }, false)
             }),
         )
         .route(

@@ -995,6 +995,19 @@ impl Supervisor {
         Ok(())
     }
 
+    /// Sets a cluster setting through the engine (asked of a ready member).
+    pub async fn set_setting(&self, name: &str, value: &str) -> Result<serde_json::Value> {
+        let _op = self.inner.op_lock.lock().await;
+        self.emit(EventKind::Command { command: format!("set {name} = {value}"), by: crate::events::requester() });
+        let members: Vec<Member> = self.members().into_iter().filter(|m| self.is_ready(m.id)).collect();
+        if members.is_empty() {
+            return Err(Error::Refused("no member is ready to take the setting".into()));
+        }
+        self.inner.engine.set_setting(&members, name, value).await?;
+        self.emit(EventKind::Note { message: format!("cluster setting {name} = {value}") });
+        Ok(serde_json::json!({ "setting": name, "value": value }))
+    }
+
     /// `node add`: a new node joins the cluster; HAProxy gains a backend.
     pub async fn add_node(&self) -> Result<serde_json::Value> {
         let _op = self.inner.op_lock.lock().await;

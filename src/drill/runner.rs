@@ -245,6 +245,11 @@ impl Ctx<'_> {
                 self.record(StepKind::Other, "add a node".into());
                 self.node_request("add a node", "/v1/nodes/add".into(), serde_json::json!({})).await?;
             }
+            Action::Set { setting, value } => {
+                self.record(StepKind::Other, format!("set {setting} = {value}"));
+                let body = serde_json::json!({ "name": setting, "value": value });
+                self.node_request(&format!("set {setting}"), "/v1/settings".into(), body).await?;
+            }
             Action::Wait { duration } => tokio::time::sleep(*duration).await,
             Action::WaitUntil { condition, timeout } => {
                 let start = Instant::now();

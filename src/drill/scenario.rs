@@ -107,6 +107,10 @@ enum RawStep {
     Assert {
         condition: String,
     },
+    Set {
+        setting: String,
+        value: String,
+    },
 }
 
 #[derive(Debug, Deserialize)]
@@ -434,6 +438,11 @@ pub enum Action {
     Assert {
         condition: Condition,
     },
+    /// A cluster setting (CockroachDB), e.g. `server.time_until_store_dead` = `1m15s`.
+    Set {
+        setting: String,
+        value: String,
+    },
 }
 
 /// A validated scenario.
@@ -494,6 +503,7 @@ impl Scenario {
                 RawStep::Wait { duration } => Action::Wait { duration },
                 RawStep::WaitUntil { condition: c, timeout } => Action::WaitUntil { condition: condition(&c)?, timeout },
                 RawStep::Assert { condition: c } => Action::Assert { condition: condition(&c)? },
+                RawStep::Set { setting, value } => Action::Set { setting, value },
             };
             steps.push(Step { line, action });
         }

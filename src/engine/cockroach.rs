@@ -362,6 +362,22 @@ impl Engine for Cockroach {
         })
     }
 
+    fn set_setting<'a>(&'a self, members: &'a [Member], name: &'a str, value: &'a str) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            if name.is_empty() || !name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '.') {
+                return Err(Error::Refused(format!("`{name}` is not a cluster setting name (lowercase, digits, `_` and `.`)")));
+            }
+            let first = members.first().ok_or_else(|| Error::engine("cockroach", "no member to ask"))?;
+            let sql = format!("SET CLUSTER SETTING {name} = '{}'", value.replace('\'', "''"));
+            let args = vec!["sql".into(), "--insecure".into(), Self::host_flag(first), "-e".into(), sql];
+            let (ok, out, err) = run_cli("cockroach", &self.binary()?, &args, &offline_env(), Duration::from_secs(30)).await?;
+            if !ok {
+                return Err(Error::engine("cockroach", format!("SET CLUSTER SETTING {name} failed: {}", last_lines(&err, &out))));
+            }
+            Ok(())
+        })
+    }
+
     fn prepare_join<'a>(&'a self, _members: &'a [Member], _new: Member) -> BoxFuture<'a, Result<()>> {
         Box::pin(async { Ok(()) })
     }

@@ -294,6 +294,12 @@ impl Engine for Etcd {
         ("etcd", "/metrics")
     }
 
+    fn set_setting<'a>(&'a self, _members: &'a [Member], name: &'a str, _value: &'a str) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            Err(Error::Refused(format!("etcd has no cluster settings (asked to set `{name}`); its flags are fixed at start")))
+        })
+    }
+
     fn prepare_join<'a>(&'a self, members: &'a [Member], new: Member) -> BoxFuture<'a, Result<()>> {
         Box::pin(async move {
             let refs: Vec<&Member> = members.iter().filter(|m| m.id != new.id).collect();

@@ -122,6 +122,10 @@ pub trait Engine: Send + Sync + std::fmt::Debug {
     /// The Prometheus job that scrapes the nodes: `(job_name, metrics_path)`.
     fn metrics_job(&self) -> (&'static str, &'static str);
 
+    /// Sets a cluster-wide setting (CockroachDB `SET CLUSTER SETTING name = 'value'`).
+    /// Engines without cluster settings refuse.
+    fn set_setting<'a>(&'a self, members: &'a [Member], name: &'a str, value: &'a str) -> BoxFuture<'a, Result<()>>;
+
     /// Before a new node starts (`node add`): tell the cluster (etcd `member add`).
     fn prepare_join<'a>(&'a self, members: &'a [Member], new: Member) -> BoxFuture<'a, Result<()>>;
 

@@ -118,3 +118,38 @@ fn a_drill_interrupted_mid_fault_restores_every_node() {
     let n2 = lab.node(2);
     assert_eq!((n2["state"].as_str(), n2["ready"].as_bool()), (Some("running"), Some(true)), "{n2}");
 }
+
+#[test]
+fn scale_out_and_back_in_under_load() {
+    let lab = TestLab::new("etcd", 3);
+    lab.up();
+    let out = lab.ok(&["drill", "scale", "--to", "4", "--baseline", "2s"]);
+    let (_, r) = results_of(&out);
+    validate(&r);
+    assert!(phase(&r, "scale-out")["counts"]["ok"].as_u64().unwrap() > 0);
+    assert!(phase(&r, "scale-in")["counts"]["ok"].as_u64().unwrap() > 0);
+    assert_eq!(r["check"]["violations"], serde_json::json!([]));
+    let s = lab.status();
+    assert_eq!(s["nodes"][3]["decommissioned"], true, "node 4 joined and left again");
+    assert_eq!(s["cluster"]["quorum"]["up"], 3);
+    // A setting on etcd is refused with a reason, and the drill says which step failed.
+    let file = lab.dir.path().join("set.toml");
+    std::fs::write(&file, "name = \"set\"\n[[step]]\naction = \"set\"\nsetting = \"x.y\"\nvalue = \"1\"\n").unwrap();
+    let out = lab.run(&["drill", "run", file.to_str().unwrap(), "--baseline", "1s"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stdout).contains("FAILURE: step at line 2: set x.y: etcd has no cluster settings"), "{}", text(&out.stdout));
+}
+
+#[test]
+fn demo_brings_a_cluster_up_runs_the_drill_and_leaves_it_up() {
+    let lab = TestLab::new("etcd", 3);
+    let out = lab.ok(&["demo", "--config", lab.config.to_str().unwrap()]);
+    if binary_available("ROACHLAB_COCKROACH", "cockroach").is_none() {
+        assert!(out.contains("no cockroach binary found (PATH or $ROACHLAB_COCKROACH): running the demo on etcd instead"), "{out}");
+    }
+    assert!(out.contains("drill graceful-vs-kill") && out.contains("report: "), "{out}");
+    let (dir, _) = results_of(&out);
+    assert!(dir.join("report.html").exists());
+    assert!(out.contains("the cluster is still up"));
+    assert!(lab.status()["nodes"].as_array().unwrap().iter().all(|n| n["state"] == "running"));
+}
