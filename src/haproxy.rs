@@ -81,13 +81,17 @@ pub fn render(lab: &Lab, spec: &HaproxySpec, engine: &dyn Engine, backends: &[Ba
 
 /// Checks a config file with `haproxy -c -f FILE`; the error carries HAProxy's own words.
 pub async fn validate(bin: &Path, cfg: &Path) -> Result<()> {
-    let args = vec!["-c".to_string(), "-q".into(), "-f".into(), cfg.display().to_string()];
+    // Not `-q`: it silences the alerts that say what is wrong.
+    let args = vec!["-c".to_string(), "-f".into(), cfg.display().to_string()];
     let (ok, out, err) = run_cli("haproxy", bin, &args, &[], Duration::from_secs(20)).await?;
     if ok {
-        Ok(())
-    } else {
-        Err(Error::Haproxy { message: format!("{} is invalid: {}{}", cfg.display(), err.trim(), out.trim()) })
+        return Ok(());
     }
+    // HAProxy's alerts say what is wrong and where (`parsing [file:line] : ...`).
+    let text = format!("{err}\n{out}");
+    let alerts: Vec<&str> = text.lines().filter(|l| l.contains("[ALERT]")).map(str::trim).collect();
+    let detail = if alerts.is_empty() { text.trim().to_string() } else { alerts.join(" / ") };
+    Err(Error::Haproxy { message: format!("{} is invalid: {detail}", cfg.display()) })
 }
 
 /// Writes `text` to `path` atomically (`.partial` + rename) after validating the partial file,

@@ -85,3 +85,28 @@ fn a_closed_stdout_pipe_ends_the_cli_quietly() {
     use std::os::unix::process::ExitStatusExt;
     assert_eq!(out.status.signal(), Some(13), "ends by SIGPIPE like other Unix tools; stderr: {err}");
 }
+
+#[test]
+fn rendered_haproxy_configs_pass_haproxy_check() {
+    use roachlab::config::{EngineKind, LabSpec, Overrides};
+    let dir = tempfile::Builder::new().prefix("rlh").tempdir_in("/tmp").unwrap();
+    let lab = roachlab::lab::Lab::new(dir.path()).unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    for engine in [EngineKind::Cockroach, EngineKind::Etcd] {
+        let spec = LabSpec::load(None, &Overrides { engine: Some(engine), nodes: Some(5) }).unwrap();
+        let e = roachlab::engine::for_spec(&spec);
+        let backends: Vec<_> = (1..=5).map(|id| roachlab::haproxy::Backend::new(id, &e.node_ports(id))).collect();
+        let text = roachlab::haproxy::render(&lab, &spec.haproxy, e.as_ref(), &backends).unwrap();
+        let bin = roachlab::haproxy::binary(&spec.haproxy).expect("haproxy installed (scripts/install-deps)");
+        let cfg = dir.path().join(format!("{engine}.cfg"));
+        rt.block_on(roachlab::haproxy::write_validated(&bin, &cfg, &text)).unwrap_or_else(|e| panic!("{engine}: {e}"));
+        // A broken config is refused with HAProxy's own words, and the good file stays.
+        let err = rt
+            .block_on(roachlab::haproxy::write_validated(&bin, &cfg, &text.replace("balance roundrobin", "balance sideways")))
+            .unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("is invalid") && msg.contains("balance only supports") && msg.contains(".cfg.partial:"), "{msg}");
+        assert!(!msg.contains("[NOTICE]"), "only HAProxy's alerts: {msg}");
+        assert_eq!(std::fs::read_to_string(&cfg).unwrap(), text);
+    }
+}

@@ -44,3 +44,18 @@ fn cockroach_bank_and_tpcb_through_haproxy() {
     lab.ok(&["workload", "run", "tpcb", "--clients", "2", "--duration", "2s"]);
     assert!(lab.ok(&["workload", "check", "tpcb"]).contains("check passed"));
 }
+
+#[test]
+fn cockroach_drills() {
+    let Some(_) = binary_available("ROACHLAB_COCKROACH", "cockroach") else {
+        skipped("no cockroach binary", "cockroach_drills (graceful-vs-kill, quorum-loss)");
+        return;
+    };
+    let lab = TestLab::new("cockroach", 3);
+    lab.up();
+    // Graceful means no client errors on CockroachDB: the expectation is checked by the drill.
+    let out = lab.ok(&["drill", "graceful-vs-kill", "--node", "2", "--baseline", "5s"]);
+    assert!(out.contains("met:     graceful: errors == 0"), "{out}");
+    let out = lab.ok(&["drill", "quorum-loss", "--baseline", "5s"]);
+    assert!(out.contains("met:     quorum-lost: ok == 0"), "{out}");
+}

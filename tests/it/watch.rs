@@ -127,3 +127,35 @@ async fn probes_and_observation_give_up_on_a_stalled_endpoint() {
         assert!(start.elapsed() < Duration::from_secs(10));
     }
 }
+
+#[test]
+fn events_follow_prints_new_events_and_prometheus_lists_the_nodes() {
+    use std::io::BufRead;
+    let lab = TestLab::new("etcd", 3);
+    lab.up();
+    let mut follow = lab.cmd(&["events", "--follow", "--since", "0s"]).stdout(std::process::Stdio::piped()).spawn().unwrap();
+    let stdout = follow.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    lab.ok(&["node", "kill", "3"]);
+    let seen = wait_for("the kill in the followed timeline", Duration::from_secs(10), || {
+        rx.try_iter().find(|l| l.contains("node 3: exited (SIGKILL)"))
+    });
+    assert!(seen.contains("exited (SIGKILL)"));
+    let _ = follow.kill();
+    let _ = follow.wait();
+
+    let prom = lab.ok(&["prometheus"]);
+    assert!(prom.contains("job_name: etcd") && prom.contains("metrics_path: /metrics"), "{prom}");
+    let p = lab.ports;
+    assert!(prom.contains(&format!("'127.0.0.1:{}', '127.0.0.1:{}', '127.0.0.1:{}'", p.base, p.base + 1, p.base + 2)), "{prom}");
+    assert!(prom.contains(&format!("targets: ['127.0.0.1:{}']", p.stats)), "{prom}");
+    // HAProxy's exporter answers there.
+    let (code, body) = http_get(p.stats, "/metrics").unwrap();
+    assert_eq!(code, 200);
+    assert!(body.contains("haproxy_"));
+}
