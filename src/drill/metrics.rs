@@ -53,6 +53,12 @@ pub struct Series {
     pub p99_ms: Vec<f64>,
     /// Members up (process running) at the end of each second, from the timeline.
     pub members_up: Vec<u64>,
+    /// Under-replicated and unavailable ranges at the end of each second (CockroachDB; empty
+    /// when the engine reports no ranges).
+    #[serde(default)]
+    pub ranges_underreplicated: Vec<u64>,
+    #[serde(default)]
+    pub ranges_unavailable: Vec<u64>,
 }
 
 fn quantile(sorted: &[u64], q: f64) -> f64 {
@@ -158,7 +164,8 @@ pub fn compute(marks: &[PhaseMark], ops: &[OpRecord], events: &[Event], t0_mono_
 pub fn series(ops: &[OpRecord], events: &[Event], t0_mono_ms: u64, end_ms: u64, members_at_start: u64) -> Series {
     // Whole seconds only: a partial last second would plot as a dip.
     let n = (end_ms / 1000) as usize;
-    let mut s = Series { ok: vec![0; n], errors: vec![0; n], p99_ms: vec![0.0; n], members_up: vec![members_at_start; n] };
+    let mut s =
+        Series { ok: vec![0; n], errors: vec![0; n], p99_ms: vec![0.0; n], members_up: vec![members_at_start; n], ..Default::default() };
     let mut lat: Vec<Vec<u64>> = vec![Vec::new(); n];
     for o in ops {
         let i = (done_ms(o) / 1000) as usize;
@@ -197,6 +204,28 @@ pub fn series(ops: &[OpRecord], events: &[Event], t0_mono_ms: u64, end_ms: u64, 
             j += 1;
         }
         *slot = up.max(0) as u64;
+    }
+    // Range counts: the last reported value, carried forward.
+    let ranges: Vec<(u64, u64, u64)> = events
+        .iter()
+        .filter(|e| e.mono_ms >= t0_mono_ms)
+        .filter_map(|e| match e.kind {
+            EventKind::RangesChanged { underreplicated, unavailable, .. } => {
+                Some((e.mono_ms - t0_mono_ms, underreplicated.unwrap_or(0), unavailable.unwrap_or(0)))
+            }
+            _ => None,
+        })
+        .collect();
+    if !ranges.is_empty() {
+        let (mut under, mut unavail, mut j) = (0, 0, 0);
+        for i in 0..n {
+            while j < ranges.len() && ranges[j].0 < (i as u64 + 1) * 1000 {
+                (under, unavail) = (ranges[j].1, ranges[j].2);
+                j += 1;
+            }
+            s.ranges_underreplicated.push(under);
+            s.ranges_unavailable.push(unavail);
+        }
     }
     s
 }
@@ -248,5 +277,14 @@ mod tests {
         assert_eq!(s.ok, vec![1, 1, 0]);
         assert_eq!(s.errors, vec![0, 1, 0]);
         assert_eq!(s.members_up, vec![3, 3, 3]);
+        assert!(s.ranges_underreplicated.is_empty(), "no range figures without ranges events");
+        let ev = |ms: u64, under: u64| crate::events::Event {
+            ts: time::OffsetDateTime::UNIX_EPOCH,
+            mono_ms: 10_000 + ms,
+            kind: EventKind::RangesChanged { ranges: Some(42), underreplicated: Some(under), unavailable: Some(0) },
+        };
+        let s = series(&ops, &[ev(1200, 42), ev(2500, 0)], 10_000, 3500, 3);
+        assert_eq!(s.ranges_underreplicated, vec![0, 42, 0]);
+        assert_eq!(s.ranges_unavailable, vec![0, 0, 0]);
     }
 }

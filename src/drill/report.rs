@@ -140,7 +140,7 @@ fn esc(s: &str) -> String {
 pub fn html(r: &DrillResult) -> Result<String> {
     let f = |v: &[u64]| v.iter().map(|x| *x as f64).collect::<Vec<_>>();
     let (ok, errors, members) = (f(&r.series.ok), f(&r.series.errors), f(&r.series.members_up));
-    let charts = [
+    let mut charts = vec![
         chart(
             "operations per second (ok, errors)",
             &[("ok/s", &ok, RGBColor(30, 120, 200)), ("errors/s", &errors, RGBColor(210, 40, 40))],
@@ -149,6 +149,15 @@ pub fn html(r: &DrillResult) -> Result<String> {
         chart("p99 latency per second (ms)", &[("p99 ms", &r.series.p99_ms, RGBColor(120, 60, 160))], r)?,
         chart("members up", &[("members up", &members, RGBColor(40, 150, 70))], r)?,
     ];
+    // CockroachDB reports ranges; other engines leave these series empty.
+    if !r.series.ranges_underreplicated.is_empty() {
+        let (under, unavail) = (f(&r.series.ranges_underreplicated), f(&r.series.ranges_unavailable));
+        charts.push(chart(
+            "ranges under-replicated / unavailable",
+            &[("under-replicated", &under, RGBColor(230, 140, 20)), ("unavailable", &unavail, RGBColor(210, 40, 40))],
+            r,
+        )?);
+    }
     let mut s = format!(
         "<!doctype html><html><head><meta charset=\"utf-8\"><title>roachlab drill {name}</title>\
          <style>body{{font-family:sans-serif;max-width:960px;margin:2em auto;color:#222}}table{{border-collapse:collapse}}\
