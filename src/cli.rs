@@ -533,13 +533,21 @@ fn stop_on_ctrl_c() -> std::sync::Arc<std::sync::atomic::AtomicBool> {
     stop
 }
 
+/// A PostgreSQL-wire target, for workloads that only speak SQL (tpcb).
+fn sql_target(lab: &Lab, url: Option<String>) -> Result<String> {
+    match workload_target(lab, url)? {
+        Target::Sql(url) => Ok(url),
+        Target::Etcd(url) => {
+            Err(Error::Refused(format!("{url}: tpcb runs on PostgreSQL-wire servers (CockroachDB, PostgreSQL), not etcd")))
+        }
+    }
+}
+
 async fn workload(lab: &Lab, command: WorkloadCommand) -> Result<i32> {
     use crate::workload::{self, bank_etcd, bank_sql, tpcb};
     match command {
         WorkloadCommand::Init { name: WorkloadName::Tpcb, scale, url, .. } => {
-            let Target::Sql(url) = workload_target(lab, url)? else {
-                return Err(Error::Refused("tpcb runs on PostgreSQL-wire servers (CockroachDB, PostgreSQL), not etcd".into()));
-            };
+            let url = sql_target(lab, url)?;
             if scale < 1 {
                 return Err(Error::Refused("--scale must be at least 1".into()));
             }
@@ -559,9 +567,7 @@ async fn workload(lab: &Lab, command: WorkloadCommand) -> Result<i32> {
             seed,
             url,
         } => {
-            let Target::Sql(url) = workload_target(lab, url)? else {
-                return Err(Error::Refused("tpcb runs on PostgreSQL-wire servers (CockroachDB, PostgreSQL), not etcd".into()));
-            };
+            let url = sql_target(lab, url)?;
             if concurrency == 0 {
                 return Err(Error::Refused("--clients must be at least 1".into()));
             }
@@ -588,9 +594,7 @@ async fn workload(lab: &Lab, command: WorkloadCommand) -> Result<i32> {
             Ok(if summary.counts.errors() > 0 && !tolerate_errors { 1 } else { 0 })
         }
         WorkloadCommand::Check { name: WorkloadName::Tpcb, url, json } => {
-            let Target::Sql(url) = workload_target(lab, url)? else {
-                return Err(Error::Refused("tpcb runs on PostgreSQL-wire servers, not etcd".into()));
-            };
+            let url = sql_target(lab, url)?;
             let totals = tpcb::totals(&url).await?;
             let violations = totals.violations();
             if json {

@@ -86,13 +86,7 @@ pub fn compute(marks: &[PhaseMark], ops: &[OpRecord], events: &[Event], t0_mono_
             let in_phase: Vec<&OpRecord> = ops.iter().filter(|o| o.start_ms >= m.start_ms && o.start_ms < m.end_ms).collect();
             let mut counts = Counts::default();
             for o in &in_phase {
-                match o.outcome {
-                    Outcome::Ok => counts.ok += 1,
-                    Outcome::Fail => counts.fail += 1,
-                    Outcome::Ambiguous => counts.ambiguous += 1,
-                }
-                counts.retries += o.retries as u64;
-                counts.reconnects += o.reconnects as u64;
+                counts.add(o);
             }
             let mut lat: Vec<u64> = in_phase.iter().filter(|o| o.outcome == Outcome::Ok).map(|o| o.latency_us).collect();
             lat.sort_unstable();

@@ -340,15 +340,7 @@ impl std::fmt::Display for Condition {
         match self {
             Condition::Compare { figure, cmp, value } => {
                 let name = Figure::ALL.iter().find(|(_, x)| x == figure).map(|(n, _)| *n).unwrap_or("?");
-                let op = match cmp {
-                    Cmp::Eq => "==",
-                    Cmp::Ne => "!=",
-                    Cmp::Lt => "<",
-                    Cmp::Le => "<=",
-                    Cmp::Gt => ">",
-                    Cmp::Ge => ">=",
-                };
-                write!(f, "{name} {op} {value}")
+                write!(f, "{name} {} {value}", cmp_str(*cmp))
             }
             Condition::Backend { node, state } => write!(f, "HAProxy has {node} {state}"),
             Condition::Ready { node, ready } => write!(f, "{node} {}", if *ready { "ready" } else { "not ready" }),

@@ -22,6 +22,7 @@ use crate::{Error, Result};
 
 pub mod bank_etcd;
 pub mod bank_sql;
+pub mod sql;
 pub mod tpcb;
 
 /// What became of one operation (the Jepsen terms: ok, fail, info).
@@ -161,7 +162,8 @@ pub struct Counts {
 }
 
 impl Counts {
-    fn add(&mut self, r: &OpRecord) {
+    /// Counts one operation.
+    pub fn add(&mut self, r: &OpRecord) {
         match r.outcome {
             Outcome::Ok => self.ok += 1,
             Outcome::Fail => self.fail += 1,

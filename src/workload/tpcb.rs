@@ -2,18 +2,17 @@
 //! CockroachDB), with the bank's outcome classes, retries and reconnects.
 //!
 //! Each transaction sends BEGIN and its five statements pipelined (one round trip; the
-//! server runs them in order), then COMMIT on its own once they all succeeded: PostgreSQL
-//! answers COMMIT of an aborted transaction with a silent ROLLBACK, so COMMIT is never
-//! pipelined behind statements whose results are unknown.
+//! server runs them in order), then COMMIT on its own once they all succeeded (see
+//! [`SqlConn::transaction`]).
 
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use futures_util::future::BoxFuture;
 use serde::{Deserialize, Serialize};
-use tokio_postgres::{Client, Statement};
 
-use super::bank_sql::{self, Dialect};
-use super::{OpDetail, OpResult, Outcome, TpcbOp, Worker};
+use super::sql::{self, Dialect, SqlConn};
+use super::{OpDetail, OpResult, TpcbOp, Worker};
 use crate::{Error, Result};
 
 /// The schema (`workloads/tpcb.sql`).
@@ -74,13 +73,13 @@ fn statements() -> Vec<(String, Vec<Var>)> {
 }
 
 fn err(e: tokio_postgres::Error) -> Error {
-    Error::engine("sql", bank_sql::describe(&e))
+    Error::engine("sql", sql::describe(&e))
 }
 
 /// `workload init tpcb`: pgbench's tables at `scale`, loaded server-side.
 pub async fn init(url: &str, scale: i64) -> Result<Dialect> {
-    let c = bank_sql::connect(url, Duration::from_secs(600)).await?;
-    let d = bank_sql::dialect(&c).await?;
+    let c = sql::connect(url, Duration::from_secs(600)).await?;
+    let d = sql::dialect(&c).await?;
     c.batch_execute(SCHEMA).await.map_err(err)?;
     c.execute("INSERT INTO pgbench_branches (bid, bbalance) SELECT i, 0 FROM generate_series(1, $1::INT8) AS g(i)", &[&scale])
         .await
@@ -108,7 +107,7 @@ pub async fn init(url: &str, scale: i64) -> Result<Dialect> {
 
 /// The scale of an initialised database: the number of branches.
 pub async fn scale(url: &str) -> Result<i64> {
-    let c = bank_sql::connect(url, Duration::from_secs(30)).await?;
+    let c = sql::connect(url, Duration::from_secs(30)).await?;
     let row = c.query_one("SELECT count(*) FROM pgbench_branches", &[]).await.map_err(err)?;
     Ok(row.get(0))
 }
@@ -139,7 +138,7 @@ impl Totals {
 
 /// Reads the [`Totals`].
 pub async fn totals(url: &str) -> Result<Totals> {
-    let c = bank_sql::connect(url, Duration::from_secs(120)).await?;
+    let c = sql::connect(url, Duration::from_secs(120)).await?;
     let q = |sql: &'static str| {
         let c = &c;
         async move { c.query_one(sql, &[]).await.map_err(err).map(|r| r.get::<_, i64>(0)) }
@@ -153,58 +152,19 @@ pub async fn totals(url: &str) -> Result<Totals> {
     })
 }
 
-/// Prepared statements with the variable behind each parameter.
-type Prepared = Vec<(Statement, Vec<Var>)>;
-
-/// One TPC-B client.
+/// One TPC-B client: pgbench's transaction under [`SqlConn::transaction`]'s outcome rules,
+/// BEGIN and the five statements pipelined in one round trip.
 pub struct TpcbWorker {
-    url: String,
+    conn: SqlConn,
+    /// The script variable behind each parameter of each statement.
+    vars: Arc<Vec<Vec<Var>>>,
     scale: i64,
-    op_timeout: Duration,
-    conn: Option<(Client, Prepared)>,
-    lost: bool,
-    backoff: Duration,
 }
 
 impl TpcbWorker {
     pub fn new(url: &str, scale: i64, op_timeout: Duration) -> Self {
-        Self { url: url.to_string(), scale, op_timeout, conn: None, lost: false, backoff: Duration::from_millis(50) }
-    }
-
-    async fn ensure(&mut self) -> std::result::Result<bool, String> {
-        if let Some((c, _)) = &self.conn {
-            if !c.is_closed() {
-                return Ok(false);
-            }
-            self.conn = None;
-            self.lost = true;
-        }
-        let attempt = async {
-            let c = bank_sql::connect(&self.url, self.op_timeout).await.map_err(|e| e.to_string())?;
-            let mut stmts = Vec::new();
-            for (sql, vars) in statements() {
-                stmts.push((c.prepare(&sql).await.map_err(|e| bank_sql::describe(&e))?, vars));
-            }
-            Ok::<_, String>((c, stmts))
-        };
-        match attempt.await {
-            Ok(conn) => {
-                self.conn = Some(conn);
-                self.backoff = Duration::from_millis(50);
-                Ok(std::mem::take(&mut self.lost))
-            }
-            Err(e) => {
-                tokio::time::sleep(self.backoff).await;
-                self.backoff = (self.backoff * 2).min(Duration::from_secs(1));
-                Err(format!("cannot connect: {e}"))
-            }
-        }
-    }
-
-    fn drop_conn(&mut self) {
-        if self.conn.take().is_some() {
-            self.lost = true;
-        }
+        let (sqls, vars): (Vec<String>, Vec<Vec<Var>>) = statements().into_iter().unzip();
+        Self { conn: SqlConn::new(url, op_timeout, sqls), vars: Arc::new(vars), scale }
     }
 }
 
@@ -217,89 +177,34 @@ impl Worker for TpcbWorker {
                 tid: rng.i64(1..=10 * self.scale),
                 delta: rng.i64(-5000..=5000),
             };
-            let mut res = OpResult { outcome: Outcome::Fail, retries: 0, reconnects: 0, error: None };
-            let started = Instant::now();
-            loop {
-                match self.ensure().await {
-                    Ok(true) => res.reconnects += 1,
-                    Ok(false) => {}
-                    Err(e) => {
-                        res.error = Some(e);
-                        return (OpDetail::Tpcb(op), res);
-                    }
-                }
-                let (c, s) = self.conn.as_ref().expect("connected");
-                let value = |v: &Var| -> &(dyn tokio_postgres::types::ToSql + Sync) {
-                    match v {
-                        Var::Aid => &op.aid,
-                        Var::Bid => &op.bid,
-                        Var::Tid => &op.tid,
-                        Var::Delta => &op.delta,
-                    }
-                };
-                let params: Vec<Vec<&(dyn tokio_postgres::types::ToSql + Sync)>> =
-                    s.iter().map(|(_, vars)| vars.iter().map(value).collect()).collect();
-                let body = async {
-                    // Sent in this order on one connection: one round trip for all of them.
-                    let statements = params.iter().zip(s).map(|(p, (stmt, _))| c.query(stmt, p));
-                    let (begin, results) = futures_util::join!(c.batch_execute("BEGIN"), futures_util::future::join_all(statements));
-                    begin?;
-                    for r in results {
-                        r?;
-                    }
-                    Ok::<_, tokio_postgres::Error>(())
-                };
-                match tokio::time::timeout(self.op_timeout, body).await {
-                    Ok(Ok(())) => {}
-                    Ok(Err(e)) => {
-                        let retry = bank_sql::is_retry(&e);
-                        res.error = Some(bank_sql::describe(&e));
-                        if c.is_closed() {
-                            self.drop_conn();
-                        } else {
-                            let _ = tokio::time::timeout(self.op_timeout, c.batch_execute("ROLLBACK")).await;
+            let vars = self.vars.clone();
+            let res = self
+                .conn
+                .transaction(move |c, s| {
+                    let vars = vars.clone();
+                    Box::pin(async move {
+                        let value = |v: &Var| -> &(dyn tokio_postgres::types::ToSql + Sync) {
+                            match v {
+                                Var::Aid => &op.aid,
+                                Var::Bid => &op.bid,
+                                Var::Tid => &op.tid,
+                                Var::Delta => &op.delta,
+                            }
+                        };
+                        let params: Vec<Vec<&(dyn tokio_postgres::types::ToSql + Sync)>> =
+                            vars.iter().map(|vs| vs.iter().map(value).collect()).collect();
+                        // Sent in this order on one connection: one round trip for all of them.
+                        let statements = params.iter().zip(s).map(|(p, stmt)| c.query(stmt, p));
+                        let (begin, results) = futures_util::join!(c.batch_execute("BEGIN"), futures_util::future::join_all(statements));
+                        begin?;
+                        for r in results {
+                            r?;
                         }
-                        if retry && res.retries < 30 && started.elapsed() < self.op_timeout * 3 {
-                            res.retries += 1;
-                            tokio::time::sleep(Duration::from_millis(5 << res.retries.min(6))).await;
-                            continue;
-                        }
-                        return (OpDetail::Tpcb(op), res);
-                    }
-                    Err(_) => {
-                        res.error = Some(format!("timed out after {} ms before COMMIT", self.op_timeout.as_millis()));
-                        self.drop_conn();
-                        return (OpDetail::Tpcb(op), res);
-                    }
-                }
-                let (c, _) = self.conn.as_ref().expect("connected");
-                match tokio::time::timeout(self.op_timeout, c.batch_execute("COMMIT")).await {
-                    Ok(Ok(())) => {
-                        res.outcome = Outcome::Ok;
-                        res.error = None;
-                    }
-                    Ok(Err(e)) if bank_sql::is_retry(&e) && res.retries < 30 => {
-                        res.retries += 1;
-                        if c.is_closed() {
-                            self.drop_conn();
-                        }
-                        continue;
-                    }
-                    Ok(Err(e)) => {
-                        res.outcome = Outcome::Ambiguous;
-                        res.error = Some(format!("at COMMIT: {}", bank_sql::describe(&e)));
-                        if c.is_closed() {
-                            self.drop_conn();
-                        }
-                    }
-                    Err(_) => {
-                        res.outcome = Outcome::Ambiguous;
-                        res.error = Some(format!("COMMIT timed out after {} ms", self.op_timeout.as_millis()));
-                        self.drop_conn();
-                    }
-                }
-                return (OpDetail::Tpcb(op), res);
-            }
+                        Ok(())
+                    })
+                })
+                .await;
+            (OpDetail::Tpcb(op), res)
         })
     }
 }

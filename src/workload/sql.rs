@@ -1,0 +1,242 @@
+//! PostgreSQL-wire plumbing shared by the SQL workloads (bank, tpcb): connecting with
+//! timeouts, describing errors, and the one transaction protocol with roachlab's outcome
+//! rules (contract §5):
+//!
+//! - SQLSTATE 40001 (`restart transaction`), in the body or at COMMIT, is retried with backoff
+//!   and counted as a retry: the transaction did not commit.
+//! - Any other error before COMMIT is sent is `fail`: the server rolls the transaction back
+//!   (on ROLLBACK, or when the connection closes).
+//! - At COMMIT, any other error — 40003 `result is ambiguous`, 57P01 from a draining node, a
+//!   lost connection, a timeout — is `ambiguous`.
+//! - Every statement carries a statement timeout (and a client-side one), so nothing hangs
+//!   when quorum is lost.
+
+use std::time::{Duration, Instant};
+
+use futures_util::future::BoxFuture;
+use tokio_postgres::error::SqlState;
+use tokio_postgres::{Client, NoTls, Statement};
+
+use super::{OpResult, Outcome};
+use crate::{Error, Result};
+
+/// Which server speaks on the other end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    CockroachDb,
+    PostgreSql,
+}
+
+pub(crate) fn sql_err(url: &str, e: &tokio_postgres::Error) -> Error {
+    let detail = match e.as_db_error() {
+        Some(db) => format!("{} (SQLSTATE {})", db.message(), db.code().code()),
+        None => describe_pg_error(e),
+    };
+    Error::Engine { engine: "sql".into(), message: format!("{}: {detail}", redact(url)) }
+}
+
+/// The URL without its password.
+pub(crate) fn redact(url: &str) -> String {
+    match (url.find("://"), url.find('@')) {
+        (Some(s), Some(at)) if url[s + 3..at].contains(':') => {
+            let user_end = url[s + 3..at].find(':').map(|i| s + 3 + i).unwrap_or(at);
+            format!("{}:***{}", &url[..user_end], &url[at..])
+        }
+        _ => url.to_string(),
+    }
+}
+
+fn describe_pg_error(e: &tokio_postgres::Error) -> String {
+    let mut msg = e.to_string();
+    let mut src = std::error::Error::source(e);
+    while let Some(s) = src {
+        msg = format!("{msg}: {s}");
+        src = s.source();
+    }
+    msg
+}
+
+/// Connects with a statement timeout of `op_timeout` (so a server without quorum answers with
+/// an error instead of hanging) and a connect timeout of the same.
+pub async fn connect(url: &str, op_timeout: Duration) -> Result<Client> {
+    let mut config: tokio_postgres::Config = url
+        .parse()
+        .map_err(|e| Error::ConfigInvalid { origin: "--url".into(), message: format!("{} is not a PostgreSQL URL: {e}", redact(url)) })?;
+    config.connect_timeout(op_timeout);
+    config.options(format!("-c statement_timeout={}", op_timeout.as_millis()));
+    let (client, conn) = match tokio::time::timeout(op_timeout, config.connect(NoTls)).await {
+        Ok(r) => r.map_err(|e| sql_err(url, &e))?,
+        Err(_) => return Err(Error::Timeout { what: format!("connecting to {}", redact(url)), after_ms: op_timeout.as_millis() as u64 }),
+    };
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    Ok(client)
+}
+
+/// Asks the server what it is.
+pub async fn dialect(client: &Client) -> Result<Dialect> {
+    let row = client.query_one("SELECT version()", &[]).await.map_err(|e| Error::engine("sql", describe_pg_error(&e)))?;
+    let v: String = row.get(0);
+    Ok(if v.contains("CockroachDB") { Dialect::CockroachDb } else { Dialect::PostgreSql })
+}
+
+/// SQLSTATE 40001: the transaction must be retried.
+pub(crate) fn is_retry(e: &tokio_postgres::Error) -> bool {
+    e.code() == Some(&SqlState::T_R_SERIALIZATION_FAILURE)
+}
+
+/// A one-line description: the server's message and SQLSTATE, or the transport error.
+pub(crate) fn describe(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{} (SQLSTATE {})", db.message(), db.code().code()),
+        None => describe_pg_error(e),
+    }
+}
+
+/// Most retries of one transaction before it counts as failed.
+const MAX_RETRIES: u32 = 30;
+
+/// A worker's connection with its prepared statements, re-established (with backoff) when it
+/// is lost.
+pub struct SqlConn {
+    url: String,
+    op_timeout: Duration,
+    statements: Vec<String>,
+    conn: Option<(Client, Vec<Statement>)>,
+    /// A connection existed and was lost: the next successful connect is a reconnect.
+    lost: bool,
+    backoff: Duration,
+}
+
+impl SqlConn {
+    /// A connection to `url` that prepares `statements` whenever it connects.
+    pub fn new(url: &str, op_timeout: Duration, statements: Vec<String>) -> Self {
+        Self { url: url.to_string(), op_timeout, statements, conn: None, lost: false, backoff: Duration::from_millis(50) }
+    }
+
+    /// Connects if needed, sleeping a backoff (50 ms doubling to 1 s) after a failed attempt.
+    /// Returns whether this was a reconnect.
+    async fn ensure(&mut self) -> std::result::Result<bool, String> {
+        if let Some((c, _)) = &self.conn {
+            if !c.is_closed() {
+                return Ok(false);
+            }
+            self.conn = None;
+            self.lost = true;
+        }
+        let attempt = async {
+            let client = connect(&self.url, self.op_timeout).await.map_err(|e| e.to_string())?;
+            let mut prepared = Vec::new();
+            for sql in &self.statements {
+                prepared.push(client.prepare(sql).await.map_err(|e| describe(&e))?);
+            }
+            Ok::<_, String>((client, prepared))
+        };
+        match attempt.await {
+            Ok(c) => {
+                self.conn = Some(c);
+                self.backoff = Duration::from_millis(50);
+                Ok(std::mem::take(&mut self.lost))
+            }
+            Err(e) => {
+                tokio::time::sleep(self.backoff).await;
+                self.backoff = (self.backoff * 2).min(Duration::from_secs(1));
+                Err(format!("cannot connect: {e}"))
+            }
+        }
+    }
+
+    fn drop_conn(&mut self) {
+        if self.conn.take().is_some() {
+            self.lost = true;
+        }
+    }
+
+    /// Runs one transaction under the outcome rules: `body` sends BEGIN and the statements
+    /// (it may pipeline them); COMMIT follows on its own, only once the body succeeded
+    /// (PostgreSQL answers COMMIT of an aborted transaction with a silent ROLLBACK).
+    pub async fn transaction<F>(&mut self, mut body: F) -> OpResult
+    where
+        F: for<'c> FnMut(&'c Client, &'c [Statement]) -> BoxFuture<'c, std::result::Result<(), tokio_postgres::Error>>,
+    {
+        let mut res = OpResult { outcome: Outcome::Fail, retries: 0, reconnects: 0, error: None };
+        let started = Instant::now();
+        loop {
+            match self.ensure().await {
+                Ok(true) => res.reconnects += 1,
+                Ok(false) => {}
+                Err(e) => {
+                    res.error = Some(e);
+                    return res; // fail: nothing was sent
+                }
+            }
+            let (client, statements) = self.conn.as_ref().expect("connected");
+            match tokio::time::timeout(self.op_timeout, body(client, statements)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    let retry = is_retry(&e);
+                    res.error = Some(describe(&e));
+                    if client.is_closed() {
+                        self.drop_conn();
+                    } else {
+                        let _ = tokio::time::timeout(self.op_timeout, client.batch_execute("ROLLBACK")).await;
+                    }
+                    if retry && res.retries < MAX_RETRIES && started.elapsed() < self.op_timeout * 3 {
+                        res.retries += 1;
+                        tokio::time::sleep(Duration::from_millis(5 << res.retries.min(6))).await;
+                        continue;
+                    }
+                    return res; // fail: COMMIT was never sent
+                }
+                Err(_) => {
+                    res.error = Some(format!("timed out after {} ms before COMMIT", self.op_timeout.as_millis()));
+                    self.drop_conn(); // the connection is mid-transaction: abandon it
+                    return res;
+                }
+            }
+            let (client, _) = self.conn.as_ref().expect("connected");
+            match tokio::time::timeout(self.op_timeout, client.batch_execute("COMMIT")).await {
+                Ok(Ok(())) => {
+                    res.outcome = Outcome::Ok;
+                    res.error = None;
+                    return res;
+                }
+                Ok(Err(e)) if is_retry(&e) && res.retries < MAX_RETRIES => {
+                    // A retry error at COMMIT: the transaction did not commit.
+                    res.retries += 1;
+                    res.error = Some(describe(&e));
+                    if client.is_closed() {
+                        self.drop_conn();
+                    }
+                    tokio::time::sleep(Duration::from_millis(5 << res.retries.min(6))).await;
+                }
+                Ok(Err(e)) => {
+                    res.outcome = Outcome::Ambiguous;
+                    res.error = Some(format!("at COMMIT: {}", describe(&e)));
+                    if client.is_closed() {
+                        self.drop_conn();
+                    }
+                    return res;
+                }
+                Err(_) => {
+                    res.outcome = Outcome::Ambiguous;
+                    res.error = Some(format!("COMMIT timed out after {} ms", self.op_timeout.as_millis()));
+                    self.drop_conn();
+                    return res;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_are_redacted_from_urls() {
+        assert_eq!(redact("postgres://bob:secret@127.0.0.1:5432/db"), "postgres://bob:***@127.0.0.1:5432/db");
+        assert_eq!(redact("postgresql://root@127.0.0.1:26257/defaultdb"), "postgresql://root@127.0.0.1:26257/defaultdb");
+    }
+}
