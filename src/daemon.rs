@@ -11,7 +11,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -26,6 +26,13 @@ use crate::lab::Lab;
 use crate::node::NodeId;
 use crate::supervisor::Supervisor;
 use crate::{Error, Result};
+
+/// `GET /v1/leaseholder?table=bank.bank&key=0`.
+#[derive(serde::Deserialize)]
+struct LeaseholderQuery {
+    table: String,
+    key: i64,
+}
 
 #[derive(Clone)]
 struct AppState {
@@ -102,6 +109,15 @@ fn router(state: AppState) -> Router {
             "/v1/down",
             post(|State(s): State<AppState>, h: HeaderMap, Json(r): Json<DownRequest>| async move {
                 streamed(&s, &h, move |sup| async move { sup.down(r.fast).await }, true)
+            }),
+        )
+        .route(
+            "/v1/leaseholder",
+            get(|State(s): State<AppState>, Query(q): Query<LeaseholderQuery>| async move {
+                match s.sup.leaseholder_of(&q.table, q.key).await {
+                    Ok(node) => (StatusCode::OK, Json(serde_json::json!({ "node": node }))).into_response(),
+                    Err(e) => (StatusCode::BAD_REQUEST, Json(StreamItem::Error(ApiError::from(&e)))).into_response(),
+                }
             }),
         )
         .route(

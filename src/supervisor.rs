@@ -995,6 +995,20 @@ impl Supervisor {
         Ok(())
     }
 
+    /// Our id of the node holding the lease for `key` of `table` (CockroachDB).
+    pub async fn leaseholder_of(&self, table: &str, key: i64) -> Result<NodeId> {
+        let members: Vec<Member> = self.members().into_iter().filter(|m| self.is_ready(m.id)).collect();
+        if members.is_empty() {
+            return Err(Error::Refused("no member is ready to ask".into()));
+        }
+        let engine_id = self.inner.engine.leaseholder_of(&members, table, key).await?;
+        self.members()
+            .into_iter()
+            .find(|m| m.engine_id.unwrap_or(m.id as u64) == engine_id)
+            .map(|m| m.id)
+            .ok_or_else(|| Error::Refused(format!("the leaseholder is node ID {engine_id}, which this lab does not know")))
+    }
+
     /// Sets a cluster setting through the engine (asked of a ready member).
     pub async fn set_setting(&self, name: &str, value: &str) -> Result<serde_json::Value> {
         let _op = self.inner.op_lock.lock().await;

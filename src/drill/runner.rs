@@ -130,6 +130,11 @@ impl Ctx<'_> {
                 }
                 running[self.rng.usize(0..running.len())]
             }
+            NodeRef::LeaseholderOf { table, key } => {
+                let q = format!("/v1/leaseholder?table={table}&key={key}");
+                let v: serde_json::Value = self.client.get(&q).await?;
+                v["node"].as_u64().ok_or_else(|| Error::Refused(format!("no leaseholder for {table} row {key}")))? as NodeId
+            }
             NodeRef::Target => match self.opts.node {
                 Some(id) => id,
                 None => {

@@ -257,6 +257,11 @@ pub enum NodeRef {
     /// The drill's target: `--node N` if given, else the leader where the engine has one,
     /// else the highest-numbered running node.
     Target,
+    /// The node holding the lease for a row (CockroachDB): `leaseholder-of bank.bank 0`.
+    LeaseholderOf {
+        table: String,
+        key: i64,
+    },
 }
 
 impl std::fmt::Display for NodeRef {
@@ -267,6 +272,7 @@ impl std::fmt::Display for NodeRef {
             NodeRef::Random => f.write_str("a random node"),
             NodeRef::Same => f.write_str("the same node"),
             NodeRef::Target => f.write_str("the target node"),
+            NodeRef::LeaseholderOf { table, key } => write!(f, "the leaseholder of {table} row {key}"),
         }
     }
 }
@@ -354,6 +360,16 @@ fn node_ref(word: &str) -> std::result::Result<NodeRef, String> {
         "random" => Ok(NodeRef::Random),
         "same" => Ok(NodeRef::Same),
         "target" => Ok(NodeRef::Target),
+        w if w.starts_with("leaseholder-of") => {
+            let parts: Vec<&str> = w.split_whitespace().collect();
+            match parts.as_slice() {
+                ["leaseholder-of", table, key] => Ok(NodeRef::LeaseholderOf {
+                    table: table.to_string(),
+                    key: key.parse().map_err(|_| format!("`{key}` is not an integer key: write `leaseholder-of <table> <key>`"))?,
+                }),
+                _ => Err(format!("`{w}`: write `leaseholder-of <table> <key>`, e.g. `leaseholder-of bank.bank 0`")),
+            }
+        }
         w => w
             .parse::<u32>()
             .map(NodeRef::Id)
@@ -586,6 +602,13 @@ condition = "members_up >= 3"
         let text = "name = \"t\"\n[[step]]\naction = \"wait\"\nduration = \"5s\"\ncolour = 1\n";
         let err = Scenario::parse(text, "d.toml", &[1]).unwrap_err().to_string();
         assert!(err.contains("unknown field `colour`"), "{err}");
+    }
+
+    #[test]
+    fn leaseholder_references() {
+        assert_eq!(node_ref("leaseholder-of bank.bank 7").unwrap(), NodeRef::LeaseholderOf { table: "bank.bank".into(), key: 7 });
+        assert!(node_ref("leaseholder-of bank.bank").unwrap_err().contains("leaseholder-of <table> <key>"));
+        assert!(node_ref("leaseholder-of t x").unwrap_err().contains("not an integer key"));
     }
 
     #[test]

@@ -246,6 +246,18 @@ pub fn parse_vars(text: &str) -> Result<VarsFigures> {
     Ok(f)
 }
 
+/// Reads `cockroach sql --format=csv` output of `SELECT lease_holder ...`: a header line, then
+/// the node ID.
+pub fn parse_leaseholder(csv: &str) -> Result<u64> {
+    let mut lines = csv.lines().map(str::trim).filter(|l| !l.is_empty());
+    match (lines.next(), lines.next()) {
+        (Some("lease_holder"), Some(v)) => {
+            v.parse().map_err(|_| Error::engine("cockroach", format!("unexpected lease_holder value `{v}`")))
+        }
+        _ => Err(Error::engine("cockroach", format!("unexpected SHOW RANGE output: {}", csv.trim()))),
+    }
+}
+
 /// Adds optional counts, keeping `None` only if every term is `None`.
 fn add(a: Option<u64>, b: Option<u64>) -> Option<u64> {
     match (a, b) {
@@ -375,6 +387,25 @@ impl Engine for Cockroach {
                 return Err(Error::engine("cockroach", format!("SET CLUSTER SETTING {name} failed: {}", last_lines(&err, &out))));
             }
             Ok(())
+        })
+    }
+
+    fn leaseholder_of<'a>(&'a self, members: &'a [Member], table: &'a str, key: i64) -> BoxFuture<'a, Result<u64>> {
+        Box::pin(async move {
+            if table.is_empty() || !table.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.') {
+                return Err(Error::Refused(format!("`{table}` is not a table name (letters, digits, `_`, `.`)")));
+            }
+            let first = members.first().ok_or_else(|| Error::engine("cockroach", "no member to ask"))?;
+            let sql = format!("SELECT lease_holder FROM [SHOW RANGE FROM TABLE {table} FOR ROW ({key})]");
+            let args = vec!["sql".into(), "--insecure".into(), Self::host_flag(first), "--format=csv".into(), "-e".into(), sql];
+            let (ok, out, err) = run_cli("cockroach", &self.binary()?, &args, &offline_env(), Duration::from_secs(20)).await?;
+            if !ok {
+                return Err(Error::engine(
+                    "cockroach",
+                    format!("cannot find the leaseholder of {table} row {key}: {}", last_lines(&err, &out)),
+                ));
+            }
+            parse_leaseholder(&out)
         })
     }
 
@@ -623,6 +654,13 @@ mod tests {
         // Cut at a third: the samples before the cut survive, the rest are absent.
         let cut = parse_vars(&text[..text.len() / 3]).unwrap();
         assert_eq!((cut.leaseholders, cut.ranges_underreplicated), (Some(19), None));
+    }
+
+    #[test]
+    fn leaseholder_from_csv() {
+        assert_eq!(parse_leaseholder("lease_holder\n3\n").unwrap(), 3);
+        assert!(parse_leaseholder("").is_err());
+        assert!(parse_leaseholder("lease_holder\nNULL\n").unwrap_err().to_string().contains("NULL"));
     }
 
     #[test]

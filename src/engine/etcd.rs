@@ -300,6 +300,10 @@ impl Engine for Etcd {
         })
     }
 
+    fn leaseholder_of<'a>(&'a self, _members: &'a [Member], _table: &'a str, _key: i64) -> BoxFuture<'a, Result<u64>> {
+        Box::pin(async { Err(Error::Refused("etcd has no leaseholders: use `leader` (the Raft leader serves every write)".into())) })
+    }
+
     fn prepare_join<'a>(&'a self, members: &'a [Member], new: Member) -> BoxFuture<'a, Result<()>> {
         Box::pin(async move {
             let refs: Vec<&Member> = members.iter().filter(|m| m.id != new.id).collect();

@@ -126,6 +126,11 @@ pub trait Engine: Send + Sync + std::fmt::Debug {
     /// Engines without cluster settings refuse.
     fn set_setting<'a>(&'a self, members: &'a [Member], name: &'a str, value: &'a str) -> BoxFuture<'a, Result<()>>;
 
+    /// The engine id of the node holding the lease for `key` of `table` (CockroachDB:
+    /// `SHOW RANGE FROM TABLE <table> FOR ROW (<key>)`, column `lease_holder`). Engines
+    /// without leases refuse.
+    fn leaseholder_of<'a>(&'a self, members: &'a [Member], table: &'a str, key: i64) -> BoxFuture<'a, Result<u64>>;
+
     /// Before a new node starts (`node add`): tell the cluster (etcd `member add`).
     fn prepare_join<'a>(&'a self, members: &'a [Member], new: Member) -> BoxFuture<'a, Result<()>>;
 

@@ -99,6 +99,12 @@ fn a_bad_scenario_file_fails_to_load_with_its_line() {
     let out = lab.run(&["drill", "run", file.to_str().unwrap()]);
     assert!(text(&out.stderr).contains(":2:1: `=>` is not a comparison"), "{}", text(&out.stderr));
     assert!(!lab.lab_dir().join("runs").exists(), "nothing ran");
+    // A reference the engine cannot resolve fails the step with the engine's reason.
+    std::fs::write(&file, "name = \"lease\"\n[[step]]\naction = \"kill\"\nnode = \"leaseholder-of bank.bank 0\"\n").unwrap();
+    let out = lab.run(&["drill", "run", file.to_str().unwrap(), "--baseline", "1s"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stdout).contains("etcd has no leaseholders: use `leader`"), "{}", text(&out.stdout));
+    assert!(lab.status()["nodes"].as_array().unwrap().iter().all(|n| n["state"] == "running"), "nothing was killed");
 }
 
 #[test]
