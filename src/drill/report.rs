@@ -19,7 +19,7 @@ fn phase_rows(phases: &[PhaseMetrics]) -> Vec<(&'static str, Vec<String>)> {
     let col = |f: &dyn Fn(&PhaseMetrics) -> String| phases.iter().map(f).collect::<Vec<_>>();
     vec![
         ("fault", col(&|p| p.mark.fault.clone().unwrap_or_else(|| "–".into()))),
-        ("duration", col(&|p| format!("{:.1} s", (p.mark.end_ms - p.mark.start_ms) as f64 / 1000.0))),
+        ("duration", col(&|p| format!("{:.1} s", p.mark.end_ms.saturating_sub(p.mark.start_ms) as f64 / 1000.0))),
         ("ok", col(&|p| p.counts.ok.to_string())),
         ("fail", col(&|p| p.counts.fail.to_string())),
         ("ambiguous", col(&|p| p.counts.ambiguous.to_string())),

@@ -455,7 +455,7 @@ pub async fn run(
         .filter(|e: &Event| e.mono_ms >= t0_mono)
         .collect();
     let baseline = marks.first().map(|m| {
-        let secs = (m.end_ms - m.start_ms) as f64 / 1000.0;
+        let secs = m.end_ms.saturating_sub(m.start_ms) as f64 / 1000.0;
         ops.iter().filter(|o| o.outcome == workload::Outcome::Ok && o.start_ms < m.end_ms).count() as f64 / secs.max(0.001)
     });
     let phases = metrics::compute(&marks, &ops, &events, t0_mono, baseline.unwrap_or(0.0));
