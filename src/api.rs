@@ -60,6 +60,15 @@ pub struct StopRequest {
     pub grace_ms: Option<u64>,
 }
 
+/// Body of `POST /v1/nodes/{id}/start`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct StartRequest {
+    /// Return once the process runs instead of waiting until it is ready (and UP in HAProxy).
+    /// Needed to restore a majority: a lone restarted member cannot be ready without quorum.
+    #[serde(default)]
+    pub no_wait: bool,
+}
+
 /// Body of `POST /v1/nodes/{id}/decommission`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct DecommissionRequest {

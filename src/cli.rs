@@ -231,7 +231,12 @@ pub enum NodeCommand {
     /// SIGKILL the node now: no drain.
     Kill { id: NodeId },
     /// Restart a stopped node on its store and wait until it is ready.
-    Start { id: NodeId },
+    Start {
+        id: NodeId,
+        /// Return once the process runs (a lone member cannot be ready while quorum is lost).
+        #[arg(long)]
+        no_wait: bool,
+    },
     /// Add a new node to the cluster and to HAProxy.
     Add,
     /// Remove a node from the cluster for good (CockroachDB decommission, etcd member remove), then stop it.
@@ -303,7 +308,16 @@ pub async fn run(cli: Cli) -> Result<i32> {
             let mut extra_ids = Vec::new();
             let (text, origin) = match &command {
                 DrillCommand::GracefulVsKill => (built_in("graceful-vs-kill"), "<built-in graceful-vs-kill>".to_string()),
-                DrillCommand::QuorumLoss => (built_in("quorum-loss"), "<built-in quorum-loss>".to_string()),
+                DrillCommand::QuorumLoss => {
+                    let state = LabState::load(&lab.state_file())?.ok_or_else(|| Error::NoLab { dir: lab.dir().to_path_buf() })?;
+                    let members = state.members().count();
+                    if members < 3 {
+                        return Err(Error::Refused(format!(
+                            "quorum-loss needs at least 3 members to show a majority surviving one failure; this lab has {members} (`roachlab node add`)"
+                        )));
+                    }
+                    (crate::drill::quorum_loss_scenario(members), "<built-in quorum-loss>".to_string())
+                }
                 DrillCommand::Scale { to } => {
                     let state = LabState::load(&lab.state_file())?.ok_or_else(|| Error::NoLab { dir: lab.dir().to_path_buf() })?;
                     let members = state.members().count();
@@ -706,7 +720,9 @@ async fn node(lab: &Lab, command: NodeCommand) -> Result<i32> {
             stream(&client, &format!("/v1/nodes/{id}/stop"), &req).await?
         }
         NodeCommand::Kill { id } => stream(&client, &format!("/v1/nodes/{id}/kill"), &empty).await?,
-        NodeCommand::Start { id } => stream(&client, &format!("/v1/nodes/{id}/start"), &empty).await?,
+        NodeCommand::Start { id, no_wait } => {
+            stream(&client, &format!("/v1/nodes/{id}/start"), &crate::api::StartRequest { no_wait }).await?
+        }
         NodeCommand::Add => stream(&client, "/v1/nodes/add", &empty).await?,
         NodeCommand::Decommission { id, force } => {
             stream(&client, &format!("/v1/nodes/{id}/decommission"), &DecommissionRequest { force }).await?

@@ -20,7 +20,7 @@ use tokio::net::UnixListener;
 use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 
-use crate::api::{ApiError, DecommissionRequest, DownRequest, SettingRequest, StopRequest, StreamItem, CLIENT_HEADER};
+use crate::api::{ApiError, DecommissionRequest, DownRequest, SettingRequest, StartRequest, StopRequest, StreamItem, CLIENT_HEADER};
 use crate::events::{write_timeline, EventBus};
 use crate::lab::Lab;
 use crate::node::NodeId;
@@ -134,8 +134,8 @@ fn router(state: AppState) -> Router {
         )
         .route(
             "/v1/nodes/{id}/start",
-            post(|State(s): State<AppState>, h: HeaderMap, Path(id): Path<NodeId>| async move {
-                streamed(&s, &h, move |sup| async move { sup.start_node(id).await }, false)
+            post(|State(s): State<AppState>, h: HeaderMap, Path(id): Path<NodeId>, body: Option<Json<StartRequest>>| async move {
+                streamed(&s, &h, move |sup| async move { sup.start_node(id, body.is_some_and(|Json(b)| b.no_wait)).await }, false)
             }),
         )
         .route(

@@ -941,9 +941,9 @@ impl Supervisor {
         Ok(serde_json::json!({ "started": to_start, "nodes": all }))
     }
 
-    /// `node start N`: restarts a stopped member on its store and waits until it is ready
-    /// (and UP in HAProxy, when HAProxy runs).
-    pub async fn start_node(&self, node: NodeId) -> Result<serde_json::Value> {
+    /// `node start N`: restarts a stopped member on its store and, unless `no_wait`, waits
+    /// until it is ready (and UP in HAProxy, when HAProxy runs).
+    pub async fn start_node(&self, node: NodeId, no_wait: bool) -> Result<serde_json::Value> {
         let _op = self.inner.op_lock.lock().await;
         self.emit(EventKind::Command { command: format!("node start {node}"), by: crate::events::requester() });
         let rec = self.state().node(node)?.clone();
@@ -957,6 +957,9 @@ impl Supervisor {
         let members = self.members();
         let mode = if self.state().initialized { StartMode::Restart } else { StartMode::Initial };
         self.spawn_node(node, mode, &members)?;
+        if no_wait {
+            return Ok(serde_json::json!({ "node": node }));
+        }
         let spec = self.spec();
         self.wait_ready(&[node], spec.timeouts.ready).await?;
         if self.state().haproxy.is_some() {

@@ -38,7 +38,59 @@ pub fn scale_scenario(members: usize, next_id: u32, to: usize) -> (String, Vec<u
     (s, new_ids)
 }
 
-/// The built-in drills: (name, scenario text).
+/// The `quorum-loss` drill for a lab of `members` members ("remove all but one node"): kill
+/// members one at a time while a majority remains (`one-down`), then down to one
+/// (`quorum-lost`: writes must stop), restore one (`one-restored`), restore all. For 3
+/// members this is `configs/drills/quorum-loss.toml`. Needs at least 3 members.
+pub fn quorum_loss_scenario(members: usize) -> String {
+    let needed = members / 2 + 1;
+    let tolerated = members - needed;
+    let mut s = format!(
+        "name = \"quorum-loss\"\n\
+         description = \"Kill nodes until one of {members} remains: writes must stop. Restore one: a majority again, writes resume. Restore the rest: fully replicated.\"\n\n\
+         [workload]\nconcurrency = 4\nrows = 1000\nop_timeout = \"3s\"\n\n\
+         [[expect]]\nphase = \"one-down\"\nmetric = \"ok\"\ncmp = \">\"\nvalue = 0\ntext = \"{up} of {members} up is still a majority of {needed}: writes continue\"\n\n\
+         [[expect]]\nphase = \"quorum-lost\"\nmetric = \"ok\"\ncmp = \"==\"\nvalue = 0\ntext = \"1 of {members} up is not a majority of {needed}: no write can commit\"\n\n\
+         [[expect]]\nphase = \"one-restored\"\nmetric = \"ok\"\ncmp = \">\"\nvalue = 0\ntext = \"{needed} of {members} up again: a majority, writes resume\"\n\n\
+         [[step]]\naction = \"phase\"\nname = \"one-down\"\n",
+        up = members - tolerated.max(1),
+    );
+    let kill = |s: &mut String, up_after: usize| {
+        s.push_str(&format!(
+            "[[step]]\naction = \"kill\"\nnode = \"random\"\n[[step]]\naction = \"wait_until\"\ncondition = \"members_up == {up_after}\"\ntimeout = \"10s\"\n"
+        ));
+    };
+    // Down to the last majority (at least one kill), observed for a while.
+    let first = tolerated.max(1);
+    for k in 1..=first {
+        kill(&mut s, members - k);
+    }
+    s.push_str("[[step]]\naction = \"wait\"\nduration = \"5s\"\n");
+    // Then down to one.
+    for k in first + 1..members {
+        kill(&mut s, members - k);
+    }
+    // Restore enough for a majority: the last killed first.
+    s.push_str(
+        "[[step]]\naction = \"wait_until\"\ncondition = \"quorum == 0\"\ntimeout = \"10s\"\n\
+         [[step]]\naction = \"phase\"\nname = \"quorum-lost\"\n[[step]]\naction = \"wait\"\nduration = \"6s\"\n\
+         [[step]]\naction = \"phase\"\nname = \"one-restored\"\n",
+    );
+    // All at once: a lone restarted member cannot become ready without a majority.
+    for _ in 1..needed {
+        s.push_str("[[step]]\naction = \"start\"\nnode = \"stopped\"\nwait = false\n");
+    }
+    s.push_str(&format!(
+        "[[step]]\naction = \"wait_until\"\ncondition = \"quorum == 1\"\ntimeout = \"60s\"\n\
+         [[step]]\naction = \"wait_until\"\ncondition = \"ready_nodes >= {needed}\"\ntimeout = \"60s\"\n\
+         [[step]]\naction = \"wait\"\nduration = \"6s\"\n\
+         [[step]]\naction = \"phase\"\nname = \"all-restored\"\n[[step]]\naction = \"start_all\"\n\
+         [[step]]\naction = \"wait_until\"\ncondition = \"ready_nodes == {members}\"\ntimeout = \"60s\"\n[[step]]\naction = \"wait\"\nduration = \"3s\"\n"
+    ));
+    s
+}
+
+/// The built-in drills with fixed text: (name, scenario text).
 pub const BUILT_IN: [(&str, &str); 2] = [
     ("graceful-vs-kill", include_str!("../../configs/drills/graceful-vs-kill.toml")),
     ("quorum-loss", include_str!("../../configs/drills/quorum-loss.toml")),
@@ -60,6 +112,15 @@ mod tests {
             files += 1;
         }
         assert!(files >= 3, "the example drills");
+        for members in [3, 4, 5, 7] {
+            let text = super::quorum_loss_scenario(members);
+            let ids: Vec<u32> = (1..=members as u32).collect();
+            let s = super::scenario::Scenario::parse(&text, "quorum-loss", &ids).unwrap_or_else(|e| panic!("{members}: {e}\n{text}"));
+            let kills = s.steps.iter().filter(|st| matches!(st.action, super::scenario::Action::Kill { .. })).count();
+            assert_eq!(kills, members - 1, "{members} members: kill until one remains");
+            let starts = s.steps.iter().filter(|st| matches!(st.action, super::scenario::Action::Start { .. })).count();
+            assert_eq!(starts, members / 2, "{members} members: restore to a bare majority");
+        }
         let (text, new) = super::scale_scenario(3, 4, 5);
         assert_eq!(new, vec![4, 5]);
         let s = super::scenario::Scenario::parse(&text, "scale", &[1, 2, 3, 4, 5]).unwrap();

@@ -98,6 +98,8 @@ struct Ctx<'a> {
     opts: &'a DrillOptions,
     rng: fastrand::Rng,
     last: Option<NodeId>,
+    /// Nodes this drill stopped, killed or decommissioned, in order.
+    downed: Vec<NodeId>,
     t0: Instant,
     marks: Vec<PhaseMark>,
     failures: Vec<String>,
@@ -129,6 +131,11 @@ impl Ctx<'_> {
                     return Err(Error::Refused("no running node to choose from".into()));
                 }
                 running[self.rng.usize(0..running.len())]
+            }
+            NodeRef::Stopped => {
+                let stopped = stopped_members(&s);
+                let recent = self.downed.iter().rev().find(|id| stopped.contains(id)).copied();
+                recent.or_else(|| stopped.first().copied()).ok_or_else(|| Error::Refused("no stopped node to start".into()))?
             }
             NodeRef::LeaseholderOf { table, key } => {
                 let q = format!("/v1/leaseholder?table={table}&key={key}");
@@ -186,6 +193,9 @@ impl Ctx<'_> {
     }
 
     fn fault(&mut self, what: String) {
+        if let Some(id) = self.last {
+            self.downed.push(id);
+        }
         self.record(StepKind::Fault, what.clone());
         let now = self.now_ms();
         if let Some(m) = self.marks.last_mut() {
@@ -235,10 +245,11 @@ impl Ctx<'_> {
                 let body = serde_json::json!({ "force": force });
                 self.node_request(&format!("decommission node {id}"), format!("/v1/nodes/{id}/decommission"), body).await?;
             }
-            Action::Start { node } => {
+            Action::Start { node, wait } => {
                 let id = self.resolve(node).await?;
                 self.recovery(format!("start node {id}"));
-                self.node_request(&format!("start node {id}"), format!("/v1/nodes/{id}/start"), serde_json::json!({})).await?;
+                let body = serde_json::json!({ "no_wait": !wait });
+                self.node_request(&format!("start node {id}"), format!("/v1/nodes/{id}/start"), body).await?;
             }
             Action::StartAll => {
                 self.recovery("start every stopped member".into());
@@ -388,6 +399,7 @@ pub async fn run(
         opts,
         rng: fastrand::Rng::with_seed(opts.seed),
         last: None,
+        downed: Vec::new(),
         t0,
         marks: Vec::new(),
         failures: Vec::new(),

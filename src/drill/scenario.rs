@@ -55,6 +55,10 @@ pub struct WorkloadSpec {
     pub op_timeout: Duration,
 }
 
+fn yes() -> bool {
+    true
+}
+
 fn default_concurrency() -> usize {
     4
 }
@@ -87,6 +91,9 @@ enum RawStep {
     },
     Start {
         node: NodeRefRaw,
+        /// Wait until the node is ready (default). `false` to restore a majority node by node.
+        #[serde(default = "yes")]
+        wait: bool,
     },
     StartAll {},
     Add {},
@@ -257,6 +264,9 @@ pub enum NodeRef {
     /// The drill's target: `--node N` if given, else the leader where the engine has one,
     /// else the highest-numbered running node.
     Target,
+    /// A member the drill took down that is still stopped, the most recent first (else any
+    /// stopped member): restores in reverse order.
+    Stopped,
     /// The node holding the lease for a row (CockroachDB): `leaseholder-of bank.bank 0`.
     LeaseholderOf {
         table: String,
@@ -272,6 +282,7 @@ impl std::fmt::Display for NodeRef {
             NodeRef::Random => f.write_str("a random node"),
             NodeRef::Same => f.write_str("the same node"),
             NodeRef::Target => f.write_str("the target node"),
+            NodeRef::Stopped => f.write_str("a stopped node"),
             NodeRef::LeaseholderOf { table, key } => write!(f, "the leaseholder of {table} row {key}"),
         }
     }
@@ -360,6 +371,7 @@ fn node_ref(word: &str) -> std::result::Result<NodeRef, String> {
         "random" => Ok(NodeRef::Random),
         "same" => Ok(NodeRef::Same),
         "target" => Ok(NodeRef::Target),
+        "stopped" => Ok(NodeRef::Stopped),
         w if w.starts_with("leaseholder-of") => {
             let parts: Vec<&str> = w.split_whitespace().collect();
             match parts.as_slice() {
@@ -428,6 +440,8 @@ pub enum Action {
     },
     Start {
         node: NodeRef,
+        /// Wait until the node is ready.
+        wait: bool,
     },
     /// Starts every member that is not running.
     StartAll,
@@ -504,7 +518,7 @@ impl Scenario {
                 RawStep::Phase { name } => Action::Phase { name },
                 RawStep::Stop { node: n, grace } => Action::Stop { node: node(&n)?, grace },
                 RawStep::Kill { node: n } => Action::Kill { node: node(&n)? },
-                RawStep::Start { node: n } => Action::Start { node: node(&n)? },
+                RawStep::Start { node: n, wait } => Action::Start { node: node(&n)?, wait },
                 RawStep::StartAll {} => Action::StartAll,
                 RawStep::Add {} => Action::Add,
                 RawStep::Decommission { node: n, force } => Action::Decommission { node: node(&n)?, force },

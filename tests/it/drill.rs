@@ -159,3 +159,19 @@ fn demo_brings_a_cluster_up_runs_the_drill_and_leaves_it_up() {
     assert!(out.contains("the cluster is still up"));
     assert!(lab.status()["nodes"].as_array().unwrap().iter().all(|n| n["state"] == "running"));
 }
+
+#[test]
+fn quorum_loss_on_five_members_restores_a_majority_at_once() {
+    let lab = TestLab::new("etcd", 5);
+    lab.up();
+    let out = lab.ok(&["drill", "quorum-loss", "--seed", "4", "--baseline", "2s"]);
+    let (_, r) = results_of(&out);
+    validate(&r);
+    assert!(out.contains("1 of 5 up is not a majority of 3"), "{out}");
+    assert_eq!(phase(&r, "quorum-lost")["counts"]["ok"], 0);
+    assert!(phase(&r, "one-restored")["counts"]["ok"].as_u64().unwrap() > 0, "3 of 5 restored together can commit");
+    let kills = r["steps"].as_array().unwrap().iter().filter(|s| s["what"].as_str().unwrap().starts_with("SIGKILL")).count();
+    assert_eq!(kills, 4, "kill until one remains");
+    assert_eq!(r["check"]["violations"], serde_json::json!([]));
+    assert!(lab.status()["nodes"].as_array().unwrap().iter().all(|n| n["state"] == "running"));
+}
