@@ -547,9 +547,9 @@ fn stop_on_ctrl_c() -> std::sync::Arc<std::sync::atomic::AtomicBool> {
     stop
 }
 
-/// A PostgreSQL-wire target, for workloads that only speak SQL (tpcb).
-fn sql_target(lab: &Lab, url: Option<String>) -> Result<String> {
-    match workload_target(lab, url)? {
+/// The URL of a PostgreSQL-wire target, for workloads that only speak SQL (tpcb).
+fn require_sql(target: Target) -> Result<String> {
+    match target {
         Target::Sql(url) => Ok(url),
         Target::Etcd(url) => {
             Err(Error::Refused(format!("{url}: tpcb runs on PostgreSQL-wire servers (CockroachDB, PostgreSQL), not etcd")))
@@ -561,7 +561,7 @@ async fn workload(lab: &Lab, command: WorkloadCommand) -> Result<i32> {
     use crate::workload::{self, bank_etcd, bank_sql, tpcb};
     match command {
         WorkloadCommand::Init { name: WorkloadName::Tpcb, scale, url, .. } => {
-            let url = sql_target(lab, url)?;
+            let url = require_sql(workload_target(lab, url)?)?;
             if scale < 1 {
                 return Err(Error::Refused("--scale must be at least 1".into()));
             }
@@ -569,46 +569,8 @@ async fn workload(lab: &Lab, command: WorkloadCommand) -> Result<i32> {
             println!("tpcb: scale {scale}: {scale} branches, {} tellers, {} accounts", 10 * scale, 100_000 * scale);
             Ok(0)
         }
-        WorkloadCommand::Run {
-            name: WorkloadName::Tpcb,
-            concurrency,
-            progress,
-            duration,
-            max_rate,
-            tolerate_errors,
-            op_timeout,
-            json,
-            seed,
-            url,
-        } => {
-            let url = sql_target(lab, url)?;
-            if concurrency == 0 {
-                return Err(Error::Refused("--clients must be at least 1".into()));
-            }
-            let scale = tpcb::scale(&url).await.map_err(|e| Error::Refused(format!("{e}; run `roachlab workload init tpcb` first")))?;
-            if scale < 1 {
-                return Err(Error::Refused("pgbench_branches is empty; run `roachlab workload init tpcb` first".into()));
-            }
-            let run_dir = workload::new_run_dir(lab.dir(), "tpcb")?;
-            let opts = workload::RunOptions {
-                concurrency,
-                duration,
-                max_rate,
-                json,
-                tolerate_errors,
-                seed,
-                progress,
-                style: workload::Style::Pgbench { scale },
-                quiet: false,
-            };
-            let summary = workload::run_workers("tpcb", &opts, &run_dir, stop_on_ctrl_c(), |_| {
-                Box::new(tpcb::TpcbWorker::new(&url, scale, op_timeout)) as Box<dyn workload::Worker>
-            })
-            .await?;
-            Ok(if summary.counts.errors() > 0 && !tolerate_errors { 1 } else { 0 })
-        }
         WorkloadCommand::Check { name: WorkloadName::Tpcb, url, json } => {
-            let url = sql_target(lab, url)?;
+            let url = require_sql(workload_target(lab, url)?)?;
             let totals = tpcb::totals(&url).await?;
             let violations = totals.violations();
             if json {
@@ -644,51 +606,48 @@ async fn workload(lab: &Lab, command: WorkloadCommand) -> Result<i32> {
             }
             Ok(0)
         }
-        WorkloadCommand::Run {
-            name: WorkloadName::Bank,
-            concurrency,
-            progress,
-            duration,
-            max_rate,
-            tolerate_errors,
-            op_timeout,
-            json,
-            seed,
-            url,
-        } => {
+        WorkloadCommand::Run { name, concurrency, progress, duration, max_rate, tolerate_errors, op_timeout, json, seed, url } => {
             if concurrency == 0 {
-                return Err(Error::Refused("--concurrency must be at least 1".into()));
+                return Err(Error::Refused("--concurrency (--clients) must be at least 1".into()));
             }
             let target = workload_target(lab, url)?;
-            let rows = match &target {
-                Target::Sql(url) => bank_sql::rows(url).await,
-                Target::Etcd(url) => bank_etcd::rows(url).await,
-            }
-            .map_err(|e| Error::Refused(format!("{e}; run `roachlab workload init bank` first")))?;
-            let run_dir = workload::new_run_dir(lab.dir(), "bank")?;
-            let stop = stop_on_ctrl_c();
-            if rows < 2 {
-                return Err(Error::Refused(format!("a bank needs at least 2 accounts, not {rows}; run `roachlab workload init bank`")));
-            }
-            let opts = workload::RunOptions {
-                concurrency,
-                duration,
-                max_rate,
-                json,
-                tolerate_errors,
-                seed,
-                progress,
-                style: workload::Style::Cockroach,
-                quiet: false,
+            // What runs: the rows' label, the output style, and one worker per client.
+            type Make = Box<dyn Fn(usize) -> Box<dyn workload::Worker>>;
+            let (label, dir, style, make): (&str, &str, workload::Style, Make) = match name {
+                WorkloadName::Bank => {
+                    let rows = match &target {
+                        Target::Sql(url) => bank_sql::rows(url).await,
+                        Target::Etcd(url) => bank_etcd::rows(url).await,
+                    }
+                    .map_err(|e| Error::Refused(format!("{e}; run `roachlab workload init bank` first")))?;
+                    if rows < 2 {
+                        return Err(Error::Refused(format!(
+                            "a bank needs at least 2 accounts, not {rows}; run `roachlab workload init bank`"
+                        )));
+                    }
+                    let make = move |_| {
+                        let transferer = match &target {
+                            Target::Sql(url) => Box::new(bank_sql::SqlTransferer::new(url, op_timeout)) as Box<dyn workload::Transferer>,
+                            Target::Etcd(url) => Box::new(bank_etcd::EtcdTransferer::new(url, op_timeout)),
+                        };
+                        Box::new(workload::BankWorker { rows, transferer }) as Box<dyn workload::Worker>
+                    };
+                    ("transfer", "bank", workload::Style::Cockroach, Box::new(make))
+                }
+                WorkloadName::Tpcb => {
+                    let url = require_sql(target)?;
+                    let scale =
+                        tpcb::scale(&url).await.map_err(|e| Error::Refused(format!("{e}; run `roachlab workload init tpcb` first")))?;
+                    if scale < 1 {
+                        return Err(Error::Refused("pgbench_branches is empty; run `roachlab workload init tpcb` first".into()));
+                    }
+                    let make = move |_| Box::new(tpcb::TpcbWorker::new(&url, scale, op_timeout)) as Box<dyn workload::Worker>;
+                    ("tpcb", "tpcb", workload::Style::Pgbench { scale }, Box::new(make))
+                }
             };
-            let summary = workload::run_workers("transfer", &opts, &run_dir, stop, |_| {
-                let transferer = match &target {
-                    Target::Sql(url) => Box::new(bank_sql::SqlTransferer::new(url, op_timeout)) as Box<dyn workload::Transferer>,
-                    Target::Etcd(url) => Box::new(bank_etcd::EtcdTransferer::new(url, op_timeout)),
-                };
-                Box::new(workload::BankWorker { rows, transferer }) as Box<dyn workload::Worker>
-            })
-            .await?;
+            let run_dir = workload::new_run_dir(lab.dir(), dir)?;
+            let opts = workload::RunOptions { concurrency, duration, max_rate, json, tolerate_errors, seed, progress, style, quiet: false };
+            let summary = workload::run_workers(label, &opts, &run_dir, stop_on_ctrl_c(), make).await?;
             Ok(if summary.counts.errors() > 0 && !tolerate_errors { 1 } else { 0 })
         }
         WorkloadCommand::Check { name: WorkloadName::Bank, url, json } => {
