@@ -80,10 +80,22 @@ pub fn compute(marks: &[PhaseMark], ops: &[OpRecord], events: &[Event], t0_mono_
     let mut ok_done: Vec<u64> = ops.iter().filter(|o| o.outcome == Outcome::Ok).map(done_ms).collect();
     ok_done.sort_unstable();
     let per_second_ok = |from: u64, to: u64| ok_done.iter().filter(|&&t| t >= from && t < to).count() as f64;
+    // An operation belongs to the phase it started in, unless it was still in flight when the
+    // next phase's fault struck: then that fault's phase owns it (the baseline must not be
+    // charged with the errors of a fault that began 5 ms after the operation).
+    let phase_of = |o: &OpRecord| -> Option<usize> {
+        let i = marks.iter().position(|m| o.start_ms >= m.start_ms && o.start_ms < m.end_ms)?;
+        match marks.get(i + 1).and_then(|next| next.fault_ms) {
+            Some(fault) if done_ms(o) >= fault => Some(i + 1),
+            _ => Some(i),
+        }
+    };
+    let owner: Vec<Option<usize>> = ops.iter().map(phase_of).collect();
     marks
         .iter()
-        .map(|m| {
-            let in_phase: Vec<&OpRecord> = ops.iter().filter(|o| o.start_ms >= m.start_ms && o.start_ms < m.end_ms).collect();
+        .enumerate()
+        .map(|(idx, m)| {
+            let in_phase: Vec<&OpRecord> = ops.iter().zip(&owner).filter(|(_, p)| **p == Some(idx)).map(|(o, _)| o).collect();
             let mut counts = Counts::default();
             for o in &in_phase {
                 counts.add(o);
@@ -100,9 +112,8 @@ pub fn compute(marks: &[PhaseMark], ops: &[OpRecord], events: &[Event], t0_mono_
             }
             stall = stall.max(m.end_ms.saturating_sub(last));
             let after_fault = |t: u64| m.fault_ms.filter(|f| t >= *f).map(|f| t - f);
-            let first_error = m.fault_ms.and_then(|f| {
-                ops.iter().filter(|o| o.outcome != Outcome::Ok && o.start_ms >= f && o.start_ms < m.end_ms).map(done_ms).min().and_then(after_fault)
-            });
+            let first_error =
+                m.fault_ms.and_then(|f| in_phase.iter().filter(|o| o.outcome != Outcome::Ok && done_ms(o) >= f).map(|o| done_ms(o)).min().and_then(after_fault));
             let phase_events: Vec<(&Event, u64)> = events.iter().map(|e| (e, rel(e))).filter(|(_, t)| *t >= m.start_ms && *t < m.end_ms).collect();
             let first_event = |pred: &dyn Fn(&EventKind) -> bool| {
                 m.fault_ms.and_then(|f| phase_events.iter().filter(|(e, t)| *t >= f && pred(&e.kind)).map(|(_, t)| t - f).min())
@@ -262,6 +273,25 @@ mod tests {
         assert_eq!(m.first_error_after_fault_ms, Some(150));
         assert_eq!(m.throughput_recovered_after_ms, Some(400), "[3.9 s, 4.9 s) holds 9 ok completions (4.005 … 4.805 s): 90 % of 10/s");
         assert!((m.ops_per_sec - 40.0 / 6.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn operations_in_flight_at_a_fault_count_toward_the_fault() {
+        let mark = |name: &str, start_ms, end_ms, fault_ms| PhaseMark {
+            name: name.into(),
+            start_ms,
+            end_ms,
+            fault_ms,
+            fault: fault_ms.map(|_| "stop".to_string()),
+            recover_ms: None,
+        };
+        let marks = [mark("baseline", 0, 5000, None), mark("graceful", 5000, 9000, Some(5002))];
+        // Started 7 ms before the fault, failed 40 ms after it.
+        let ops = vec![op(1000, 5, Outcome::Ok), op(4995, 47, Outcome::Ambiguous), op(4990, 5, Outcome::Ok), op(6000, 5, Outcome::Ok)];
+        let m = compute(&marks, &ops, &[], 0, 10.0);
+        assert_eq!((m[0].counts.ok, m[0].counts.ambiguous), (2, 0), "the baseline keeps what finished before the fault");
+        assert_eq!((m[1].counts.ok, m[1].counts.ambiguous), (1, 1));
+        assert_eq!(m[1].first_error_after_fault_ms, Some(40));
     }
 
     #[test]
