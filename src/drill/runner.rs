@@ -340,9 +340,7 @@ pub async fn run(
     let engine = crate::engine::for_spec(&state.spec);
     let url = engine.workload_url(state.spec.haproxy.frontend_port);
     let target = if url.starts_with("http://") { Target::Etcd(url) } else { Target::Sql(url) };
-    let now = time::OffsetDateTime::now_utc();
-    let stamp =
-        format!("{:04}{:02}{:02}T{:02}{:02}{:02}Z", now.year(), now.month() as u8, now.day(), now.hour(), now.minute(), now.second());
+    let stamp = workload::utc_stamp();
     let run_dir = lab.dir().join("runs").join(format!("{stamp}-{}", scenario.name));
     std::fs::create_dir_all(&run_dir).map_err(|e| Error::io(format!("cannot create {}", run_dir.display()), e))?;
 

@@ -24,6 +24,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
+use crate::config::line_col;
 use crate::node::NodeId;
 use crate::{Error, Result};
 
@@ -202,17 +203,9 @@ impl Expectation {
     /// Checks the prediction against the measured phases.
     pub fn evaluate(&self, phases: &[super::metrics::PhaseMetrics]) -> super::runner::ExpectationResult {
         let observed = phases.iter().find(|p| p.mark.name == self.phase).and_then(|p| self.metric.of(p));
-        let holds = |o: f64| match self.cmp {
-            Cmp::Eq => o == self.value,
-            Cmp::Ne => o != self.value,
-            Cmp::Lt => o < self.value,
-            Cmp::Le => o <= self.value,
-            Cmp::Gt => o > self.value,
-            Cmp::Ge => o >= self.value,
-        };
         super::runner::ExpectationResult {
             text: format!("{}: {} {} {} — {}", self.phase, self.metric.name(), cmp_str(self.cmp), self.value, self.text),
-            met: observed.is_some_and(holds),
+            met: observed.is_some_and(|o| self.cmp.holds(o, self.value)),
             observed: observed
                 .map(|o| if o.fract() == 0.0 { format!("{o:.0}") } else { format!("{o:.1}") })
                 .unwrap_or_else(|| "did not happen".into()),
@@ -330,7 +323,8 @@ pub enum Cmp {
 }
 
 impl Cmp {
-    pub fn holds(self, a: i64, b: i64) -> bool {
+    /// `a <op> b`.
+    pub fn holds<T: PartialOrd>(self, a: T, b: T) -> bool {
         match self {
             Cmp::Eq => a == b,
             Cmp::Ne => a != b,
@@ -476,11 +470,6 @@ pub struct Scenario {
     pub expect: Vec<Expectation>,
     pub workload: WorkloadSpec,
     pub steps: Vec<Step>,
-}
-
-fn line_col(text: &str, pos: usize) -> (usize, usize) {
-    let before = &text[..pos.min(text.len())];
-    (before.matches('\n').count() + 1, before.rsplit('\n').next().map(|l| l.chars().count()).unwrap_or(0) + 1)
 }
 
 impl Scenario {

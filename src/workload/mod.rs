@@ -320,12 +320,16 @@ fn new_histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid histogram bounds")
 }
 
+/// The current UTC time as `YYYYMMDDTHHMMSSZ`, for naming run directories.
+pub fn utc_stamp() -> String {
+    let now = time::OffsetDateTime::now_utc();
+    format!("{:04}{:02}{:02}T{:02}{:02}{:02}Z", now.year(), now.month() as u8, now.day(), now.hour(), now.minute(), now.second())
+}
+
 /// A fresh run directory `DIR/workloads/<name>/<timestamp>/`, recorded as the workload's last
 /// run (`DIR/workloads/<name>/last`) for `workload check`.
 pub fn new_run_dir(lab_dir: &Path, name: &str) -> Result<PathBuf> {
-    let now = time::OffsetDateTime::now_utc();
-    let stamp =
-        format!("{:04}{:02}{:02}T{:02}{:02}{:02}Z", now.year(), now.month() as u8, now.day(), now.hour(), now.minute(), now.second());
+    let stamp = utc_stamp();
     let base = lab_dir.join("workloads").join(name);
     let mut dir = base.join(&stamp);
     let mut n = 1;
