@@ -8,7 +8,9 @@ use futures_util::future::BoxFuture;
 use uuid::Uuid;
 
 pub use super::sql::{connect, dialect, Dialect};
-use super::sql::{sql_err, SqlConn};
+use tokio_postgres::types::Type;
+
+use super::sql::{run_prepared, sql_err, SqlConn, TypedSql};
 use super::{CheckReport, OpRecord, OpResult, Transfer, Transferer};
 use crate::Result;
 
@@ -37,12 +39,16 @@ pub async fn init(url: &str, opts: &InitOptions) -> Result<Dialect> {
     };
     client.batch_execute(container).await.map_err(|e| sql_err(url, &e))?;
     client.batch_execute(SCHEMA).await.map_err(|e| sql_err(url, &e))?;
-    let insert = "INSERT INTO bank.bank (id, balance, payload) SELECT i, 0, repeat('x', $3::INT8::INT4) FROM generate_series($1::INT8, $2::INT8) AS g(i)";
+    // The payload is built here and sent as TEXT: `repeat('x', $3)` would need an INT4 on
+    // PostgreSQL (no implicit INT8 → INT4 cast for function arguments) and an INT on
+    // CockroachDB; a TEXT parameter into a TEXT column means the same on both.
+    let insert = init_insert();
+    let payload = "x".repeat(opts.payload_bytes);
     let batch = 10_000i64;
     let mut lo = 0;
     while lo < opts.rows {
         let hi = (lo + batch).min(opts.rows) - 1;
-        client.execute(insert, &[&lo, &hi, &(opts.payload_bytes as i64)]).await.map_err(|e| sql_err(url, &e))?;
+        insert.run(&client, &[&lo, &hi, &payload]).await.map_err(|e| sql_err(url, &e))?;
         lo = hi + 1;
     }
     if d == Dialect::CockroachDb && opts.ranges > 1 {
@@ -56,20 +62,32 @@ pub async fn init(url: &str, opts: &InitOptions) -> Result<Dialect> {
 /// The number of accounts in `bank.bank`.
 pub async fn rows(url: &str) -> Result<i64> {
     let client = connect(url, Duration::from_secs(30)).await?;
-    let row = client.query_one("SELECT count(*) FROM bank.bank", &[]).await.map_err(|e| sql_err(url, &e))?;
-    Ok(row.get(0))
+    let rows = TypedSql::fixed("SELECT count(*) FROM bank.bank", &[]).fetch(&client, &[]).await.map_err(|e| sql_err(url, &e))?;
+    Ok(rows.first().map(|r| r.get(0)).unwrap_or(0))
 }
 
 fn strip_comments(s: &str) -> String {
     s.lines().filter(|l| !l.trim_start().starts_with("--")).collect::<Vec<_>>().join("\n").trim().to_string()
 }
 
-/// The two statements of `workloads/bank-transfer.sql`: (UPDATE, INSERT).
-fn transfer_statements() -> (String, String) {
+/// `bank init`'s row generator: `$1` first id, `$2` last id (INT8), `$3` payload (TEXT).
+fn init_insert() -> TypedSql {
+    TypedSql::fixed(
+        "INSERT INTO bank.bank (id, balance, payload) SELECT i, 0, $3 FROM generate_series($1, $2) AS g(i)",
+        &[Type::INT8, Type::INT8, Type::TEXT],
+    )
+}
+
+/// The two statements of `workloads/bank-transfer.sql`, typed: the UPDATE (`$1` from, `$2`
+/// to, `$3` amount: INT8) and the history INSERT (the same, and `$4` transfer id: UUID).
+fn transfer_statements() -> (TypedSql, TypedSql) {
     let mut parts = TRANSFER.split(';').map(strip_comments).filter(|s| !s.is_empty());
     let update = parts.next().unwrap_or_default();
     let insert = parts.next().unwrap_or_default();
-    (update, insert)
+    (
+        TypedSql::fixed(&update, &[Type::INT8, Type::INT8, Type::INT8]),
+        TypedSql::fixed(&insert, &[Type::INT8, Type::INT8, Type::INT8, Type::UUID]),
+    )
 }
 
 /// One worker's connection: a transfer is the UPDATE and the history INSERT in one
@@ -91,8 +109,8 @@ impl Transferer for SqlTransferer {
         Box::pin(self.conn.transaction(move |c, s| {
             Box::pin(async move {
                 c.batch_execute("BEGIN").await?;
-                c.execute(&s[0], &[&t.from, &t.to, &t.amount]).await?;
-                c.execute(&s[1], &[&t.from, &t.to, &t.amount, &t.id]).await?;
+                run_prepared(c, &s[0], &[&t.from, &t.to, &t.amount]).await?;
+                run_prepared(c, &s[1], &[&t.from, &t.to, &t.amount, &t.id]).await?;
                 Ok(())
             })
         }))
@@ -105,7 +123,7 @@ pub async fn check(url: &str, ops: &[OpRecord]) -> Result<CheckReport> {
     let client = connect(url, Duration::from_secs(60)).await?;
     let q = |sql: &'static str| {
         let client = &client;
-        async move { client.query(sql, &[]).await.map_err(|e| sql_err(url, &e)) }
+        async move { TypedSql::fixed(sql, &[]).fetch(client, &[]).await.map_err(|e| sql_err(url, &e)) }
     };
     let mut r = CheckReport::default();
     let totals = q("SELECT count(*), COALESCE(sum(balance), 0)::INT8 FROM bank.bank").await?;
@@ -136,9 +154,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn transfer_script_yields_the_update_and_the_insert() {
+    fn transfer_script_yields_the_update_and_the_insert_typed() {
         let (update, insert) = transfer_statements();
-        assert!(update.starts_with("UPDATE bank.bank SET balance = CASE id WHEN $1"), "{update}");
-        assert!(insert.starts_with("INSERT INTO bank.transfers"), "{insert}");
+        assert!(update.sql().starts_with("UPDATE bank.bank SET balance = CASE id WHEN $1"), "{update:?}");
+        assert_eq!(update.types(), &[Type::INT8, Type::INT8, Type::INT8]);
+        assert!(insert.sql().starts_with("INSERT INTO bank.transfers"), "{insert:?}");
+        assert_eq!(insert.types(), &[Type::INT8, Type::INT8, Type::INT8, Type::UUID]);
+        // No cast on a placeholder: CockroachDB v20.1 typed `$1::INT8` as STRING (contract §5).
+        assert!(!init_insert().sql().contains("$1::") && !update.sql().contains("::"));
     }
 }

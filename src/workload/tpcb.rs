@@ -11,7 +11,9 @@ use std::time::Duration;
 use futures_util::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 
-use super::sql::{self, Dialect, SqlConn};
+use tokio_postgres::types::Type;
+
+use super::sql::{self, run_prepared, Dialect, SqlConn, TypedSql};
 use super::{OpDetail, OpResult, TpcbOp, Worker};
 use crate::{Error, Result};
 
@@ -30,8 +32,11 @@ enum Var {
 }
 
 /// The transaction's statements with pgbench's `:name` variables turned into positional
-/// parameters (`$1::INT8`, numbered per statement), and the variable behind each parameter.
-fn statements() -> Vec<(String, Vec<Var>)> {
+/// parameters (`$1`, numbered per statement, each typed INT8), and the variable behind each
+/// parameter. No cast is written on a placeholder: the type travels with the statement
+/// ([`TypedSql`]); PostgreSQL compares and assigns INT8 to its INT4 columns, CockroachDB's INT
+/// is INT8.
+fn statements() -> Vec<(TypedSql, Vec<Var>)> {
     TRANSACTION
         .split(';')
         .map(|s| s.lines().filter(|l| !l.trim_start().starts_with("--")).collect::<Vec<_>>().join("\n").trim().to_string())
@@ -57,7 +62,7 @@ fn statements() -> Vec<(String, Vec<Var>)> {
                             vars.push(v);
                             vars.len() - 1
                         });
-                        sql.push_str(&format!("${}::INT8", n + 1));
+                        sql.push_str(&format!("${}", n + 1));
                         rest = &after[name_len..];
                     }
                     None => {
@@ -67,7 +72,7 @@ fn statements() -> Vec<(String, Vec<Var>)> {
                 }
             }
             sql.push_str(rest);
-            (sql, vars)
+            (TypedSql::fixed(&sql, &vec![Type::INT8; vars.len()]), vars)
         })
         .collect()
 }
@@ -81,23 +86,12 @@ pub async fn init(url: &str, scale: i64) -> Result<Dialect> {
     let c = sql::connect(url, Duration::from_secs(600)).await?;
     let d = sql::dialect(&c).await?;
     c.batch_execute(SCHEMA).await.map_err(err)?;
-    c.execute("INSERT INTO pgbench_branches (bid, bbalance) SELECT i, 0 FROM generate_series(1, $1::INT8) AS g(i)", &[&scale])
-        .await
-        .map_err(err)?;
-    c.execute(
-        "INSERT INTO pgbench_tellers (tid, bid, tbalance) SELECT i, (i - 1) / 10 + 1, 0 FROM generate_series(1, $1::INT8) AS g(i)",
-        &[&(10 * scale)],
-    )
-    .await
-    .map_err(err)?;
+    let [branches, tellers, accounts] = init_statements();
+    branches.run(&c, &[&scale]).await.map_err(err)?;
+    tellers.run(&c, &[&(10 * scale)]).await.map_err(err)?;
     // Accounts in batches of 100000 (one branch each), so CockroachDB's transactions stay small.
     for b in 0..scale {
-        c.execute(
-            "INSERT INTO pgbench_accounts (aid, bid, abalance, filler) SELECT i, $3::INT8, 0, '' FROM generate_series($1::INT8, $2::INT8) AS g(i)",
-            &[&(b * 100_000 + 1), &((b + 1) * 100_000), &(b + 1)],
-        )
-        .await
-        .map_err(err)?;
+        accounts.run(&c, &[&(b * 100_000 + 1), &((b + 1) * 100_000), &(b + 1)]).await.map_err(err)?;
     }
     if d == Dialect::PostgreSql {
         c.batch_execute("VACUUM ANALYZE pgbench_branches, pgbench_tellers, pgbench_accounts, pgbench_history").await.map_err(err)?;
@@ -105,11 +99,27 @@ pub async fn init(url: &str, scale: i64) -> Result<Dialect> {
     Ok(d)
 }
 
+/// `tpcb init`'s loaders, every parameter INT8: branches 1..=`$1`, tellers 1..=`$1`, accounts
+/// `$1..=$2` of branch `$3`.
+fn init_statements() -> [TypedSql; 3] {
+    [
+        TypedSql::fixed("INSERT INTO pgbench_branches (bid, bbalance) SELECT i, 0 FROM generate_series(1, $1) AS g(i)", &[Type::INT8]),
+        TypedSql::fixed(
+            "INSERT INTO pgbench_tellers (tid, bid, tbalance) SELECT i, (i - 1) / 10 + 1, 0 FROM generate_series(1, $1) AS g(i)",
+            &[Type::INT8],
+        ),
+        TypedSql::fixed(
+            "INSERT INTO pgbench_accounts (aid, bid, abalance, filler) SELECT i, $3, 0, '' FROM generate_series($1, $2) AS g(i)",
+            &[Type::INT8, Type::INT8, Type::INT8],
+        ),
+    ]
+}
+
 /// The scale of an initialised database: the number of branches.
 pub async fn scale(url: &str) -> Result<i64> {
     let c = sql::connect(url, Duration::from_secs(30)).await?;
-    let row = c.query_one("SELECT count(*) FROM pgbench_branches", &[]).await.map_err(err)?;
-    Ok(row.get(0))
+    let rows = TypedSql::fixed("SELECT count(*) FROM pgbench_branches", &[]).fetch(&c, &[]).await.map_err(err)?;
+    Ok(rows.first().map(|r| r.get(0)).unwrap_or(0))
 }
 
 /// Sums that must agree after any number of committed TPC-B transactions: every delta is
@@ -141,7 +151,10 @@ pub async fn totals(url: &str) -> Result<Totals> {
     let c = sql::connect(url, Duration::from_secs(120)).await?;
     let q = |sql: &'static str| {
         let c = &c;
-        async move { c.query_one(sql, &[]).await.map_err(err).map(|r| r.get::<_, i64>(0)) }
+        async move {
+            let rows = TypedSql::fixed(sql, &[]).fetch(c, &[]).await.map_err(err)?;
+            rows.first().map(|r| r.get::<_, i64>(0)).ok_or_else(|| Error::engine("sql", format!("`{sql}` returned no row")))
+        }
     };
     Ok(Totals {
         history_rows: q("SELECT count(*) FROM pgbench_history").await?,
@@ -163,7 +176,7 @@ pub struct TpcbWorker {
 
 impl TpcbWorker {
     pub fn new(url: &str, scale: i64, op_timeout: Duration) -> Self {
-        let (sqls, vars): (Vec<String>, Vec<Vec<Var>>) = statements().into_iter().unzip();
+        let (sqls, vars): (Vec<TypedSql>, Vec<Vec<Var>>) = statements().into_iter().unzip();
         Self { conn: SqlConn::new(url, op_timeout, sqls), vars: Arc::new(vars), scale }
     }
 }
@@ -194,7 +207,7 @@ impl Worker for TpcbWorker {
                         let params: Vec<Vec<&(dyn tokio_postgres::types::ToSql + Sync)>> =
                             vars.iter().map(|vs| vs.iter().map(value).collect()).collect();
                         // Sent in this order on one connection: one round trip for all of them.
-                        let statements = params.iter().zip(s).map(|(p, stmt)| c.query(stmt, p));
+                        let statements = params.iter().zip(s).map(|(p, stmt)| run_prepared(c, stmt, p));
                         let (begin, results) = futures_util::join!(c.batch_execute("BEGIN"), futures_util::future::join_all(statements));
                         begin?;
                         for r in results {
@@ -217,15 +230,16 @@ mod tests {
     fn the_transaction_has_pgbench_statements_with_per_statement_parameters() {
         let s = statements();
         assert_eq!(s.len(), 5);
-        assert_eq!(s[0].0, "UPDATE pgbench_accounts SET abalance = abalance + $1::INT8 WHERE aid = $2::INT8");
+        assert_eq!(s[0].0.sql(), "UPDATE pgbench_accounts SET abalance = abalance + $1 WHERE aid = $2");
         assert_eq!(s[0].1, vec![Var::Delta, Var::Aid]);
-        assert_eq!(s[1].0, "SELECT abalance FROM pgbench_accounts WHERE aid = $1::INT8");
-        assert!(s[2].0.starts_with("UPDATE pgbench_tellers") && s[3].0.starts_with("UPDATE pgbench_branches"));
-        assert_eq!(
-            s[4].0,
-            "INSERT INTO pgbench_history (tid, bid, aid, delta, mtime) VALUES ($1::INT8, $2::INT8, $3::INT8, $4::INT8, CURRENT_TIMESTAMP)"
-        );
+        assert_eq!(s[1].0.sql(), "SELECT abalance FROM pgbench_accounts WHERE aid = $1");
+        assert!(s[2].0.sql().starts_with("UPDATE pgbench_tellers") && s[3].0.sql().starts_with("UPDATE pgbench_branches"));
+        assert_eq!(s[4].0.sql(), "INSERT INTO pgbench_history (tid, bid, aid, delta, mtime) VALUES ($1, $2, $3, $4, CURRENT_TIMESTAMP)");
         assert_eq!(s[4].1, vec![Var::Tid, Var::Bid, Var::Aid, Var::Delta]);
+        for (stmt, vars) in &s {
+            assert_eq!(stmt.types(), vec![Type::INT8; vars.len()].as_slice(), "{stmt:?}");
+        }
+        assert_eq!(init_statements().map(|s| s.types().len()), [1, 1, 3]);
     }
 
     #[test]
