@@ -34,6 +34,12 @@ struct LeaseholderQuery {
     key: i64,
 }
 
+/// `GET /v1/predict?down=2,3`.
+#[derive(serde::Deserialize)]
+struct PredictQuery {
+    down: String,
+}
+
 #[derive(Clone)]
 struct AppState {
     sup: Supervisor,
@@ -116,6 +122,21 @@ fn router(state: AppState) -> Router {
             get(|State(s): State<AppState>, Query(q): Query<LeaseholderQuery>| async move {
                 match s.sup.leaseholder_of(&q.table, q.key).await {
                     Ok(node) => (StatusCode::OK, Json(serde_json::json!({ "node": node }))).into_response(),
+                    Err(e) => (StatusCode::BAD_REQUEST, Json(StreamItem::Error(ApiError::from(&e)))).into_response(),
+                }
+            }),
+        )
+        .route(
+            "/v1/predict",
+            get(|State(s): State<AppState>, Query(q): Query<PredictQuery>| async move {
+                let down: std::result::Result<Vec<NodeId>, _> =
+                    q.down.split(',').filter(|p| !p.trim().is_empty()).map(|p| p.trim().parse::<NodeId>()).collect();
+                let res = match down {
+                    Ok(down) => s.sup.predict_loss(&down).await,
+                    Err(_) => Err(Error::Refused(format!("`down={}` is not a list of node ids (e.g. down=2,3)", q.down))),
+                };
+                match res {
+                    Ok(p) => (StatusCode::OK, Json(serde_json::to_value(p).unwrap_or_default())).into_response(),
                     Err(e) => (StatusCode::BAD_REQUEST, Json(StreamItem::Error(ApiError::from(&e)))).into_response(),
                 }
             }),

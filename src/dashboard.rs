@@ -27,14 +27,18 @@ const HISTORY: usize = 120;
 pub fn cluster_line(s: &StatusReport) -> String {
     let c = &s.cluster;
     let mut parts = Vec::new();
-    if let Some(q) = c.quorum {
-        parts.push(format!(
-            "quorum {} ({} of {} members up, majority {})",
-            if q.ok { "ok" } else { "LOST" },
-            q.up,
-            s.nodes.iter().filter(|n| !n.decommissioned).count(),
-            q.needed
-        ));
+    if let Some(q) = &c.quorum {
+        let word = if q.ok { "ok" } else { "LOST" };
+        parts.push(match &q.detail {
+            // Observed (CockroachDB): say how, not a member count.
+            Some(d) => format!("quorum {word} ({d})"),
+            None => format!(
+                "quorum {word} ({} of {} members up, majority {})",
+                q.up,
+                s.nodes.iter().filter(|n| !n.decommissioned).count(),
+                q.needed
+            ),
+        });
     }
     if let Some(has) = c.has_leader {
         parts.push(match (has, c.leader) {
@@ -141,7 +145,7 @@ impl History {
             }
             q.push_back(v);
         };
-        push(&mut self.members_up, s.cluster.quorum.map(|q| q.up as u64).unwrap_or(0));
+        push(&mut self.members_up, s.cluster.quorum.as_ref().map(|q| q.up as u64).unwrap_or(0));
         push(&mut self.ready, s.nodes.iter().filter(|n| n.ready).count() as u64);
         push(&mut self.underreplicated, s.cluster.ranges_underreplicated.unwrap_or(0));
         push(&mut self.unavailable, s.cluster.ranges_unavailable.unwrap_or(0));
@@ -232,7 +236,7 @@ fn draw(f: &mut ratatui::Frame, s: Option<&StatusReport>, h: &History, tail: &Ta
         f.render_widget(Paragraph::new("waiting for the daemon..."), head);
         return;
     };
-    let lost = s.cluster.quorum.is_some_and(|q| !q.ok);
+    let lost = s.cluster.quorum.as_ref().is_some_and(|q| !q.ok);
     let title = format!(" roachlab · {} lab · {} ", s.engine, s.dir.display());
     f.render_widget(
         Paragraph::new(cluster_line(s))

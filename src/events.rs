@@ -68,10 +68,21 @@ pub enum EventKind {
     RangesChanged { ranges: Option<u64>, underreplicated: Option<u64>, unavailable: Option<u64> },
     /// The Raft leader changed (etcd); `to` is `None` when no member knows a leader.
     LeaderChanged { from: Option<NodeId>, to: Option<NodeId>, term: Option<u64> },
-    /// Fewer than a majority of members are up.
-    QuorumLost { up: usize, needed: usize },
-    /// A majority of members is up again.
-    QuorumRegained { up: usize, needed: usize },
+    /// Fewer than a majority of members are up (etcd), or the SQL probe failed on every live
+    /// node (CockroachDB; `detail` says what each node answered).
+    QuorumLost {
+        up: usize,
+        needed: usize,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        detail: Option<String>,
+    },
+    /// A majority of members is up again, or the SQL probe answers again.
+    QuorumRegained {
+        up: usize,
+        needed: usize,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        detail: Option<String>,
+    },
     /// Something the user should read.
     Note { message: String },
     /// Something that went wrong without failing the request.
@@ -142,10 +153,14 @@ impl Event {
                 let term = term.map(|t| format!(" (term {t})")).unwrap_or_default();
                 format!("leader: {} → {}{term}", name(from), name(to))
             }
-            EventKind::QuorumLost { up, needed } => {
+            EventKind::QuorumLost { detail: Some(d), .. } => {
+                format!("QUORUM LOST: {d}; writes to the ranges that lost their majority cannot commit")
+            }
+            EventKind::QuorumLost { up, needed, detail: None } => {
                 format!("QUORUM LOST: {up} member(s) up, a majority needs {needed}; writes cannot commit")
             }
-            EventKind::QuorumRegained { up, needed } => format!("quorum regained: {up} member(s) up (majority {needed})"),
+            EventKind::QuorumRegained { detail: Some(d), .. } => format!("quorum regained: {d}"),
+            EventKind::QuorumRegained { up, needed, detail: None } => format!("quorum regained: {up} member(s) up (majority {needed})"),
             EventKind::Note { message } => message.clone(),
             EventKind::Warning { message } => format!("warning: {message}"),
         }

@@ -26,6 +26,7 @@ pub mod node;
 pub mod ports;
 pub mod process;
 pub mod reporter;
+pub mod sql;
 pub mod state;
 pub mod supervisor;
 pub mod watch;

@@ -368,14 +368,15 @@ impl Supervisor {
 
     /// Stores an observation, adds the quorum figure, and publishes what changed.
     fn apply_observation(&self, mut obs: Observation) {
-        // Quorum is Raft arithmetic over members whose process runs; whether the cluster
-        // serves right now (an election in progress, a node not yet ready) is readiness.
+        // Quorum as the engine observed it (CockroachDB: a timed SQL probe), else Raft
+        // arithmetic over members whose process runs (etcd); whether the cluster serves right
+        // now (an election in progress, a node not yet ready) is readiness.
         let (members, up, initialized) = {
             let st = self.state();
             (st.members().count(), st.members().filter(|n| n.process.is_some()).count(), st.initialized)
         };
-        let quorum = Quorum::of(up, members);
-        obs.cluster.quorum = Some(quorum);
+        let quorum = obs.cluster.quorum.clone().unwrap_or_else(|| Quorum::of(up, members));
+        obs.cluster.quorum = Some(quorum.clone());
         let mut events = Vec::new();
         {
             let mut w = self.inner.watch.lock().unwrap_or_else(|p| p.into_inner());
@@ -408,11 +409,11 @@ impl Supervisor {
                 match (w.quorum_ok, quorum.ok) {
                     (Some(true), false) => {
                         w.lost_reported = true;
-                        events.push(EventKind::QuorumLost { up: quorum.up, needed: quorum.needed });
+                        events.push(EventKind::QuorumLost { up: quorum.up, needed: quorum.needed, detail: quorum.detail.clone() });
                     }
                     (Some(false), true) if w.lost_reported => {
                         w.lost_reported = false;
-                        events.push(EventKind::QuorumRegained { up: quorum.up, needed: quorum.needed });
+                        events.push(EventKind::QuorumRegained { up: quorum.up, needed: quorum.needed, detail: quorum.detail.clone() });
                     }
                     _ => {}
                 }
@@ -911,6 +912,11 @@ impl Supervisor {
         let spec = self.spec();
         self.inner.engine.binary()?;
         haproxy::binary(&spec.haproxy)?;
+        let v = self.inner.engine.version().await?;
+        self.emit(EventKind::Note { message: format!("{} {}", spec.engine, v.version) });
+        if let Some(w) = v.warning {
+            self.emit(EventKind::Warning { message: w });
+        }
         let members = self.members();
         let to_start: Vec<NodeId> = members.iter().map(|m| m.id).filter(|&n| !self.is_live(n)).collect();
         self.check_node_ports(&to_start)?;
@@ -1010,6 +1016,23 @@ impl Supervisor {
             .find(|m| m.engine_id.unwrap_or(m.id as u64) == engine_id)
             .map(|m| m.id)
             .ok_or_else(|| Error::Refused(format!("the leaseholder is node ID {engine_id}, which this lab does not know")))
+    }
+
+    /// What taking `down` out of the cluster would do to quorum, predicted by the engine from
+    /// the layout observed now (CockroachDB: replica placement; etcd: member count). Unknown
+    /// node ids are an error.
+    pub async fn predict_loss(&self, down: &[NodeId]) -> Result<crate::watch::LossPrediction> {
+        let all = self.members();
+        if let Some(bad) = down.iter().find(|id| !all.iter().any(|m| m.id == **id)) {
+            return Err(Error::UnknownNode { id: *bad, known: all.iter().map(|m| m.id).collect() });
+        }
+        let mut ask: Vec<Member> = all.iter().copied().filter(|m| self.is_ready(m.id)).collect();
+        // Ask a node that stays up first.
+        ask.sort_by_key(|m| down.contains(&m.id));
+        if ask.is_empty() {
+            return Err(Error::Refused("no member is ready to read the cluster's layout from".into()));
+        }
+        self.inner.engine.predict_loss(&ask, &all, down).await
     }
 
     /// Sets a cluster setting through the engine (asked of a ready member).

@@ -5,7 +5,7 @@
 //! publishes the changes (liveness transitions, ranges under-replicated/unavailable, leader
 //! changes, quorum lost/regained) on the event bus.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
 use serde::{Deserialize, Serialize};
 
@@ -75,26 +75,85 @@ pub struct ClusterFigures {
     pub quorum: Option<Quorum>,
 }
 
-/// Majority arithmetic: `needed = members / 2 + 1` of the cluster's members must be up
-/// (process running). With replication factor 3, CockroachDB needs 2 of a range's 3
-/// replicas; etcd needs a majority of members to elect a leader and commit. A cluster with
-/// quorum can still be briefly unable to serve (a leader election): see readiness and
-/// `has_leader`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// Whether the cluster can commit, and on what that verdict rests.
+///
+/// etcd: majority arithmetic over members, `needed = members / 2 + 1` of them up (process
+/// running). CockroachDB has no cluster-wide majority — each range needs a majority of its own
+/// replicas — so its quorum is *observed*: a timed SQL read through each live node
+/// ([`crate::engine::Engine::observe`]); `up` counts the nodes that answered it and `needed`
+/// is a range's majority (2 of 3 replicas at replication factor 3). A cluster with quorum can
+/// still be briefly unable to serve (a leader election): see readiness and `has_leader`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Quorum {
-    /// Members whose process runs.
+    /// Members up (etcd), or nodes whose SQL probe answered (CockroachDB).
     pub up: usize,
-    /// Majority of members.
+    /// Majority of members (etcd), or of a range's replicas (CockroachDB).
     pub needed: usize,
     pub ok: bool,
+    /// How the verdict was reached, when it was observed rather than counted (e.g. `SQL probe
+    /// through node 1 answered in 4 ms`, `SQL probe timed out after 2000 ms on every node;
+    /// node 1: node is not healthy`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
 }
 
 impl Quorum {
-    /// The quorum state for `up` ready nodes out of `members`.
+    /// The quorum state for `up` members out of `members` (majority arithmetic).
     pub fn of(up: usize, members: usize) -> Self {
         let needed = members / 2 + 1;
-        Self { up, needed, ok: up >= needed }
+        Self { up, needed, ok: up >= needed, detail: None }
     }
+}
+
+/// Whether bank transfers can still commit once some nodes are down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Writes {
+    /// Every quorum group a transfer touches keeps its majority.
+    Continue,
+    /// Some transfers touch a group that lost its majority: those stall and fail.
+    Some,
+    /// Every transfer touches a group that lost its majority.
+    Stop,
+}
+
+/// What taking nodes down would do to quorum, predicted from the layout observed *before*
+/// the fault (CockroachDB: each range's voting replicas from `crdb_internal.ranges_no_leases`;
+/// etcd: the member count).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LossPrediction {
+    /// Our ids of the nodes that would be down (already down, and the fault's targets).
+    pub down: Vec<NodeId>,
+    /// Quorum groups: CockroachDB ranges, or the one etcd cluster.
+    pub groups: u64,
+    /// Groups that would keep fewer than a majority of their voting replicas.
+    pub groups_lost: u64,
+    /// The first lost groups' ids (CockroachDB range IDs), at most 20.
+    pub lost_ids: Vec<u64>,
+    /// The workload's own groups (the bank tables' ranges) as `(total, lost)`, when known.
+    pub workload_groups: Option<(u64, u64)>,
+    pub writes: Writes,
+    /// The prediction in one sentence.
+    pub text: String,
+}
+
+/// For each group (`(id, voting replicas as engine node ids)`), whether it keeps a majority
+/// of its own voting replicas when the nodes in `down` are down. Returns `(groups, lost,
+/// first ≤ 20 lost ids)`. A group with no replica listed is not counted.
+pub fn groups_losing_majority(placement: &[(u64, Vec<u64>)], down: &HashSet<u64>) -> (u64, u64, Vec<u64>) {
+    let mut groups = 0;
+    let mut lost = Vec::new();
+    for (id, replicas) in placement.iter().filter(|(_, r)| !r.is_empty()) {
+        groups += 1;
+        let needed = replicas.len() / 2 + 1;
+        let alive = replicas.iter().filter(|r| !down.contains(r)).count();
+        if alive < needed {
+            lost.push(*id);
+        }
+    }
+    let n = lost.len() as u64;
+    lost.truncate(20);
+    (groups, n, lost)
 }
 
 /// One round of observation.
@@ -143,8 +202,20 @@ mod tests {
     use super::*;
 
     #[test]
+    fn ranges_lose_their_majority_by_their_own_replicas() {
+        // 5 nodes, replication factor 3: r1 on 1,2,3; r2 on 3,4,5; r3 on 1,4,5; r4 on 2,3,4,5,1 (5 replicas).
+        let placement = vec![(1, vec![1, 2, 3]), (2, vec![3, 4, 5]), (3, vec![1, 4, 5]), (4, vec![2, 3, 4, 5, 1]), (5, vec![])];
+        let down = |ids: &[u64]| ids.iter().copied().collect::<HashSet<u64>>();
+        assert_eq!(groups_losing_majority(&placement, &down(&[3])), (4, 0, vec![]), "any 1 node may fail");
+        assert_eq!(groups_losing_majority(&placement, &down(&[2, 3])), (4, 1, vec![1]), "only r1 has 2 replicas on nodes 2 and 3");
+        assert_eq!(groups_losing_majority(&placement, &down(&[4, 5])), (4, 2, vec![2, 3]));
+        assert_eq!(groups_losing_majority(&placement, &down(&[3, 4, 5])), (4, 3, vec![2, 3, 4]), "r4 needs 3 of 5");
+        assert_eq!(groups_losing_majority(&[], &down(&[1])), (0, 0, vec![]));
+    }
+
+    #[test]
     fn quorum_is_a_majority() {
-        assert_eq!(Quorum::of(2, 3), Quorum { up: 2, needed: 2, ok: true });
+        assert_eq!(Quorum::of(2, 3), Quorum { up: 2, needed: 2, ok: true, detail: None });
         assert!(!Quorum::of(1, 3).ok);
         assert_eq!(Quorum::of(3, 5).needed, 3);
         assert!(!Quorum::of(2, 4).ok, "4 members need 3");

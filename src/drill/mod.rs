@@ -5,6 +5,7 @@
 //! (`configs/drills/*.toml`).
 
 pub mod metrics;
+pub mod predict;
 pub mod report;
 pub mod runner;
 pub mod scenario;

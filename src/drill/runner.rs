@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use super::metrics::{self, PhaseMark, PhaseMetrics, Series};
+use super::predict::{self, Prediction};
 use super::scenario::{Action, Condition, Figure, NodeRef, Scenario};
 use crate::api::{Client, StatusReport};
 use crate::events::Event;
@@ -49,8 +50,13 @@ pub struct DrillResult {
     pub engine: String,
     pub started_at: String,
     pub seed: u64,
-    /// The quorum arithmetic for this cluster, stated before the drill ran.
+    /// The quorum rule for this cluster, stated before the drill ran (the engine's
+    /// [`crate::engine::Engine::quorum_rule`]).
     pub theory: Vec<String>,
+    /// What each fault was predicted to do to quorum, from the layout observed just before
+    /// it; each is also checked among `expectations`.
+    #[serde(default)]
+    pub predictions: Vec<Prediction>,
     pub phases: Vec<PhaseMetrics>,
     pub expectations: Vec<ExpectationResult>,
     /// Steps that failed (a wait that timed out, an assertion that did not hold).
@@ -104,6 +110,9 @@ struct Ctx<'a> {
     marks: Vec<PhaseMark>,
     failures: Vec<String>,
     log: Vec<StepLog>,
+    predictions: Vec<Prediction>,
+    /// Made by [`Ctx::predict`], taken by the next [`Ctx::fault`].
+    pending_prediction: Option<crate::watch::LossPrediction>,
     line: usize,
     say: &'a mut (dyn FnMut(String) + Send),
 }
@@ -192,12 +201,37 @@ impl Ctx<'_> {
         self.log.push(StepLog { at_ms, line: self.line, what, kind });
     }
 
+    /// States what taking `id` down (with the members already down) will do to quorum,
+    /// before the fault runs; [`Ctx::fault`] records it with the fault's time. A prediction
+    /// the daemon cannot make is said, not fatal.
+    async fn predict(&mut self, id: NodeId) {
+        let mut down = match self.status().await {
+            Ok(s) => stopped_members(&s),
+            Err(_) => Vec::new(),
+        };
+        if !down.contains(&id) {
+            down.push(id);
+        }
+        down.sort_unstable();
+        let q = format!("/v1/predict?down={}", down.iter().map(|n| n.to_string()).collect::<Vec<_>>().join(","));
+        match self.client.get::<crate::watch::LossPrediction>(&q).await {
+            Ok(p) => {
+                (self.say)(format!("  prediction: {}", p.text));
+                self.pending_prediction = Some(p);
+            }
+            Err(e) => (self.say)(format!("  no prediction for node(s) {down:?} down: {e}")),
+        }
+    }
+
     fn fault(&mut self, what: String) {
         if let Some(id) = self.last {
             self.downed.push(id);
         }
         self.record(StepKind::Fault, what.clone());
         let now = self.now_ms();
+        if let Some(prediction) = self.pending_prediction.take() {
+            self.predictions.push(Prediction { line: self.line, at_ms: now, until_ms: now, prediction });
+        }
         if let Some(m) = self.marks.last_mut() {
             if m.fault_ms.is_none() {
                 m.fault_ms = Some(now);
@@ -230,17 +264,20 @@ impl Ctx<'_> {
             Action::Phase { name } => self.phase(name),
             Action::Stop { node, grace } => {
                 let id = self.resolve(node).await?;
+                self.predict(id).await;
                 self.fault(format!("graceful stop of node {id}"));
                 let body = serde_json::json!({ "grace_ms": grace.map(|g| g.as_millis() as u64) });
                 self.node_request(&format!("stop node {id}"), format!("/v1/nodes/{id}/stop"), body).await?;
             }
             Action::Kill { node } => {
                 let id = self.resolve(node).await?;
+                self.predict(id).await;
                 self.fault(format!("SIGKILL of node {id}"));
                 self.node_request(&format!("kill node {id}"), format!("/v1/nodes/{id}/kill"), serde_json::json!({})).await?;
             }
             Action::Decommission { node, force } => {
                 let id = self.resolve(node).await?;
+                self.predict(id).await;
                 self.fault(format!("decommission of node {id}"));
                 let body = serde_json::json!({ "force": force });
                 self.node_request(&format!("decommission node {id}"), format!("/v1/nodes/{id}/decommission"), body).await?;
@@ -299,13 +336,14 @@ impl Ctx<'_> {
 fn figure_value(s: &StatusReport, f: Figure) -> Option<i64> {
     let c = &s.cluster;
     match f {
-        Figure::MembersUp => c.quorum.map(|q| q.up as i64),
+        // Processes running, whatever the cluster thinks of them (quorum is its own figure).
+        Figure::MembersUp => Some(s.nodes.iter().filter(|n| n.pid.is_some() && !n.decommissioned).count() as i64),
         Figure::ReadyNodes => Some(s.nodes.iter().filter(|n| n.ready).count() as i64),
         Figure::LiveNodes => c.live_nodes.map(|v| v as i64),
         Figure::RangesUnderreplicated => c.ranges_underreplicated.map(|v| v as i64),
         Figure::RangesUnavailable => c.ranges_unavailable.map(|v| v as i64),
         Figure::HasLeader => c.has_leader.map(i64::from),
-        Figure::Quorum => c.quorum.map(|q| i64::from(q.ok)),
+        Figure::Quorum => c.quorum.as_ref().map(|q| i64::from(q.ok)),
     }
 }
 
@@ -313,19 +351,40 @@ fn stopped_members(s: &StatusReport) -> Vec<NodeId> {
     s.nodes.iter().filter(|n| n.pid.is_none() && !n.decommissioned).map(|n| n.id).collect()
 }
 
-/// The quorum rule for this cluster, in words a demo audience can follow.
-pub fn theory(engine: &str, members: usize) -> Vec<String> {
-    let needed = members / 2 + 1;
-    let tolerated = (members - 1) / 2;
-    let what = if engine == "cockroach" {
-        format!("each range keeps 3 replicas and needs a majority of 2 to commit a write; with {members} nodes")
-    } else {
-        format!("etcd needs a majority of its {members} members to elect a leader and commit; so")
-    };
-    vec![
-        format!("{what} {needed} of {members} must be up: the cluster tolerates ({members}−1)/2 = {tolerated} failure(s)."),
-        format!("With {} or more down, writes must stop until enough come back.", tolerated + 1),
-    ]
+/// Waits until no range is under-replicated, so the baseline measures a healthy cluster: a
+/// fresh CockroachDB cluster reports every range under-replicated for tens of seconds after
+/// `init` while it up-replicates (v20.1.5, 2 cores: ~40 s; contract §5), and the bank's splits
+/// add ranges. Engines without the figure (etcd) pass at once. Errors after 180 s, saying how
+/// many are left.
+async fn wait_fully_replicated(client: &Client, say: &mut (dyn FnMut(String) + Send)) -> Result<()> {
+    const LIMIT: Duration = Duration::from_secs(180);
+    let start = Instant::now();
+    let mut said = false;
+    loop {
+        let s: StatusReport = client.get("/v1/status").await?;
+        let left = s.cluster.ranges_underreplicated.unwrap_or(0);
+        if left == 0 {
+            if said {
+                say(format!("  every range fully replicated after {:.0} s", start.elapsed().as_secs_f64()));
+            }
+            return Ok(());
+        }
+        if !said {
+            say(format!(
+                "  waiting for {left} under-replicated range(s) to up-replicate before the baseline (at most {} s)",
+                LIMIT.as_secs()
+            ));
+            said = true;
+        }
+        if start.elapsed() > LIMIT {
+            return Err(Error::Refused(format!(
+                "{left} range(s) are still under-replicated after {} s: the drill would measure a cluster that is already \
+                 degraded. Check `roachlab status --ranges` (a stopped node? too few nodes for the replication factor?)",
+                LIMIT.as_secs()
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 }
 
 /// Runs `scenario` against the lab's daemon. `say` receives progress lines.
@@ -346,7 +405,7 @@ pub async fn run(
 
     let status: StatusReport = client.get("/v1/status").await?;
     let members = status.nodes.iter().filter(|n| !n.decommissioned).count();
-    let theory = theory(&status.engine, members);
+    let theory = engine.quorum_rule(members);
     say(format!("drill {}: {}", scenario.name, scenario.description));
     let expect: Vec<_> = scenario.expect.iter().filter(|e| e.applies_to(&status.engine)).collect();
     for line in theory.iter().chain(expect.iter().map(|e| &e.text)) {
@@ -361,6 +420,7 @@ pub async fn run(
         }
         Target::Etcd(url) => bank_etcd::init(url, w.rows).await?,
     }
+    wait_fully_replicated(client, say).await?;
     let stop = Arc::new(AtomicBool::new(false));
     let wopts = workload::RunOptions {
         concurrency: w.concurrency,
@@ -402,6 +462,8 @@ pub async fn run(
         marks: Vec::new(),
         failures: Vec::new(),
         log: Vec::new(),
+        predictions: Vec::new(),
+        pending_prediction: None,
         line: 0,
         say,
     };
@@ -444,6 +506,11 @@ pub async fn run(
     stop.store(true, Ordering::Relaxed);
     let summary = load.await.map_err(|e| Error::Refused(format!("the workload task failed: {e}")))??;
     let (marks, failures, steps, end_ms) = (ctx.marks, ctx.failures, ctx.log, ctx.t0.elapsed().as_millis() as u64);
+    // Each prediction holds until the next fault or recovery step.
+    let mut predictions = ctx.predictions;
+    for p in &mut predictions {
+        p.until_ms = steps.iter().filter(|l| l.kind != StepKind::Other && l.at_ms > p.at_ms).map(|l| l.at_ms).min().unwrap_or(end);
+    }
 
     // What survived.
     let ops = workload::read_ops(&run_dir)?;
@@ -470,7 +537,7 @@ pub async fn run(
     });
     let phases = metrics::compute(&marks, &ops, &events, t0_mono, baseline.unwrap_or(0.0));
     let series = metrics::series(&ops, &events, t0_mono, end_ms, members as u64);
-    let expectations = expect.iter().map(|e| e.evaluate(&phases)).collect();
+    let expectations = expect.iter().map(|e| e.evaluate(&phases)).chain(predictions.iter().map(|p| predict::check(p, &ops))).collect();
     let _ = summary;
     let result = DrillResult {
         schema: "roachlab-drill-result/1".into(),
@@ -480,6 +547,7 @@ pub async fn run(
         started_at: stamp,
         seed: opts.seed,
         theory,
+        predictions,
         phases,
         expectations,
         failures,

@@ -9,12 +9,12 @@ use futures_util::future::BoxFuture;
 use nix::sys::signal::Signal;
 use serde::{Deserialize, Deserializer};
 
-use super::{describe_http_error, fetch_text, find_binary, http_client, Engine, Member, Readiness, StartContext, StartMode};
+use super::{describe_http_error, fetch_text, find_binary, http_client, run_cli, Engine, Member, Readiness, StartContext, StartMode};
 use crate::config::{EngineKind, EtcdSpec, LabSpec, PortsSpec};
 use crate::lab::Lab;
 use crate::node::{NodeId, NodePorts};
 use crate::ports::PortClaim;
-use crate::watch::{parse_prometheus, sum_metric, NodeFigures, Observation};
+use crate::watch::{parse_prometheus, sum_metric, LossPrediction, NodeFigures, Observation, Writes};
 use crate::{Error, Result};
 
 /// How to install etcd when it is missing.
@@ -338,6 +338,55 @@ impl Engine for Etcd {
 
     fn hard_stop_signal(&self) -> Signal {
         Signal::SIGKILL
+    }
+
+    fn version<'a>(&'a self) -> BoxFuture<'a, Result<super::EngineVersion>> {
+        Box::pin(async move {
+            let (_, out, err) = run_cli("etcd", &self.binary()?, &["--version".to_string()], &[], Duration::from_secs(10)).await?;
+            // `etcd Version: 3.4.30` (etcd 3.4 `etcd --version`, first line).
+            let version = out
+                .lines()
+                .chain(err.lines())
+                .find_map(|l| l.trim().strip_prefix("etcd Version:").map(|v| v.trim().to_string()))
+                .ok_or_else(|| Error::engine("etcd", format!("`etcd --version` printed no `etcd Version:` line: {}", out.trim())))?;
+            Ok(super::EngineVersion { version, warning: None })
+        })
+    }
+
+    fn quorum_rule(&self, members: usize) -> Vec<String> {
+        let needed = members / 2 + 1;
+        let tolerated = members.saturating_sub(1) / 2;
+        vec![
+            format!(
+                "etcd needs a majority of its {members} members to elect a leader and commit; so {needed} of {members} must be up: \
+                 the cluster tolerates ({members}−1)/2 = {tolerated} failure(s)."
+            ),
+            format!("With {} or more down, writes must stop until enough come back.", tolerated + 1),
+        ]
+    }
+
+    fn predict_loss<'a>(&'a self, _ask: &'a [Member], all: &'a [Member], down: &'a [NodeId]) -> BoxFuture<'a, Result<LossPrediction>> {
+        Box::pin(async move { Ok(predict_members(all.len(), down)) })
+    }
+}
+
+/// etcd is one Raft group: it keeps quorum while a majority of its `members` is up.
+pub fn predict_members(members: usize, down: &[NodeId]) -> LossPrediction {
+    let needed = members / 2 + 1;
+    let up = members.saturating_sub(down.len());
+    let lost = up < needed;
+    LossPrediction {
+        down: down.to_vec(),
+        groups: 1,
+        groups_lost: u64::from(lost),
+        lost_ids: Vec::new(),
+        workload_groups: Some((1, u64::from(lost))),
+        writes: if lost { Writes::Stop } else { Writes::Continue },
+        text: format!(
+            "with node(s) {} down, {up} of {members} members are up and {needed} are needed: {}",
+            down.iter().map(|n| n.to_string()).collect::<Vec<_>>().join(", "),
+            if lost { "quorum is lost, writes stop" } else { "quorum holds, writes continue" }
+        ),
     }
 }
 

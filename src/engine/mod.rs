@@ -57,6 +57,16 @@ pub struct Readiness {
     pub detail: Option<String>,
 }
 
+/// The engine's release as its binary reports it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct EngineVersion {
+    /// e.g. `v20.1.5` (CockroachDB `cockroach version`), `3.4.30` (etcd `etcd --version`).
+    pub version: String,
+    /// Set when roachlab does not know this release and runs it with the newest behaviour it
+    /// knows.
+    pub warning: Option<String>,
+}
+
 /// Everything engine-specific.
 pub trait Engine: Send + Sync + std::fmt::Debug {
     /// `cockroach` or `etcd`.
@@ -149,6 +159,24 @@ pub trait Engine: Send + Sync + std::fmt::Debug {
     /// The signal `down` sends to nodes still running after its grace period, to turn a
     /// stuck graceful drain into a hard shutdown before resorting to SIGKILL.
     fn hard_stop_signal(&self) -> Signal;
+
+    /// The release the binary reports (asked once, then cached). Errors when the binary is
+    /// missing, does not answer within 10 s, or is a release roachlab does not support.
+    fn version<'a>(&'a self) -> BoxFuture<'a, Result<EngineVersion>>;
+
+    /// The fault-tolerance rule of a cluster of `members` nodes, in sentences a demo audience
+    /// can follow: a drill's stated theory.
+    fn quorum_rule(&self, members: usize) -> Vec<String>;
+
+    /// Predicts what taking the nodes `down` out of the cluster would do to quorum, from the
+    /// layout observed now (asked of `ask`: ready members, ideally not in `down`). `all` maps
+    /// the engine's ids to ours. Every request is bounded (10 s).
+    fn predict_loss<'a>(
+        &'a self,
+        ask: &'a [Member],
+        all: &'a [Member],
+        down: &'a [NodeId],
+    ) -> BoxFuture<'a, Result<crate::watch::LossPrediction>>;
 }
 
 /// The engine a spec asks for.

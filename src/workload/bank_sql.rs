@@ -7,11 +7,12 @@ use std::time::Duration;
 use futures_util::future::BoxFuture;
 use uuid::Uuid;
 
-pub use super::sql::{connect, dialect, Dialect};
+pub use crate::sql::{connect, dialect, Dialect};
 use tokio_postgres::types::Type;
 
-use super::sql::{run_prepared, sql_err, SqlConn, TypedSql};
+use super::sql::SqlConn;
 use super::{CheckReport, OpRecord, OpResult, Transfer, Transferer};
+use crate::sql::{run_prepared, sql_err, TypedSql};
 use crate::Result;
 
 /// The schema (`workloads/bank.sql`).

@@ -13,8 +13,9 @@ use serde::{Deserialize, Serialize};
 
 use tokio_postgres::types::Type;
 
-use super::sql::{self, run_prepared, Dialect, SqlConn, TypedSql};
+use super::sql::SqlConn;
 use super::{OpDetail, OpResult, TpcbOp, Worker};
+use crate::sql::{self, run_prepared, Dialect, TypedSql};
 use crate::{Error, Result};
 
 /// The schema (`workloads/tpcb.sql`).

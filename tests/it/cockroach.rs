@@ -56,6 +56,26 @@ fn cockroach_drills() {
     // Graceful means no client errors on CockroachDB: the expectation is checked by the drill.
     let out = lab.ok(&["drill", "graceful-vs-kill", "--node", "2", "--baseline", "5s"]);
     assert!(out.contains("met:     graceful: errors == 0"), "{out}");
+    // The theory speaks of ranges and replicas, and each fault's prediction is checked.
+    assert!(out.contains("replication factor 3: each range is its own Raft group of 3 replicas and needs 2"), "{out}");
+    assert!(out.contains("prediction: with node(s) 2 down, 0 of"), "{out}");
     let out = lab.ok(&["drill", "quorum-loss", "--baseline", "5s"]);
     assert!(out.contains("met:     quorum-lost: ok == 0"), "{out}");
+    assert!(out.contains("range(s) keep fewer than a majority of their replicas"), "{out}");
+    assert!(!out.contains("not met"), "every prediction and expectation holds: {out}");
+}
+
+#[test]
+fn cockroach_scale_out_and_decommission() {
+    let Some(_) = binary_available("ROACHLAB_COCKROACH", "cockroach") else {
+        skipped("no cockroach binary", "cockroach_scale_out_and_decommission (drill scale: add a 4th node under load, decommission it)");
+        return;
+    };
+    let lab = TestLab::new("cockroach", 3);
+    lab.up();
+    let out = lab.ok(&["drill", "scale", "--to", "4", "--baseline", "5s"]);
+    assert!(!out.contains("not met"), "{out}");
+    let status = lab.ok(&["status"]);
+    assert!(status.contains("decommissioned"), "{status}");
+    assert!(status.contains("quorum ok (SQL probe answered"), "quorum is observed, not counted: {status}");
 }

@@ -3,20 +3,23 @@
 //! from v20.1.5 in `tests/fixtures/cockroach-v20.1.5/`).
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
 use nix::sys::signal::Signal;
 
-use super::{fetch_text, find_binary, http_client, run_cli, Engine, Member, Readiness, StartContext};
+use super::{fetch_text, find_binary, http_client, run_cli, Engine, EngineVersion, Member, Readiness, StartContext};
 use crate::config::{CockroachSpec, EngineKind, LabSpec, PortsSpec};
 use crate::lab::Lab;
 use crate::node::{NodeId, NodePorts};
 use crate::ports::PortClaim;
-use crate::watch::{ClusterFigures, Liveness, NodeFigures, Observation};
+use crate::watch::{ClusterFigures, Liveness, LossPrediction, NodeFigures, Observation};
 use crate::{Error, Result};
+use version::{Facts, Version};
 
 pub mod parse;
+pub mod quorum;
 pub mod version;
 
 use parse::{add, last_lines};
@@ -33,11 +36,44 @@ point $ROACHLAB_COCKROACH or `[cockroach] binary` at it. No Debian package ships
 pub struct Cockroach {
     ports: PortsSpec,
     spec: CockroachSpec,
+    /// The binary's release and the facts roachlab acts on for it, read once.
+    release: Arc<tokio::sync::OnceCell<(Version, &'static Facts, Option<String>)>>,
 }
 
 impl Cockroach {
     pub fn new(spec: &LabSpec) -> Self {
-        Self { ports: spec.ports.clone(), spec: spec.cockroach.clone() }
+        Self { ports: spec.ports.clone(), spec: spec.cockroach.clone(), release: Arc::default() }
+    }
+
+    /// The binary's release (`cockroach version`), its facts ([`version::FACTS`]) and a
+    /// warning for a release newer than roachlab knows. Errors for one older than v20.1 or a
+    /// binary whose output has no `Build Tag:`.
+    pub async fn release(&self) -> Result<(Version, &'static Facts, Option<String>)> {
+        let r = self
+            .release
+            .get_or_try_init(|| async {
+                let (_, out, err) =
+                    run_cli("cockroach", &self.binary()?, &["version".to_string()], &offline_env(), Duration::from_secs(10)).await?;
+                let v = Version::from_version_output(&out).or_else(|| Version::from_version_output(&err)).ok_or_else(|| {
+                    Error::engine("cockroach", format!("`cockroach version` printed no `Build Tag:` line: {}", last_lines(&err, &out)))
+                })?;
+                let known = version::facts_for(v);
+                match known.facts() {
+                    Some(f) => Ok((v, f, known.warning(v))),
+                    None => Err(Error::Refused(known.warning(v).unwrap_or_default())),
+                }
+            })
+            .await?;
+        Ok(r.clone())
+    }
+
+    /// The facts for the binary's release, or the newest row when it cannot be read (the
+    /// error is reported by `up`, which asks [`Engine::version`] first).
+    async fn facts(&self) -> &'static Facts {
+        match self.release().await {
+            Ok((_, f, _)) => f,
+            Err(_) => &version::FACTS[version::FACTS.len() - 1],
+        }
     }
 
     fn host_flag(member: &Member) -> String {
@@ -58,6 +94,12 @@ impl Cockroach {
     }
 }
 
+/// The SQL probe's bound: the poll's HTTP timeout is not readable from a reqwest client, so
+/// the probe uses the same 2 s the supervisor gives its poll client at most.
+fn client_timeout(_client: &reqwest::Client) -> Duration {
+    Duration::from_secs(2)
+}
+
 /// The environment every `cockroach` process gets: no phoning home from an offline laptop
 /// (contract §1). The URLs point at a closed loopback port.
 pub fn offline_env() -> Vec<(String, String)> {
@@ -67,7 +109,6 @@ pub fn offline_env() -> Vec<(String, String)> {
         ("COCKROACH_USAGE_REPORT_URL".into(), "http://127.0.0.1:9/r".into()),
     ]
 }
-
 
 impl Engine for Cockroach {
     fn kind(&self) -> EngineKind {
@@ -138,23 +179,38 @@ impl Engine for Cockroach {
     fn configure<'a>(&'a self, members: &'a [Member], down_window: Duration) -> BoxFuture<'a, Result<Vec<String>>> {
         Box::pin(async move {
             let first = members.first().ok_or_else(|| Error::engine("cockroach", "no members"))?;
+            let facts = self.facts().await;
             let drain_wait = Self::drain_wait_for(down_window);
-            // Old setting names are accepted as aliases by newer versions (contract §2).
-            let sql = format!(
-                "SET CLUSTER SETTING diagnostics.reporting.enabled = false; \
-                 SET CLUSTER SETTING server.shutdown.drain_wait = '{}s';",
-                drain_wait.as_secs()
-            );
-            let args = vec!["sql".into(), "--insecure".into(), Self::host_flag(first), "-e".into(), sql];
+            // Settings by this release's names (version::FACTS). Sent through `cockroach sql`
+            // as literals: SET CLUSTER SETTING takes no placeholders on v20.1, and every value
+            // here is a number roachlab computed.
+            let mut statements = vec!["SET CLUSTER SETTING diagnostics.reporting.enabled = false".to_string()];
+            statements.extend(facts.drain_settings(drain_wait.as_secs()));
+            let rf = self.spec.replication_factor;
+            if rf != 3 {
+                statements.push(format!("ALTER RANGE default CONFIGURE ZONE USING num_replicas = {rf}"));
+            }
+            let args = vec!["sql".into(), "--insecure".into(), Self::host_flag(first), "-e".into(), statements.join("; ")];
             let (ok, out, err) = run_cli("cockroach", &self.binary()?, &args, &offline_env(), Duration::from_secs(30)).await?;
             if !ok {
                 return Err(Error::engine("cockroach", format!("setting cluster settings failed: {}", last_lines(&err, &out))));
             }
-            Ok(vec![format!(
-                "cockroach: server.shutdown.drain_wait = {}s (> HAProxy inter × fall = {} ms), diagnostics reporting off",
+            let mut notes = vec![format!(
+                "cockroach: {} = {}s (> HAProxy inter × fall = {} ms){}",
+                facts.drain_wait_setting,
                 drain_wait.as_secs(),
-                down_window.as_millis()
-            )])
+                down_window.as_millis(),
+                facts.connection_wait_setting.map(|c| format!(", {c} = {}s", drain_wait.as_secs())).unwrap_or_default()
+            )];
+            notes.push(if facts.diagnostics_opt_out {
+                "cockroach: diagnostics reporting off".into()
+            } else {
+                "cockroach: this release ignores diagnostics.reporting.enabled without a paid licence; its reporting URLs point at a closed loopback port, so nothing leaves the machine".into()
+            });
+            if rf != 3 {
+                notes.push(format!("cockroach: replication factor {rf} (num_replicas of the default zone)"));
+            }
+            Ok(notes)
         })
     }
 
@@ -231,7 +287,8 @@ impl Engine for Cockroach {
                 }
                 None
             };
-            let (vars, liveness) = futures_util::join!(vars, liveness);
+            let probe = quorum::probe(live, self.spec.replication_factor, client_timeout(client));
+            let (vars, liveness, probe) = futures_util::join!(vars, liveness, probe);
             let mut obs = Observation::default();
             let mut cluster = ClusterFigures::default();
             let mut max_live = None;
@@ -258,6 +315,7 @@ impl Engine for Cockroach {
             } else {
                 cluster.live_nodes = max_live;
             }
+            cluster.quorum = probe;
             obs.cluster = cluster;
             obs
         })
@@ -292,7 +350,16 @@ impl Engine for Cockroach {
                     format!("`cockroach node decommission {crdb_id}` failed: {}", last_lines(&err, &out)),
                 ));
             }
-            Ok(())
+            let facts = self.facts().await;
+            match parse::decommission_replicas(&out, facts.decommission_columns, crdb_id) {
+                Some((_, 0)) => Ok(()),
+                Some((first, last)) => Err(Error::engine(
+                    "cockroach",
+                    format!("`cockroach node decommission {crdb_id}` ended with {last} of {first} replicas still on the node"),
+                )),
+                // The output's shape was not recognised: the exit status is the verdict.
+                None => Ok(()),
+            }
         })
     }
 
@@ -305,6 +372,21 @@ impl Engine for Cockroach {
             "with replication factor {rf}, CockroachDB needs {rf} nodes to place every replica; decommissioning below that never finishes",
             rf = self.spec.replication_factor
         )
+    }
+
+    fn version<'a>(&'a self) -> BoxFuture<'a, Result<EngineVersion>> {
+        Box::pin(async move {
+            let (v, _, warning) = self.release().await?;
+            Ok(EngineVersion { version: v.to_string(), warning })
+        })
+    }
+
+    fn quorum_rule(&self, members: usize) -> Vec<String> {
+        quorum::rule(self.spec.replication_factor, members)
+    }
+
+    fn predict_loss<'a>(&'a self, ask: &'a [Member], all: &'a [Member], down: &'a [NodeId]) -> BoxFuture<'a, Result<LossPrediction>> {
+        Box::pin(async move { quorum::predict(self.facts().await, ask, all, down).await })
     }
 
     fn hard_stop_signal(&self) -> Signal {
@@ -352,5 +434,4 @@ mod tests {
         assert_eq!(Cockroach::drain_wait_for(Duration::from_secs(2)), Duration::from_secs(3));
         assert_eq!(Cockroach::drain_wait_for(Duration::from_millis(2500)), Duration::from_secs(4));
     }
-
 }

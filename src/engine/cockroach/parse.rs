@@ -193,6 +193,22 @@ pub fn parse_vars(text: &str) -> Result<VarsFigures> {
     Ok(f)
 }
 
+/// The replica counts of `node` in `cockroach node decommission` output: a tab-separated
+/// table printed again each time the count changes (header `columns`, which differ by
+/// release: [`super::version::Facts::decommission_columns`]). Returns `(first, last)` seen;
+/// `None` when no row names the node.
+pub fn decommission_replicas(out: &str, columns: &[&str], node: u64) -> Option<(u64, u64)> {
+    let id_col = columns.iter().position(|c| *c == "id")?;
+    let rep_col = columns.iter().position(|c| *c == "replicas")?;
+    let counts: Vec<u64> = out
+        .lines()
+        .map(|l| l.split('\t').map(str::trim).collect::<Vec<_>>())
+        .filter(|f| f.len() == columns.len() && f[id_col].parse::<u64>().ok() == Some(node))
+        .filter_map(|f| f[rep_col].parse().ok())
+        .collect();
+    Some((*counts.first()?, *counts.last()?))
+}
+
 /// Reads `cockroach sql --format=csv` output of `SELECT lease_holder ...`: a header line, then
 /// the node ID.
 pub fn parse_leaseholder(csv: &str) -> Result<u64> {
@@ -328,6 +344,19 @@ mod tests {
         // Cut at a third: the samples before the cut survive, the rest are absent.
         let cut = parse_vars(&text[..text.len() / 3]).unwrap();
         assert_eq!((cut.leaseholders, cut.ranges_underreplicated), (Some(19), None));
+    }
+
+    #[test]
+    fn decommission_progress_from_recorded_and_documented_output() {
+        // Recorded from v20.1.5 (5 columns): 29 replicas down to 0.
+        let v20_1 = crate::engine::cockroach::version::FACTS[0].decommission_columns;
+        assert_eq!(decommission_replicas(&fixture("07-decommission/decommission-output.txt"), v20_1, 4), Some((29, 0)));
+        assert_eq!(decommission_replicas(&fixture("07-decommission/decommission-output.txt"), v20_1, 3), None);
+        // v20.2+ adds `membership` (pkg/cli/node.go decommissionResponseValueToRows); written from the source.
+        let newer = crate::engine::cockroach::version::FACTS[1].decommission_columns;
+        let out = "id\tis_live\treplicas\tis_decommissioning\tmembership\tis_draining\n4\ttrue\t12\ttrue\tdecommissioning\tfalse\n                   4\ttrue\t0\ttrue\tdecommissioning\tfalse\n\nNo more data reported on target nodes.\n";
+        assert_eq!(decommission_replicas(out, newer, 4), Some((12, 0)));
+        assert_eq!(decommission_replicas("garbage\t\t", newer, 4), None);
     }
 
     #[test]

@@ -185,7 +185,6 @@ const V24_3: Facts = Facts {
     ..V23_2
 };
 
-
 /// What roachlab knows about a release.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Known {
@@ -237,10 +236,9 @@ impl Known {
                  behaviour (that of {}+). Report what differs.",
                 newest_known()
             )),
-            Known::Older => Some(format!(
-                "CockroachDB {v} is older than the oldest release roachlab supports ({}); use v20.1 or newer",
-                FACTS[0].since
-            )),
+            Known::Older => {
+                Some(format!("CockroachDB {v} is older than the oldest release roachlab supports ({}); use v20.1 or newer", FACTS[0].since))
+            }
         }
     }
 }
@@ -316,7 +314,10 @@ mod tests {
         let v23_2 = facts("v23.2.0");
         assert_eq!(
             v23_2.drain_settings(4),
-            vec!["SET CLUSTER SETTING server.shutdown.initial_wait = '4s'", "SET CLUSTER SETTING server.shutdown.connections.timeout = '4s'"]
+            vec![
+                "SET CLUSTER SETTING server.shutdown.initial_wait = '4s'",
+                "SET CLUSTER SETTING server.shutdown.connections.timeout = '4s'"
+            ]
         );
         assert_eq!(v23_2.query_wait_setting, "server.shutdown.transactions.timeout");
         assert_eq!(v23_2.lease_transfer_setting, "server.shutdown.lease_transfer_iteration.timeout");
