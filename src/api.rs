@@ -103,6 +103,10 @@ pub struct StatusReport {
     /// Cluster-level figures from the watcher (`ranges*`, `live_nodes` for CockroachDB;
     /// `leader`, `term`, `has_leader` for etcd; `quorum` for both). `null` until observed.
     pub cluster: ClusterFigures,
+    /// The cluster's fault-tolerance rule in sentences (the engine's `quorum_rule`: etcd,
+    /// members and majority; CockroachDB, replicas per range at the replication factor).
+    #[serde(default)]
+    pub quorum_rule: Vec<String>,
 }
 
 /// The daemon serving the lab.

@@ -230,7 +230,7 @@ async fn dashboard(
 
 fn draw(f: &mut ratatui::Frame, s: Option<&StatusReport>, h: &History, tail: &Tail) {
     let [head, table, sparks, events, foot] =
-        Layout::vertical([Constraint::Length(3), Constraint::Min(6), Constraint::Length(4), Constraint::Min(5), Constraint::Length(1)])
+        Layout::vertical([Constraint::Length(4), Constraint::Min(6), Constraint::Length(4), Constraint::Min(5), Constraint::Length(1)])
             .areas(f.area());
     let Some(s) = s else {
         f.render_widget(Paragraph::new("waiting for the daemon..."), head);
@@ -239,7 +239,7 @@ fn draw(f: &mut ratatui::Frame, s: Option<&StatusReport>, h: &History, tail: &Ta
     let lost = s.cluster.quorum.as_ref().is_some_and(|q| !q.ok);
     let title = format!(" roachlab · {} lab · {} ", s.engine, s.dir.display());
     f.render_widget(
-        Paragraph::new(cluster_line(s))
+        Paragraph::new(format!("{}\n{}", cluster_line(s), s.quorum_rule.first().map(String::as_str).unwrap_or("")))
             .style(if lost { Style::default().fg(Color::Red).add_modifier(Modifier::BOLD) } else { Style::default() })
             .block(Block::default().borders(Borders::ALL).title(title)),
         head,

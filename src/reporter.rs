@@ -135,6 +135,9 @@ pub fn status_table(s: &StatusReport, ranges: bool) -> String {
         }
     }
     out.push_str(&format!("cluster: {}\n", cluster_line(s)));
+    for line in &s.quorum_rule {
+        out.push_str(&format!("  rule: {line}\n"));
+    }
     if s.nodes.iter().any(|n| n.is_leader == Some(true)) {
         out.push_str("(* = Raft leader)\n");
     }

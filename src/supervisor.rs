@@ -574,6 +574,7 @@ impl Supervisor {
             nodes,
             haproxy: self.haproxy_status(&st),
             cluster: figures.cluster,
+            quorum_rule: self.inner.engine.quorum_rule(st.members().count()),
         }
     }
 
