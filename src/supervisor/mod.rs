@@ -1,0 +1,219 @@
+//! The supervisor: owns a lab's node processes and HAProxy, runs the requests of the API, and
+//! publishes everything it does and sees on the [`EventBus`].
+//!
+//! - One task per child process waits for its exit ([`Supervisor::watch_child`]); processes
+//!   adopted from a previous daemon are watched by PID + start time instead.
+//! - One poller task probes readiness and HAProxy's stats socket every `timeouts.poll`.
+//! - Requests that change the lab (up, start, stop, add, decommission, down) hold an op lock,
+//!   so they never interleave; `status` never waits for them.
+//! - Every wait is a condition polled against a deadline, woken by a generation counter that
+//!   is bumped on each state change.
+//! - Cancelling the token stops supervision but leaves every process running: a later daemon
+//!   re-adopts them from `state.json`.
+//!
+//! Split by concern: `children` (adoption, spawning, signals, stopping), `poller` (readiness,
+//! observation, HAProxy states → events), `status` (views and the status report), `proxy`
+//! (HAProxy's config and process), `requests` (the API's lifecycle requests). This file holds
+//! the shared state and the wait primitive.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use time::OffsetDateTime;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::api::{DaemonStatus, HaproxyReport, HaproxyStatus, NodeStatus, StatusReport};
+use crate::config::LabSpec;
+use crate::engine::{self, Engine, Member, StartContext, StartMode};
+use crate::events::{EventBus, EventKind};
+use crate::haproxy;
+use crate::lab::Lab;
+use crate::node::{NodeId, NodeRecord, NodeState};
+use crate::ports;
+use crate::process::{self, ExitInfo, Liveness, ProcIdentity};
+use crate::state::LabState;
+use crate::watch::{ClusterFigures, Observation, Quorum};
+use crate::{Error, Result};
+
+mod children;
+mod poller;
+mod proxy;
+mod requests;
+mod status;
+
+/// How often `node stop` and `down` report drain progress.
+const PROGRESS_EVERY: Duration = Duration::from_secs(5);
+/// How long to wait for a process to vanish after SIGKILL.
+const KILL_WAIT: Duration = Duration::from_secs(10);
+
+/// What the poller last saw of a node (not persisted).
+#[derive(Debug, Clone, Default)]
+struct NodeRuntime {
+    ready: bool,
+    ready_detail: Option<String>,
+    /// HAProxy's status of the node's server in the client frontend.
+    backend: Option<String>,
+    /// HAProxy's last check result for it (`L7OK`, `L4CON`, `INI`...).
+    backend_check: Option<String>,
+    /// When roachlab last signalled the node (for "exited N s after the signal").
+    signalled_at: Option<Instant>,
+}
+
+/// The outcome of stopping one node, as `down` and `node stop` report it.
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct StopOutcome {
+    pub node: NodeId,
+    /// Signals sent, in order (`SIGTERM`, then `SIGINT`/`SIGKILL` if it had to escalate).
+    pub signals: Vec<String>,
+    pub exit: Option<ExitInfo>,
+    /// From the first signal to exit, in ms.
+    pub elapsed_ms: u64,
+    /// `drained` (exited after the first signal), `hard` (after the engine's hard-stop
+    /// signal), `killed` (SIGKILL), `not running`.
+    pub outcome: String,
+}
+
+/// What the watcher remembers between polls.
+#[derive(Debug, Default)]
+struct WatchState {
+    last: Observation,
+    /// Quorum as last evaluated (None before the first evaluation).
+    quorum_ok: Option<bool>,
+    /// A `quorum_lost` event is outstanding (so `quorum_regained` follows only a loss).
+    lost_reported: bool,
+    /// (underreplicated, unavailable) last reported.
+    ranges: Option<(Option<u64>, Option<u64>)>,
+}
+
+struct Inner {
+    lab: Lab,
+    engine: Arc<dyn Engine>,
+    bus: EventBus,
+    state: Mutex<LabState>,
+    runtime: Mutex<HashMap<NodeId, NodeRuntime>>,
+    haproxy_backends: Mutex<Vec<haproxy::ServerStat>>,
+    /// The watcher's last observation and quorum bookkeeping.
+    watch: Mutex<WatchState>,
+    op_lock: tokio::sync::Mutex<()>,
+    generation: watch::Sender<u64>,
+    cancel: CancellationToken,
+    http: reqwest::Client,
+}
+
+/// A lab's supervisor. Cheap to clone.
+#[derive(Clone)]
+pub struct Supervisor {
+    inner: Arc<Inner>,
+}
+
+impl Supervisor {
+    /// Loads the lab's state, re-adopts processes that are still running (matched by PID and
+    /// start time; a PID now used by another process is never touched), records this daemon,
+    /// and starts the poller. Supervision stops when `cancel` fires.
+    pub async fn open(lab: Lab, bus: EventBus, cancel: CancellationToken) -> Result<Self> {
+        let state = LabState::load(&lab.state_file())?.ok_or_else(|| Error::NoLab { dir: lab.dir().to_path_buf() })?;
+        let engine = engine::for_spec(&state.spec);
+        let poll = state.spec.timeouts.poll;
+        let sup = Supervisor {
+            inner: Arc::new(Inner {
+                lab,
+                engine,
+                bus,
+                state: Mutex::new(state),
+                runtime: Mutex::new(HashMap::new()),
+                haproxy_backends: Mutex::new(Vec::new()),
+                watch: Mutex::new(WatchState::default()),
+                op_lock: tokio::sync::Mutex::new(()),
+                generation: watch::channel(0).0,
+                cancel,
+                http: engine::http_client(poll.max(Duration::from_millis(500)).min(Duration::from_secs(2))),
+            }),
+        };
+        sup.adopt()?;
+        let poller = sup.clone();
+        tokio::spawn(async move { poller.poll_loop().await });
+        Ok(sup)
+    }
+
+    /// The lab this supervisor runs.
+    pub fn lab(&self) -> &Lab {
+        &self.inner.lab
+    }
+
+    /// The event bus.
+    pub fn bus(&self) -> &EventBus {
+        &self.inner.bus
+    }
+
+    fn emit(&self, kind: EventKind) {
+        self.inner.bus.emit(kind);
+    }
+
+    fn state(&self) -> MutexGuard<'_, LabState> {
+        self.inner.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn runtime(&self) -> MutexGuard<'_, HashMap<NodeId, NodeRuntime>> {
+        self.inner.runtime.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn spec(&self) -> LabSpec {
+        self.state().spec.clone()
+    }
+
+    fn bump(&self) {
+        self.inner.generation.send_modify(|g| *g += 1);
+    }
+
+    /// Applies `f` to the state, persists it, and wakes waiters.
+    fn update<T>(&self, f: impl FnOnce(&mut LabState) -> T) -> Result<T> {
+        let out = {
+            let mut st = self.state();
+            let out = f(&mut st);
+            st.save(&self.inner.lab.state_file())?;
+            out
+        };
+        self.bump();
+        Ok(out)
+    }
+
+    /// Waits until `cond` holds, re-checking on every state change and at least every 200 ms.
+    async fn wait_until(&self, what: impl Fn() -> String, deadline: Duration, mut cond: impl FnMut(&Self) -> bool) -> Result<()> {
+        let start = Instant::now();
+        let mut rx = self.inner.generation.subscribe();
+        loop {
+            if cond(self) {
+                return Ok(());
+            }
+            let left = deadline.saturating_sub(start.elapsed());
+            if left.is_zero() {
+                return Err(Error::Timeout { what: what(), after_ms: deadline.as_millis() as u64 });
+            }
+            tokio::select! {
+                _ = rx.changed() => {}
+                _ = tokio::time::sleep(left.min(Duration::from_millis(200))) => {}
+                _ = self.inner.cancel.cancelled() => return Err(Error::Refused("the daemon is shutting down".into())),
+            }
+        }
+    }
+}
+
+/// RFC 3339 in UTC with milliseconds, e.g. `2026-11-21T14:21:05.653Z`.
+fn rfc3339(t: OffsetDateTime) -> String {
+    let fmt = time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z");
+    t.to_offset(time::UtcOffset::UTC).format(&fmt).unwrap_or_default()
+}
+
+fn join_ids(ids: &[NodeId]) -> String {
+    ids.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(", ")
+}
+
+fn describe_state(s: &NodeState) -> String {
+    match s {
+        NodeState::Exited { status, .. } => format!("exited, {status}"),
+        other => other.name().to_string(),
+    }
+}

@@ -1,0 +1,183 @@
+//! The poller: readiness, the engine's observation and HAProxy's server states, every
+//! `timeouts.poll`; what changed goes out as events.
+
+use time::OffsetDateTime;
+
+use super::*;
+
+impl Supervisor {
+    // ----- polling --------------------------------------------------------------------------
+
+    pub(super) async fn poll_loop(&self) {
+        let poll = self.spec().timeouts.poll;
+        let mut tick = tokio::time::interval(poll);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = self.inner.cancel.cancelled() => return,
+            }
+            self.poll_once().await;
+        }
+    }
+
+    /// One round, every request bounded by the poll client's timeout: readiness of every live
+    /// node and the engine's observation (in parallel), then HAProxy's server states.
+    pub async fn poll_once(&self) {
+        let live: Vec<(NodeId, u16)> = self.state().nodes.iter().filter(|n| n.process.is_some()).map(|n| (n.id, n.ports.http)).collect();
+        let all = self.members();
+        let live_members: Vec<Member> = all.iter().copied().filter(|m| live.iter().any(|(id, _)| *id == m.id)).collect();
+        let engine = self.inner.engine.clone();
+        let client = &self.inner.http;
+        let probes = futures_util::future::join_all(live.iter().map(|&(id, port)| {
+            let engine = engine.clone();
+            async move { (id, engine::probe_readiness(engine.as_ref(), client, port).await) }
+        }));
+        let observe = engine.observe(client, &live_members, &all);
+        let (results, observation) = futures_util::join!(probes, observe);
+        for (node, r) in results {
+            self.apply_readiness(node, r.ready, r.detail);
+        }
+        self.apply_observation(observation);
+        self.poll_haproxy().await;
+    }
+
+    /// Stores an observation, adds the quorum figure, and publishes what changed.
+    pub(super) fn apply_observation(&self, mut obs: Observation) {
+        // Quorum as the engine observed it (CockroachDB: a timed SQL probe), else Raft
+        // arithmetic over members whose process runs (etcd); whether the cluster serves right
+        // now (an election in progress, a node not yet ready) is readiness.
+        let (members, up, initialized) = {
+            let st = self.state();
+            (st.members().count(), st.members().filter(|n| n.process.is_some()).count(), st.initialized)
+        };
+        let quorum = obs.cluster.quorum.clone().unwrap_or_else(|| Quorum::of(up, members));
+        obs.cluster.quorum = Some(quorum.clone());
+        let mut events = Vec::new();
+        {
+            let mut w = self.inner.watch.lock().unwrap_or_else(|p| p.into_inner());
+            for (node, f) in &obs.nodes {
+                let Some(to) = f.liveness else { continue };
+                let from = w.last.nodes.get(node).and_then(|p| p.liveness);
+                if from != Some(to) {
+                    events.push(EventKind::LivenessChanged { node: *node, from: from.map(|l| l.to_string()), to: to.to_string() });
+                }
+            }
+            // Keep the last known liveness of nodes that did not answer this round.
+            for (node, prev) in &w.last.nodes {
+                let f = obs.nodes.entry(*node).or_default();
+                if f.liveness.is_none() {
+                    f.liveness = prev.liveness;
+                }
+            }
+            let c = &obs.cluster;
+            if c.ranges_underreplicated.is_some() || c.ranges_unavailable.is_some() {
+                let now = (c.ranges_underreplicated, c.ranges_unavailable);
+                if w.ranges != Some(now) {
+                    w.ranges = Some(now);
+                    events.push(EventKind::RangesChanged { ranges: c.ranges, underreplicated: now.0, unavailable: now.1 });
+                }
+            }
+            if c.has_leader.is_some() && c.leader != w.last.cluster.leader {
+                events.push(EventKind::LeaderChanged { from: w.last.cluster.leader, to: c.leader, term: c.term });
+            }
+            if initialized {
+                match (w.quorum_ok, quorum.ok) {
+                    (Some(true), false) => {
+                        w.lost_reported = true;
+                        events.push(EventKind::QuorumLost { up: quorum.up, needed: quorum.needed, detail: quorum.detail.clone() });
+                    }
+                    (Some(false), true) if w.lost_reported => {
+                        w.lost_reported = false;
+                        events.push(EventKind::QuorumRegained { up: quorum.up, needed: quorum.needed, detail: quorum.detail.clone() });
+                    }
+                    _ => {}
+                }
+                w.quorum_ok = Some(quorum.ok);
+            }
+            w.last = obs;
+        }
+        let changed = !events.is_empty();
+        for e in events {
+            self.emit(e);
+        }
+        if changed {
+            self.bump();
+        }
+    }
+
+    /// The watcher's latest cluster figures.
+    pub fn cluster_figures(&self) -> ClusterFigures {
+        self.inner.watch.lock().unwrap_or_else(|p| p.into_inner()).last.cluster.clone()
+    }
+
+    pub(super) fn apply_readiness(&self, node: NodeId, ready: bool, detail: Option<String>) {
+        let (changed, detail_changed) = {
+            let mut rt = self.runtime();
+            let r = rt.entry(node).or_default();
+            let changed = r.ready != ready;
+            let detail_changed = r.ready_detail != detail;
+            r.ready = ready;
+            r.ready_detail = detail.clone();
+            (changed, detail_changed)
+        };
+        // The process may have exited while the probe ran; only live nodes change.
+        let mut became_running = false;
+        {
+            let mut st = self.state();
+            if let Ok(n) = st.node_mut(node) {
+                if n.process.is_none() {
+                    return;
+                }
+                if let (true, NodeState::Starting { pid, .. }) = (ready, &n.state) {
+                    n.state = NodeState::Running { pid: *pid, since: OffsetDateTime::now_utc() };
+                    became_running = true;
+                }
+            }
+            if became_running {
+                let _ = st.save(&self.inner.lab.state_file());
+            }
+        }
+        if changed {
+            self.emit(EventKind::NodeReady { node, ready, detail: detail.clone() });
+        } else if !ready && detail_changed {
+            if let Some(d) = detail {
+                self.emit(EventKind::NodePhase { node, phase: format!("not ready: {d}") });
+            }
+        }
+        if changed || became_running {
+            self.bump();
+        }
+    }
+
+    pub(super) async fn poll_haproxy(&self) {
+        if self.state().haproxy.is_none() {
+            return;
+        }
+        let Ok(rows) = haproxy::server_stats(&self.inner.lab.haproxy_socket()).await else { return };
+        let frontend = self.inner.engine.frontend_name();
+        let mut changes = Vec::new();
+        {
+            let mut rt = self.runtime();
+            // `INI`: HAProxy has not checked the server yet; its status means nothing until then.
+            for row in rows.iter().filter(|r| r.proxy == frontend && !r.check_status.starts_with("INI")) {
+                let Some(node) = row.node() else { continue };
+                let r = rt.entry(node).or_default();
+                let main_word = |s: &str| s.split_whitespace().next().unwrap_or("").to_string();
+                let old = r.backend.as_deref().map(main_word);
+                if old.as_deref() != Some(main_word(&row.status).as_str()) {
+                    changes.push((node, main_word(&row.status), row.check_status.clone()));
+                }
+                r.backend = Some(row.status.clone());
+                r.backend_check = Some(row.check_status.clone());
+            }
+        }
+        *self.inner.haproxy_backends.lock().unwrap_or_else(|p| p.into_inner()) = rows;
+        for (node, state, check) in &changes {
+            self.emit(EventKind::BackendState { node: *node, state: state.clone(), check: check.clone() });
+        }
+        if !changes.is_empty() {
+            self.bump();
+        }
+    }
+}

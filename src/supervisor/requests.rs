@@ -1,0 +1,286 @@
+//! The lifecycle requests of the API (up, node start/stop/kill/add/decommission, settings,
+//! predictions, down), each under the op lock.
+
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+
+use super::*;
+
+impl Supervisor {
+    // ----- requests ---------------------------------------------------------------------------
+
+    /// `up`: starts every member that is not running, bootstraps a new cluster, starts or
+    /// reloads HAProxy, and waits until all nodes are ready and UP in HAProxy.
+    pub async fn up(&self) -> Result<serde_json::Value> {
+        let _op = self.inner.op_lock.lock().await;
+        self.emit(EventKind::Command { command: "up".into(), by: crate::events::requester() });
+        let spec = self.spec();
+        self.inner.engine.binary()?;
+        haproxy::binary(&spec.haproxy)?;
+        let v = self.inner.engine.version().await?;
+        self.emit(EventKind::Note { message: format!("{} {}", spec.engine, v.version) });
+        if let Some(w) = v.warning {
+            self.emit(EventKind::Warning { message: w });
+        }
+        let members = self.members();
+        let to_start: Vec<NodeId> = members.iter().map(|m| m.id).filter(|&n| !self.is_live(n)).collect();
+        self.check_node_ports(&to_start)?;
+        if self.state().haproxy.is_none() {
+            ports::check_free(&haproxy::port_claims(&spec.haproxy))?;
+        }
+        let initialized = self.state().initialized;
+        let mode = if initialized { StartMode::Restart } else { StartMode::Initial };
+        for &n in &to_start {
+            self.spawn_node(n, mode, &members)?;
+        }
+        if !initialized {
+            if let Some(detail) = self.inner.engine.bootstrap(&self.inner.lab, &members).await? {
+                self.emit(EventKind::ClusterInitialized { detail });
+            }
+        }
+        let all: Vec<NodeId> = members.iter().map(|m| m.id).collect();
+        self.wait_ready(&all, spec.timeouts.ready).await?;
+        if !initialized {
+            for note in self.inner.engine.configure(&members, spec.haproxy.down_window()).await? {
+                self.emit(EventKind::Note { message: note });
+            }
+            self.update(|st| st.initialized = true)?;
+        }
+        self.learn_engine_ids().await;
+        self.apply_haproxy().await?;
+        self.wait_backends_up(&all).await?;
+        Ok(serde_json::json!({ "started": to_start, "nodes": all }))
+    }
+
+    /// `node start N`: restarts a stopped member on its store and, unless `no_wait`, waits
+    /// until it is ready (and UP in HAProxy, when HAProxy runs).
+    pub async fn start_node(&self, node: NodeId, no_wait: bool) -> Result<serde_json::Value> {
+        let _op = self.inner.op_lock.lock().await;
+        self.emit(EventKind::Command { command: format!("node start {node}"), by: crate::events::requester() });
+        let rec = self.state().node(node)?.clone();
+        if rec.decommissioned {
+            return Err(Error::NodeState { id: node, message: "was decommissioned and cannot rejoin; use `roachlab node add`".into() });
+        }
+        if let Some(p) = rec.process {
+            return Err(Error::NodeState { id: node, message: format!("is already running (pid {})", p.pid) });
+        }
+        self.check_node_ports(&[node])?;
+        let members = self.members();
+        let mode = if self.state().initialized { StartMode::Restart } else { StartMode::Initial };
+        self.spawn_node(node, mode, &members)?;
+        if no_wait {
+            return Ok(serde_json::json!({ "node": node }));
+        }
+        let spec = self.spec();
+        self.wait_ready(&[node], spec.timeouts.ready).await?;
+        if self.state().haproxy.is_some() {
+            self.wait_backends_up(&[node]).await?;
+        }
+        Ok(serde_json::json!({ "node": node }))
+    }
+
+    /// `node stop N`: SIGTERM (graceful drain), progress every 5 s, SIGKILL after `grace`.
+    pub async fn stop_node(&self, node: NodeId, grace: Option<Duration>) -> Result<serde_json::Value> {
+        let _op = self.inner.op_lock.lock().await;
+        let grace = grace.unwrap_or(self.spec().timeouts.grace);
+        self.emit(EventKind::Command {
+            command: format!("node stop {node} (grace {})", humantime::format_duration(grace)),
+            by: crate::events::requester(),
+        });
+        self.require_live(node)?;
+        let out = self.stop_nodes(&[node], Signal::SIGTERM, grace, &[(Signal::SIGKILL, KILL_WAIT)]).await?;
+        Ok(serde_json::to_value(&out[0]).expect("serializes"))
+    }
+
+    /// `node kill N`: SIGKILL now.
+    pub async fn kill_node(&self, node: NodeId) -> Result<serde_json::Value> {
+        let _op = self.inner.op_lock.lock().await;
+        self.emit(EventKind::Command { command: format!("node kill {node}"), by: crate::events::requester() });
+        self.require_live(node)?;
+        let out = self.stop_nodes(&[node], Signal::SIGKILL, KILL_WAIT, &[]).await?;
+        Ok(serde_json::to_value(&out[0]).expect("serializes"))
+    }
+
+    pub(super) fn require_live(&self, node: NodeId) -> Result<()> {
+        let rec = self.state().node(node)?.clone();
+        if rec.process.is_none() {
+            return Err(Error::NodeState { id: node, message: format!("is not running (it is {})", describe_state(&rec.state)) });
+        }
+        Ok(())
+    }
+
+    /// Our id of the node holding the lease for `key` of `table` (CockroachDB).
+    pub async fn leaseholder_of(&self, table: &str, key: i64) -> Result<NodeId> {
+        let members: Vec<Member> = self.members().into_iter().filter(|m| self.is_ready(m.id)).collect();
+        if members.is_empty() {
+            return Err(Error::Refused("no member is ready to ask".into()));
+        }
+        let engine_id = self.inner.engine.leaseholder_of(&members, table, key).await?;
+        self.members()
+            .into_iter()
+            .find(|m| m.engine_id.unwrap_or(m.id as u64) == engine_id)
+            .map(|m| m.id)
+            .ok_or_else(|| Error::Refused(format!("the leaseholder is node ID {engine_id}, which this lab does not know")))
+    }
+
+    /// What taking `down` out of the cluster would do to quorum, predicted by the engine from
+    /// the layout observed now (CockroachDB: replica placement; etcd: member count). Unknown
+    /// node ids are an error.
+    pub async fn predict_loss(&self, down: &[NodeId]) -> Result<crate::watch::LossPrediction> {
+        let all = self.members();
+        if let Some(bad) = down.iter().find(|id| !all.iter().any(|m| m.id == **id)) {
+            return Err(Error::UnknownNode { id: *bad, known: all.iter().map(|m| m.id).collect() });
+        }
+        let mut ask: Vec<Member> = all.iter().copied().filter(|m| self.is_ready(m.id)).collect();
+        // Ask a node that stays up first.
+        ask.sort_by_key(|m| down.contains(&m.id));
+        if ask.is_empty() {
+            return Err(Error::Refused("no member is ready to read the cluster's layout from".into()));
+        }
+        self.inner.engine.predict_loss(&ask, &all, down).await
+    }
+
+    /// Sets a cluster setting through the engine (asked of a ready member).
+    pub async fn set_setting(&self, name: &str, value: &str) -> Result<serde_json::Value> {
+        let _op = self.inner.op_lock.lock().await;
+        self.emit(EventKind::Command { command: format!("set {name} = {value}"), by: crate::events::requester() });
+        let members: Vec<Member> = self.members().into_iter().filter(|m| self.is_ready(m.id)).collect();
+        if members.is_empty() {
+            return Err(Error::Refused("no member is ready to take the setting".into()));
+        }
+        self.inner.engine.set_setting(&members, name, value).await?;
+        self.emit(EventKind::Note { message: format!("cluster setting {name} = {value}") });
+        Ok(serde_json::json!({ "setting": name, "value": value }))
+    }
+
+    /// `node add`: a new node joins the cluster; HAProxy gains a backend.
+    pub async fn add_node(&self) -> Result<serde_json::Value> {
+        let _op = self.inner.op_lock.lock().await;
+        self.emit(EventKind::Command { command: "node add".into(), by: crate::events::requester() });
+        if !self.state().initialized {
+            return Err(Error::Refused("the cluster was never brought up; run `roachlab up` first".into()));
+        }
+        let node = self.state().next_id();
+        if node > crate::config::MAX_NODES {
+            return Err(Error::Refused(format!("a lab has at most {} nodes", crate::config::MAX_NODES)));
+        }
+        self.inner.engine.binary()?;
+        self.check_node_ports(&[node])?;
+        let ports = self.inner.engine.node_ports(node);
+        let new = Member { id: node, ports, engine_id: None };
+        let mut members: Vec<Member> = self.members().into_iter().filter(|m| self.is_ready(m.id)).collect();
+        if members.is_empty() {
+            return Err(Error::Refused("no member is ready to let a new node join; start one first".into()));
+        }
+        self.inner.engine.prepare_join(&members, new).await?;
+        self.update(|st| {
+            st.nodes.push(NodeRecord { id: node, ports, state: NodeState::Stopped, process: None, decommissioned: false, engine_id: None })
+        })?;
+        members.push(new);
+        self.spawn_node(node, StartMode::Join, &members)?;
+        let spec = self.spec();
+        self.wait_ready(&[node], spec.timeouts.ready).await?;
+        self.learn_engine_ids().await;
+        if self.state().haproxy.is_some() {
+            self.apply_haproxy().await?;
+            self.wait_backends_up(&[node]).await?;
+        }
+        Ok(serde_json::json!({ "node": node }))
+    }
+
+    /// `node decommission N`: removes the node from the cluster, stops it, and takes it out
+    /// of HAProxy. Refuses, unless `force`, when fewer members than the engine's minimum would
+    /// remain.
+    pub async fn decommission_node(&self, node: NodeId, force: bool) -> Result<serde_json::Value> {
+        let _op = self.inner.op_lock.lock().await;
+        self.emit(EventKind::Command {
+            command: format!("node decommission {node}{}", if force { " --force" } else { "" }),
+            by: crate::events::requester(),
+        });
+        let rec = self.state().node(node)?.clone();
+        if rec.decommissioned {
+            return Err(Error::NodeState { id: node, message: "is already decommissioned".into() });
+        }
+        let members = self.members();
+        let left = members.len() - 1;
+        let min = self.inner.engine.min_members();
+        if left < min && !force {
+            return Err(Error::Refused(format!(
+                "decommissioning node {node} would leave {left} node(s): {}. Add a node first (`roachlab node add`), or pass --force",
+                self.inner.engine.min_members_reason()
+            )));
+        }
+        let target = *members.iter().find(|m| m.id == node).expect("member");
+        let via: Vec<Member> = members.iter().copied().filter(|m| self.is_ready(m.id)).collect();
+        self.emit(EventKind::NodePhase { node, phase: "decommissioning".into() });
+        self.inner.engine.decommission(&self.inner.lab, &via, target).await?;
+        self.update(|st| {
+            if let Ok(n) = st.node_mut(node) {
+                n.decommissioned = true;
+            }
+        })?;
+        self.emit(EventKind::NodeDecommissioned { node });
+        if self.state().haproxy.is_some() {
+            self.apply_haproxy().await?;
+        }
+        let stop = if self.is_live(node) {
+            let grace = self.spec().timeouts.grace;
+            // etcd stops by itself once removed: give it a moment before signalling.
+            let _ = self.wait_until(|| "exit".into(), Duration::from_secs(2), |s| !s.is_live(node)).await;
+            if self.is_live(node) {
+                Some(self.stop_nodes(&[node], Signal::SIGTERM, grace, &[(Signal::SIGKILL, KILL_WAIT)]).await?.remove(0))
+            } else {
+                None
+            }
+        } else {
+            None
+        };
+        Ok(serde_json::json!({ "node": node, "stop": stop }))
+    }
+
+    /// `down`: stops every node and HAProxy, with an explicit plan:
+    /// `fast`: SIGKILL everything at once. Otherwise SIGTERM to all nodes together (they
+    /// drain in parallel); after `timeouts.down_grace` the engine's hard-stop signal to those
+    /// still running (a CockroachDB cluster that lost quorum cannot finish draining);
+    /// SIGKILL 10 s later. Returns what happened to each node.
+    pub async fn down(&self, fast: bool) -> Result<serde_json::Value> {
+        let _op = self.inner.op_lock.lock().await;
+        let spec = self.spec();
+        self.emit(EventKind::Command { command: if fast { "down --fast".into() } else { "down".into() }, by: crate::events::requester() });
+        let nodes: Vec<NodeId> = self.state().nodes.iter().filter(|n| n.process.is_some()).map(|n| n.id).collect();
+        let outcomes = if fast {
+            self.stop_nodes(&nodes, Signal::SIGKILL, KILL_WAIT, &[]).await?
+        } else {
+            let hard = self.inner.engine.hard_stop_signal();
+            let mut esc = vec![(hard, Duration::from_secs(10))];
+            if hard != Signal::SIGKILL {
+                esc.push((Signal::SIGKILL, KILL_WAIT));
+            }
+            let then = if hard == Signal::SIGKILL { String::new() } else { "; SIGKILL 10 s after that".into() };
+            self.emit(EventKind::Note {
+                message: format!(
+                    "plan: SIGTERM to node(s) {} together (graceful drain); {} to any still running after {}{then}",
+                    join_ids(&nodes),
+                    hard.as_str(),
+                    humantime::format_duration(spec.timeouts.down_grace)
+                ),
+            });
+            self.stop_nodes(&nodes, Signal::SIGTERM, spec.timeouts.down_grace, &esc).await?
+        };
+        self.stop_haproxy().await?;
+        self.update(|st| st.daemon = None)?;
+        Ok(serde_json::json!({ "nodes": outcomes }))
+    }
+
+    /// Stops supervision (the daemon is exiting) and records that no daemon serves the lab.
+    /// Processes keep running.
+    pub fn detach(&self) {
+        self.inner.cancel.cancel();
+        let _ = self.update(|st| {
+            if st.daemon.map(|d| d.pid) == Some(std::process::id()) {
+                st.daemon = None;
+            }
+        });
+    }
+}

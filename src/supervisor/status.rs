@@ -1,0 +1,102 @@
+//! Views of the lab: membership, readiness, HAProxy's word for each server, and the status
+//! report (`GET /v1/status`).
+
+use super::*;
+
+impl Supervisor {
+    // ----- views ----------------------------------------------------------------------------
+
+    pub(super) fn members(&self) -> Vec<Member> {
+        self.state().members().map(|n| Member { id: n.id, ports: n.ports, engine_id: n.engine_id }).collect()
+    }
+
+    pub(super) fn is_ready(&self, node: NodeId) -> bool {
+        let live = self.state().node(node).map(|n| n.process.is_some()).unwrap_or(false);
+        live && self.runtime().get(&node).is_some_and(|r| r.ready)
+    }
+
+    /// HAProxy shows `word` (`UP`, `DOWN`) for the node's server. `UP` counts only once a
+    /// health check has passed: HAProxy lists servers as UP before their first check (`INI`).
+    pub(super) fn backend_is(&self, node: NodeId, word: &str) -> bool {
+        let rt = self.runtime();
+        let Some(r) = rt.get(&node) else { return false };
+        let status_ok = r.backend.as_deref().is_some_and(|s| s.split_whitespace().next() == Some(word));
+        status_ok && (word != "UP" || r.backend_check.as_deref().is_some_and(|c| c.starts_with("L7OK")))
+    }
+
+    pub(super) fn is_live(&self, node: NodeId) -> bool {
+        self.state().node(node).map(|n| n.process.is_some()).unwrap_or(false)
+    }
+
+    /// The lab's status, as `GET /v1/status` returns it.
+    pub fn status(&self) -> StatusReport {
+        let figures = self.inner.watch.lock().unwrap_or_else(|p| p.into_inner()).last.clone();
+        let st = self.state();
+        let rt = self.runtime();
+        let nodes = st
+            .nodes
+            .iter()
+            .map(|n| {
+                let r = rt.get(&n.id).cloned().unwrap_or_default();
+                let (since, exit) = match &n.state {
+                    NodeState::Starting { since, .. } | NodeState::Running { since, .. } => (Some(rfc3339(*since)), None),
+                    NodeState::Exited { status, at } => (Some(rfc3339(*at)), Some(status.clone())),
+                    _ => (None, None),
+                };
+                let live = n.process.is_some();
+                NodeStatus {
+                    id: n.id,
+                    pid: n.process.map(|p| p.pid),
+                    state: n.state.name().to_string(),
+                    since,
+                    exit,
+                    ready: live && r.ready,
+                    ready_detail: if live && !r.ready { r.ready_detail.clone() } else { None },
+                    sql_port: n.ports.service,
+                    http_port: n.ports.http,
+                    peer_port: n.ports.peer,
+                    backend: if st.haproxy.is_some() && !n.decommissioned { r.backend.clone() } else { None },
+                    decommissioned: n.decommissioned,
+                    engine_id: n.engine_id,
+                    backend_check: if st.haproxy.is_some() && !n.decommissioned { r.backend_check.clone() } else { None },
+                    liveness: figures.nodes.get(&n.id).and_then(|f| f.liveness),
+                    replicas: figures.nodes.get(&n.id).and_then(|f| f.replicas).filter(|_| live),
+                    leaseholders: figures.nodes.get(&n.id).and_then(|f| f.leaseholders).filter(|_| live),
+                    is_leader: figures.nodes.get(&n.id).and_then(|f| f.is_leader).filter(|_| live),
+                }
+            })
+            .collect();
+        StatusReport {
+            engine: st.spec.engine.to_string(),
+            dir: self.inner.lab.dir().to_path_buf(),
+            daemon: DaemonStatus { pid: std::process::id() },
+            nodes,
+            haproxy: self.haproxy_status(&st),
+            cluster: figures.cluster,
+            quorum_rule: self.inner.engine.quorum_rule(st.members().count()),
+        }
+    }
+
+    pub(super) fn haproxy_status(&self, st: &LabState) -> HaproxyStatus {
+        let h = &st.spec.haproxy;
+        HaproxyStatus {
+            pid: st.haproxy.map(|p| p.pid),
+            state: if st.haproxy.is_some() { "running" } else { "stopped" }.into(),
+            config: self.inner.lab.haproxy_cfg(),
+            frontend: format!("127.0.0.1:{}", h.frontend_port),
+            admin_ui: format!("127.0.0.1:{}", h.admin_port),
+            stats: format!("127.0.0.1:{}", h.stats_port),
+        }
+    }
+
+    /// HAProxy's config path, pid and every server's state (`GET /v1/haproxy`).
+    pub async fn haproxy_report(&self) -> HaproxyReport {
+        let status = self.haproxy_status(&self.state());
+        let servers = if status.pid.is_some() {
+            haproxy::server_stats(&self.inner.lab.haproxy_socket()).await.unwrap_or_default()
+        } else {
+            Vec::new()
+        };
+        HaproxyReport { status, servers }
+    }
+}
