@@ -58,6 +58,10 @@ impl From<&Error> for ApiError {
 pub struct StopRequest {
     /// Time from SIGTERM to SIGKILL in ms; the lab's `timeouts.grace` when absent.
     pub grace_ms: Option<u64>,
+    /// SIGTERM at once: no HAProxy drain, no hand-off (the behaviour before drains, kept for
+    /// comparison drills).
+    #[serde(default)]
+    pub no_drain: bool,
 }
 
 /// Body of `POST /v1/nodes/{id}/start`.

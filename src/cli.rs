@@ -221,12 +221,17 @@ pub enum WorkloadCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum NodeCommand {
-    /// Graceful stop: SIGTERM (the node drains), SIGKILL if it has not exited after --grace.
+    /// Graceful stop: the node's server goes to DRAIN in HAProxy, its client sessions leave,
+    /// leadership (etcd) or leases (CockroachDB: `cockroach node drain`) move away, then
+    /// SIGTERM; SIGKILL if it has not exited after --grace.
     Stop {
         id: NodeId,
         /// Time from SIGTERM to SIGKILL, e.g. 90s (default: the lab's timeouts.grace, 60s).
         #[arg(long, value_parser = humantime::parse_duration)]
         grace: Option<Duration>,
+        /// SIGTERM at once: no HAProxy drain and no hand-off (for comparison drills).
+        #[arg(long)]
+        no_drain: bool,
     },
     /// SIGKILL the node now: no drain.
     Kill { id: NodeId },
@@ -307,7 +312,7 @@ pub async fn run(cli: Cli) -> Result<i32> {
         Command::Drill { command, node, seed, baseline } => {
             let mut extra_ids = Vec::new();
             let (text, origin) = match &command {
-                DrillCommand::GracefulVsKill => (built_in("graceful-vs-kill"), "<built-in graceful-vs-kill>".to_string()),
+                DrillCommand::GracefulVsKill => (graceful_vs_kill(&lab)?, "<built-in graceful-vs-kill>".to_string()),
                 DrillCommand::QuorumLoss => {
                     let state = LabState::load(&lab.state_file())?.ok_or_else(|| Error::NoLab { dir: lab.dir().to_path_buf() })?;
                     let members = state.members().count();
@@ -435,8 +440,10 @@ fn workload_target(lab: &Lab, url: Option<String>) -> Result<Target> {
     }
 }
 
-fn built_in(name: &str) -> String {
-    crate::drill::BUILT_IN.iter().find(|(n, _)| *n == name).map(|(_, t)| t.to_string()).expect("built-in drill exists")
+/// The graceful-vs-kill drill for this lab's HAProxy check settings.
+fn graceful_vs_kill(lab: &Lab) -> Result<String> {
+    let state = LabState::load(&lab.state_file())?.ok_or_else(|| Error::NoLab { dir: lab.dir().to_path_buf() })?;
+    Ok(crate::drill::graceful_vs_kill_scenario(state.spec.haproxy.inter, state.spec.haproxy.fall))
 }
 
 fn latest_run(lab: &Lab) -> Result<PathBuf> {
@@ -497,6 +504,12 @@ fn drill_summary(r: &crate::drill::runner::DrillResult) -> String {
         ));
     }
     out.push('\n');
+    for t in &r.story {
+        out.push_str(&format!("what happened: {t}\n"));
+    }
+    if !r.story.is_empty() {
+        out.push('\n');
+    }
     for e in &r.expectations {
         out.push_str(&format!("{} {} (observed {})\n", if e.met { "met:    " } else { "NOT MET:" }, e.text, e.observed));
     }
@@ -530,7 +543,7 @@ async fn demo(lab: &Lab, config: Option<&Path>) -> Result<i32> {
             Err(e) => return Err(e),
         }
     }
-    let code = drill(lab, &built_in("graceful-vs-kill"), "<built-in graceful-vs-kill>", &[], None, None, Duration::from_secs(5)).await?;
+    let code = drill(lab, &graceful_vs_kill(lab)?, "<built-in graceful-vs-kill>", &[], None, None, Duration::from_secs(5)).await?;
     println!("the cluster is still up: `roachlab status`, `roachlab watch`, `roachlab down`");
     Ok(code)
 }
@@ -674,8 +687,8 @@ async fn node(lab: &Lab, command: NodeCommand) -> Result<i32> {
     let client = ensure_daemon(lab).await?;
     let empty = serde_json::json!({});
     let result = match command {
-        NodeCommand::Stop { id, grace } => {
-            let req = StopRequest { grace_ms: grace.map(|g| g.as_millis() as u64) };
+        NodeCommand::Stop { id, grace, no_drain } => {
+            let req = StopRequest { grace_ms: grace.map(|g| g.as_millis() as u64), no_drain };
             stream(&client, &format!("/v1/nodes/{id}/stop"), &req).await?
         }
         NodeCommand::Kill { id } => stream(&client, &format!("/v1/nodes/{id}/kill"), &empty).await?,

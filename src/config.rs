@@ -106,6 +106,11 @@ pub struct RawTimeouts {
     /// How often the daemon polls readiness and HAProxy (default `"1s"`).
     #[serde(default, with = "humantime_serde")]
     pub poll: Option<Duration>,
+    /// `node stop`: how long to wait, once HAProxy has the node's server in DRAIN, for client
+    /// sessions to leave it before the node is handed off and signalled (default `"5s"`;
+    /// roachlab's workloads retire connections after 1 s, so theirs leave within one).
+    #[serde(default, with = "humantime_serde")]
+    pub drain_sessions: Option<Duration>,
 }
 
 /// `[cockroach]`.
@@ -199,6 +204,12 @@ pub struct Timeouts {
     pub ready: Duration,
     #[serde(with = "humantime_serde")]
     pub poll: Duration,
+    #[serde(default = "default_drain_sessions", with = "humantime_serde")]
+    pub drain_sessions: Duration,
+}
+
+fn default_drain_sessions() -> Duration {
+    Duration::from_secs(5)
 }
 
 /// CockroachDB settings.
@@ -276,6 +287,7 @@ impl RawConfig {
             down_grace: t.down_grace.unwrap_or(Duration::from_secs(20)),
             ready: t.ready.unwrap_or(Duration::from_secs(60)),
             poll: t.poll.unwrap_or(Duration::from_secs(1)),
+            drain_sessions: t.drain_sessions.unwrap_or_else(default_drain_sessions),
         };
         if timeouts.poll < Duration::from_millis(100) {
             return Err(invalid("timeouts.poll: use at least 100ms".into()));

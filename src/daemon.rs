@@ -162,7 +162,12 @@ fn router(state: AppState) -> Router {
         .route(
             "/v1/nodes/{id}/stop",
             post(|State(s): State<AppState>, h: HeaderMap, Path(id): Path<NodeId>, Json(r): Json<StopRequest>| async move {
-                streamed(&s, &h, move |sup| async move { sup.stop_node(id, r.grace_ms.map(Duration::from_millis)).await }, false)
+                streamed(
+                    &s,
+                    &h,
+                    move |sup| async move { sup.stop_node(id, r.grace_ms.map(Duration::from_millis), !r.no_drain).await },
+                    false,
+                )
             }),
         )
         .route(

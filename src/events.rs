@@ -83,6 +83,12 @@ pub enum EventKind {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         detail: Option<String>,
     },
+    /// One stage of a graceful stop (`node stop` with drain), as it completed: `haproxy`
+    /// (the server set to DRAIN in every backend, read back), `sessions` (client sessions
+    /// left the server), `hand-off` (etcd leadership moved / CockroachDB drained: leases and
+    /// Raft leadership moved, SQL clients closed), `ready` (back in service after a restart).
+    /// `after_ms` counts from the stop request.
+    DrainStage { node: NodeId, stage: String, detail: String, after_ms: u64 },
     /// Something the user should read.
     Note { message: String },
     /// Something that went wrong without failing the request.
@@ -161,6 +167,10 @@ impl Event {
             }
             EventKind::QuorumRegained { detail: Some(d), .. } => format!("quorum regained: {d}"),
             EventKind::QuorumRegained { up, needed, detail: None } => format!("quorum regained: {up} member(s) up (majority {needed})"),
+            EventKind::DrainStage { node, stage, detail, .. } if stage == "ready" => format!("node {node}: {detail}"),
+            EventKind::DrainStage { node, stage, detail, after_ms } => {
+                format!("node {node}: drain stage {stage} at +{:.1} s: {detail}", *after_ms as f64 / 1000.0)
+            }
             EventKind::Note { message } => message.clone(),
             EventKind::Warning { message } => format!("warning: {message}"),
         }

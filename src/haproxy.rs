@@ -63,6 +63,7 @@ pub fn render(lab: &Lab, spec: &HaproxySpec, engine: &dyn Engine, backends: &[Ba
         engine => engine.kind().to_string(),
         dir => lab.dir().display().to_string(),
         stats_socket => lab.haproxy_socket().display().to_string(),
+        state_file => lab.haproxy_state().display().to_string(),
         frontend_name => engine.frontend_name(),
         client_role => match engine.frontend_name() { "psql" => "SQL", _ => "client API" },
         frontend_port => spec.frontend_port,
@@ -180,6 +181,47 @@ pub async fn runtime_command(socket: &Path, command: &str, deadline: Duration) -
         Ok(Err(e)) => Err(Error::io(format!("haproxy socket {}", socket.display()), e)),
         Err(_) => Err(Error::Timeout { what: format!("haproxy socket {}", socket.display()), after_ms: deadline.as_millis() as u64 }),
     }
+}
+
+/// A server's administrative state, as the runtime API sets it (HAProxy 2.6 management guide,
+/// `set server <backend>/<server> state [ ready | drain | maint ]`): `drain` takes no new
+/// connections but keeps its sessions and health checks; `ready` is normal service (traffic
+/// flows once the health checks pass).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AdminState {
+    Ready,
+    Drain,
+}
+
+/// Sets `proxy/server` to `state` through the runtime API. HAProxy answers an empty line on
+/// success; any text is its error (e.g. `No such server.`).
+pub async fn set_server_state(socket: &Path, proxy: &str, server: &str, state: AdminState) -> Result<()> {
+    let word = match state {
+        AdminState::Ready => "ready",
+        AdminState::Drain => "drain",
+    };
+    let reply = runtime_command(socket, &format!("set server {proxy}/{server} state {word}"), Duration::from_secs(2)).await?;
+    if reply.trim().is_empty() {
+        Ok(())
+    } else {
+        Err(Error::Haproxy { message: format!("`set server {proxy}/{server} state {word}`: {}", reply.trim()) })
+    }
+}
+
+/// Saves `show servers state` to `file` (atomically) for the next worker to load
+/// (`server-state-file`, `load-server-state-from-file global` in the config).
+pub async fn save_server_state(socket: &Path, file: &Path) -> Result<()> {
+    let text = runtime_command(socket, "show servers state", Duration::from_secs(2)).await?;
+    if !text.starts_with('1') {
+        return Err(Error::Haproxy { message: format!("unexpected `show servers state` reply: {}", text.lines().next().unwrap_or("")) });
+    }
+    crate::state::write_atomic(file, text.as_bytes())
+}
+
+/// An empty server-state file (format version 1, no servers), for a fresh HAProxy start:
+/// states of an earlier HAProxy (a server drained before `down`) must not come back.
+pub fn reset_server_state(file: &Path) -> Result<()> {
+    crate::state::write_atomic(file, b"1\n")
 }
 
 /// The server rows of `show stat` from the stats socket.

@@ -35,6 +35,13 @@ impl Lab {
         Ok(Self { dir: normalize(&dir) })
     }
 
+    /// `DIR/haproxy.state`: HAProxy's server states (`show servers state`), saved before each
+    /// reload and loaded by the new worker (`server-state-file`), so a drained server stays
+    /// drained and a DOWN one stays DOWN across a reload.
+    pub fn haproxy_state(&self) -> PathBuf {
+        self.dir.join("haproxy.state")
+    }
+
     /// The lab directory itself.
     pub fn dir(&self) -> &Path {
         &self.dir

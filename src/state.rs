@@ -70,16 +70,9 @@ impl LabState {
 
     /// Writes `path` atomically: `path.partial`, fsync, rename over `path`.
     pub fn save(&self, path: &Path) -> Result<()> {
-        let partial = path.with_extension("json.partial");
-        let body = serde_json::to_vec_pretty(self).expect("state serializes");
-        let write = || -> std::io::Result<()> {
-            let mut f = std::fs::File::create(&partial)?;
-            f.write_all(&body)?;
-            f.write_all(b"\n")?;
-            f.sync_all()?;
-            std::fs::rename(&partial, path)
-        };
-        write().map_err(|e| Error::io(format!("cannot write {}", path.display()), e))
+        let mut body = serde_json::to_vec_pretty(self).expect("state serializes");
+        body.push(b'\n');
+        write_atomic(path, &body)
     }
 
     /// The node with this id.
@@ -106,6 +99,21 @@ impl LabState {
     pub fn next_id(&self) -> NodeId {
         self.nodes.iter().map(|n| n.id).max().unwrap_or(0) + 1
     }
+}
+
+/// Writes `body` to `path` atomically: `<path>.partial`, fsync, rename over `path`. A reader
+/// sees the old file or the new one, never a part.
+pub fn write_atomic(path: &Path, body: &[u8]) -> Result<()> {
+    let mut partial = path.as_os_str().to_owned();
+    partial.push(".partial");
+    let partial = std::path::PathBuf::from(partial);
+    let write = || -> std::io::Result<()> {
+        let mut f = std::fs::File::create(&partial)?;
+        f.write_all(body)?;
+        f.sync_all()?;
+        std::fs::rename(&partial, path)
+    };
+    write().map_err(|e| Error::io(format!("cannot write {}", path.display()), e))
 }
 
 #[cfg(test)]

@@ -9,6 +9,7 @@ pub mod predict;
 pub mod report;
 pub mod runner;
 pub mod scenario;
+pub mod story;
 
 /// The `scale` drill for a lab whose members are `members` and whose next node id is
 /// `next_id`: add nodes under load until there are `to`, then decommission the new ones,
@@ -89,6 +90,22 @@ pub fn quorum_loss_scenario(members: usize) -> String {
          [[step]]\naction = \"wait_until\"\ncondition = \"ready_nodes == {members}\"\ntimeout = \"60s\"\n[[step]]\naction = \"wait\"\nduration = \"3s\"\n"
     ));
     s
+}
+
+/// The built-in `graceful-vs-kill` drill for a lab whose HAProxy checks every `inter` and
+/// marks a server DOWN after `fall` failed checks: `configs/drills/graceful-vs-kill.toml` plus
+/// the kill phase's detection window. A SIGKILLed node refuses connections at once, but HAProxy
+/// only marks it DOWN after `fall` failed checks, the first of which may come right after the
+/// kill: DOWN follows the kill by at least (fall − 1) × inter, and until then new connections
+/// are still routed to the dead node.
+pub fn graceful_vs_kill_scenario(inter: std::time::Duration, fall: u32) -> String {
+    let window = inter.as_millis() as u64 * u64::from(fall.saturating_sub(1));
+    format!(
+        "{}\n[[expect]]\nphase = \"kill\"\nmetric = \"haproxy_down_after_fault_ms\"\ncmp = \">=\"\nvalue = {window}\n\
+         text = \"HAProxy needs {fall} failed checks {inter} ms apart to mark the killed node DOWN: clients are routed to it for at least (fall − 1) × inter\"\n",
+        BUILT_IN[0].1,
+        inter = inter.as_millis()
+    )
 }
 
 /// The built-in drills with fixed text: (name, scenario text).

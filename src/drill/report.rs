@@ -58,6 +58,12 @@ pub fn markdown(r: &DrillResult) -> String {
     for t in &r.theory {
         let _ = writeln!(s, "- {t}");
     }
+    if !r.story.is_empty() {
+        s.push_str("\n## What happened\n\n");
+        for t in &r.story {
+            let _ = writeln!(s, "- {t}");
+        }
+    }
     s.push_str("\n## Expectations\n\n| | expectation | observed |\n|---|---|---|\n");
     for e in &r.expectations {
         let _ = writeln!(s, "| {} | {} | {} |", if e.met { "met" } else { "**NOT MET**" }, e.text, e.observed);
@@ -171,6 +177,12 @@ pub fn html(r: &DrillResult) -> Result<String> {
     );
     for t in &r.theory {
         let _ = write!(s, "<li>{}</li>", esc(t));
+    }
+    if !r.story.is_empty() {
+        s.push_str("</ul><h2>What happened</h2><ul>");
+        for t in &r.story {
+            let _ = write!(s, "<li>{}</li>", esc(t));
+        }
     }
     s.push_str("</ul><h2>Expectations</h2><table><tr><th></th><th>expectation</th><th>observed</th></tr>");
     for e in &r.expectations {

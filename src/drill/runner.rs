@@ -57,6 +57,10 @@ pub struct DrillResult {
     /// it; each is also checked among `expectations`.
     #[serde(default)]
     pub predictions: Vec<Prediction>,
+    /// What happened at each fault, in sentences: a graceful stop's drain stages with their
+    /// times, a SIGKILL's detection stall, and what clients saw ([`super::story::tell`]).
+    #[serde(default)]
+    pub story: Vec<String>,
     pub phases: Vec<PhaseMetrics>,
     pub expectations: Vec<ExpectationResult>,
     /// Steps that failed (a wait that timed out, an assertion that did not hold).
@@ -262,11 +266,11 @@ impl Ctx<'_> {
     async fn step(&mut self, a: &Action) -> Result<()> {
         match a {
             Action::Phase { name } => self.phase(name),
-            Action::Stop { node, grace } => {
+            Action::Stop { node, grace, drain } => {
                 let id = self.resolve(node).await?;
                 self.predict(id).await;
-                self.fault(format!("graceful stop of node {id}"));
-                let body = serde_json::json!({ "grace_ms": grace.map(|g| g.as_millis() as u64) });
+                self.fault(if *drain { format!("graceful stop of node {id}") } else { format!("SIGTERM of node {id} (no drain)") });
+                let body = serde_json::json!({ "grace_ms": grace.map(|g| g.as_millis() as u64), "no_drain": !drain });
                 self.node_request(&format!("stop node {id}"), format!("/v1/nodes/{id}/stop"), body).await?;
             }
             Action::Kill { node } => {
@@ -537,6 +541,7 @@ pub async fn run(
     });
     let phases = metrics::compute(&marks, &ops, &events, t0_mono, baseline.unwrap_or(0.0));
     let series = metrics::series(&ops, &events, t0_mono, end_ms, members as u64);
+    let story = super::story::tell(&phases, &events, t0_mono);
     let expectations = expect.iter().map(|e| e.evaluate(&phases)).chain(predictions.iter().map(|p| predict::check(p, &ops))).collect();
     let _ = summary;
     let result = DrillResult {
@@ -548,6 +553,7 @@ pub async fn run(
         seed: opts.seed,
         theory,
         predictions,
+        story,
         phases,
         expectations,
         failures,

@@ -86,6 +86,9 @@ enum RawStep {
         node: NodeRefRaw,
         #[serde(default, with = "humantime_serde")]
         grace: Option<Duration>,
+        /// `false`: SIGTERM at once, no HAProxy drain or hand-off (default `true`).
+        #[serde(default = "yes")]
+        drain: bool,
     },
     Kill {
         node: NodeRefRaw,
@@ -147,10 +150,11 @@ pub enum Metric {
     OpsPerSec,
     LongestStallMs,
     ThroughputRecoveredAfterMs,
+    HaproxyDownAfterFaultMs,
 }
 
 impl Metric {
-    const ALL: [(&'static str, Metric); 8] = [
+    const ALL: [(&'static str, Metric); 9] = [
         ("ok", Metric::Ok),
         ("fail", Metric::Fail),
         ("ambiguous", Metric::Ambiguous),
@@ -159,6 +163,7 @@ impl Metric {
         ("ops_per_sec", Metric::OpsPerSec),
         ("longest_stall_ms", Metric::LongestStallMs),
         ("throughput_recovered_after_ms", Metric::ThroughputRecoveredAfterMs),
+        ("haproxy_down_after_fault_ms", Metric::HaproxyDownAfterFaultMs),
     ];
 
     fn name(self) -> &'static str {
@@ -177,6 +182,7 @@ impl Metric {
             Metric::OpsPerSec => Some(p.ops_per_sec),
             Metric::LongestStallMs => Some(p.longest_stall_ms as f64),
             Metric::ThroughputRecoveredAfterMs => p.throughput_recovered_after_ms.map(|v| v as f64),
+            Metric::HaproxyDownAfterFaultMs => p.haproxy_down_after_fault_ms.map(|v| v as f64),
         }
     }
 }
@@ -428,6 +434,9 @@ pub enum Action {
     Stop {
         node: NodeRef,
         grace: Option<Duration>,
+        /// Drain first (HAProxy, sessions, hand-off); `false` is `node stop --no-drain`.
+        #[serde(default = "yes")]
+        drain: bool,
     },
     Kill {
         node: NodeRef,
@@ -505,7 +514,7 @@ impl Scenario {
             let condition = |c: &str| parse_condition(c).map_err(bad);
             let action = match spanned.into_inner() {
                 RawStep::Phase { name } => Action::Phase { name },
-                RawStep::Stop { node: n, grace } => Action::Stop { node: node(&n)?, grace },
+                RawStep::Stop { node: n, grace, drain } => Action::Stop { node: node(&n)?, grace, drain },
                 RawStep::Kill { node: n } => Action::Kill { node: node(&n)? },
                 RawStep::Start { node: n, wait } => Action::Start { node: node(&n)?, wait },
                 RawStep::StartAll {} => Action::StartAll,

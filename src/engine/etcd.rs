@@ -148,6 +148,82 @@ pub struct MaintenanceStatus {
     pub leader: Option<u64>,
     #[serde(default, deserialize_with = "opt_u64")]
     pub raft_term: Option<u64>,
+    /// `header.member_id`: the member that answered.
+    #[serde(default)]
+    pub header: Option<ResponseHeader>,
+}
+
+/// `ResponseHeader` of etcd's v3 API (`api/etcdserverpb/rpc.proto`): ids and term of the
+/// member that answered.
+#[derive(Debug, Deserialize)]
+pub struct ResponseHeader {
+    #[serde(default, deserialize_with = "opt_u64")]
+    pub member_id: Option<u64>,
+}
+
+/// `POST /v3/maintenance/status` of one member, bounded by `client`'s timeout.
+async fn status_of(client: &reqwest::Client, m: &Member) -> std::result::Result<MaintenanceStatus, String> {
+    let url = format!("http://127.0.0.1:{}/v3/maintenance/status", m.ports.http);
+    let r = client.post(&url).json(&serde_json::json!({})).send().await.map_err(|e| describe_http_error(&e))?;
+    let text = r.text().await.map_err(|e| describe_http_error(&e))?;
+    serde_json::from_str(&text).map_err(|e| format!("unreadable status: {e}"))
+}
+
+/// Moves Raft leadership away from `node` if it leads, and waits (≤ `deadline`) until
+/// another member leads. Leadership transfer: etcd's MoveLeader, sent to the leader itself
+/// (`POST /v3/maintenance/transfer-leadership {"targetID": …}`, api/etcdserverpb/rpc.proto,
+/// etcd 3.3+); raft's leadership-transfer extension makes the target campaign at once, so
+/// no election timeout passes with no leader.
+async fn move_leadership(client: &reqwest::Client, node: Member, others: &[Member], deadline: Duration) -> Result<Vec<String>> {
+    let start = std::time::Instant::now();
+    let name = |id: Option<u64>, all: &[Member]| {
+        id.and_then(|id| all.iter().find(|m| m.engine_id == Some(id)).map(|m| format!("node {}", m.id))).unwrap_or_else(|| "none".into())
+    };
+    let mut all: Vec<Member> = others.to_vec();
+    all.push(node);
+    let st = status_of(client, &node).await.map_err(|e| Error::engine("etcd", format!("node {}: {e}", node.id)))?;
+    let me = st.header.as_ref().and_then(|h| h.member_id).or(node.engine_id);
+    let term = st.raft_term.unwrap_or(0);
+    if st.leader.is_none() || st.leader != me {
+        return Ok(vec![format!("node {} is a follower (leader {}, term {term}): no leadership to move", node.id, name(st.leader, &all))]);
+    }
+    let target = others
+        .iter()
+        .find(|m| m.engine_id.is_some())
+        .ok_or_else(|| Error::Refused(format!("node {} leads and no other ready member is known to take over", node.id)))?;
+    let url = format!("http://127.0.0.1:{}/v3/maintenance/transfer-leadership", node.ports.http);
+    let body = serde_json::json!({ "targetID": target.engine_id.unwrap_or(0).to_string() });
+    let resp = client
+        .post(&url)
+        .json(&body)
+        .send()
+        .await
+        .map_err(|e| Error::engine("etcd", format!("MoveLeader: {}", describe_http_error(&e))))?;
+    if !resp.status().is_success() {
+        let text = resp.text().await.unwrap_or_default();
+        return Err(Error::engine("etcd", format!("MoveLeader to node {} refused: {}", target.id, text.trim())));
+    }
+    // Confirmed by the target itself.
+    loop {
+        if let Ok(t) = status_of(client, target).await {
+            if t.leader.is_some() && t.leader != me {
+                return Ok(vec![format!(
+                    "leadership moved from node {} to {} (term {term} → {}) in {} ms",
+                    node.id,
+                    name(t.leader, &all),
+                    t.raft_term.unwrap_or(0),
+                    start.elapsed().as_millis()
+                )]);
+            }
+        }
+        if start.elapsed() > deadline {
+            return Err(Error::Timeout {
+                what: format!("another member to lead after MoveLeader from node {}", node.id),
+                after_ms: deadline.as_millis() as u64,
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 fn opt_u64<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Option<u64>, D::Error> {
@@ -338,6 +414,16 @@ impl Engine for Etcd {
 
     fn hard_stop_signal(&self) -> Signal {
         Signal::SIGKILL
+    }
+
+    fn hand_off<'a>(
+        &'a self,
+        client: &'a reqwest::Client,
+        node: Member,
+        others: &'a [Member],
+        deadline: Duration,
+    ) -> BoxFuture<'a, Result<Vec<String>>> {
+        Box::pin(move_leadership(client, node, others, deadline))
     }
 
     fn version<'a>(&'a self) -> BoxFuture<'a, Result<super::EngineVersion>> {

@@ -160,6 +160,21 @@ pub trait Engine: Send + Sync + std::fmt::Debug {
     /// stuck graceful drain into a hard shutdown before resorting to SIGKILL.
     fn hard_stop_signal(&self) -> Signal;
 
+    /// Hands off what `node` leads before its process is signalled, so that neither the
+    /// cluster nor its clients lose anything: etcd moves Raft leadership to another member if
+    /// `node` is the leader (MoveLeader, `POST /v3/maintenance/transfer-leadership`, etcd 3.3+)
+    /// and waits until another member leads; CockroachDB drains the node (`cockroach node
+    /// drain`: readiness 503, SQL clients closed, leases and Raft leadership moved). `others`
+    /// are ready members that stay (with their engine ids). Returns each stage in words as it
+    /// completed. Bounded by `deadline`.
+    fn hand_off<'a>(
+        &'a self,
+        client: &'a reqwest::Client,
+        node: Member,
+        others: &'a [Member],
+        deadline: Duration,
+    ) -> BoxFuture<'a, Result<Vec<String>>>;
+
     /// The release the binary reports (asked once, then cached). Errors when the binary is
     /// missing, does not answer within 10 s, or is a release roachlab does not support.
     fn version<'a>(&'a self) -> BoxFuture<'a, Result<EngineVersion>>;

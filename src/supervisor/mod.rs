@@ -39,6 +39,7 @@ use crate::watch::{ClusterFigures, Observation, Quorum};
 use crate::{Error, Result};
 
 mod children;
+mod drain;
 mod poller;
 mod proxy;
 mod requests;
@@ -98,6 +99,9 @@ struct Inner {
     /// The watcher's last observation and quorum bookkeeping.
     watch: Mutex<WatchState>,
     op_lock: tokio::sync::Mutex<()>,
+    /// Nodes with a `node stop` in progress (claimed before the op lock, so a second stop of
+    /// the same node is refused at once instead of queueing).
+    stopping: Mutex<std::collections::HashSet<NodeId>>,
     generation: watch::Sender<u64>,
     cancel: CancellationToken,
     http: reqwest::Client,
@@ -127,6 +131,7 @@ impl Supervisor {
                 haproxy_backends: Mutex::new(Vec::new()),
                 watch: Mutex::new(WatchState::default()),
                 op_lock: tokio::sync::Mutex::new(()),
+                stopping: Mutex::new(Default::default()),
                 generation: watch::channel(0).0,
                 cancel,
                 http: engine::http_client(poll.max(Duration::from_millis(500)).min(Duration::from_secs(2))),

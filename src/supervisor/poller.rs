@@ -155,6 +155,9 @@ impl Supervisor {
             return;
         }
         let Ok(rows) = haproxy::server_stats(&self.inner.lab.haproxy_socket()).await else { return };
+        // A drained server whose node is ready again (and not being stopped) goes back into
+        // service, also after `node start --no-wait` or a daemon restart mid-stop.
+        self.undrain(&rows, None).await;
         let frontend = self.inner.engine.frontend_name();
         let mut changes = Vec::new();
         {

@@ -23,12 +23,19 @@ impl Supervisor {
         let current = self.state().haproxy;
         match current {
             Some(id) => {
+                // The new worker loads the servers' states (a drained server stays drained).
+                if let Err(e) = haproxy::save_server_state(&self.inner.lab.haproxy_socket(), &self.inner.lab.haproxy_state()).await {
+                    self.emit(EventKind::Warning {
+                        message: format!("HAProxy server states not saved before the reload ({e}); drained servers may take traffic again"),
+                    });
+                }
                 process::signal_pid(&id, Signal::SIGUSR2)?;
                 self.wait_haproxy_servers(&names).await?;
                 self.emit(EventKind::HaproxyReloaded { servers: names });
             }
             None => {
                 ports::check_free(&haproxy::port_claims(&spec.haproxy))?;
+                haproxy::reset_server_state(&self.inner.lab.haproxy_state())?;
                 std::fs::create_dir_all(self.inner.lab.logs_dir()).map_err(|e| Error::io("cannot create logs dir", e))?;
                 let spawned = process::spawn(&bin, &haproxy::start_args(&cfg), &[], &self.inner.lab.haproxy_log())?;
                 let id = spawned.identity;
@@ -72,6 +79,9 @@ impl Supervisor {
     }
 
     pub(super) async fn wait_backends_up(&self, nodes: &[NodeId]) -> Result<()> {
+        if let Ok(rows) = haproxy::server_stats(&self.inner.lab.haproxy_socket()).await {
+            self.undrain(&rows, Some(nodes)).await;
+        }
         let h = self.spec().haproxy;
         let deadline = h.inter * (h.rise + 2) + Duration::from_secs(5);
         let nodes = nodes.to_vec();

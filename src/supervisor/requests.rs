@@ -80,19 +80,6 @@ impl Supervisor {
         Ok(serde_json::json!({ "node": node }))
     }
 
-    /// `node stop N`: SIGTERM (graceful drain), progress every 5 s, SIGKILL after `grace`.
-    pub async fn stop_node(&self, node: NodeId, grace: Option<Duration>) -> Result<serde_json::Value> {
-        let _op = self.inner.op_lock.lock().await;
-        let grace = grace.unwrap_or(self.spec().timeouts.grace);
-        self.emit(EventKind::Command {
-            command: format!("node stop {node} (grace {})", humantime::format_duration(grace)),
-            by: crate::events::requester(),
-        });
-        self.require_live(node)?;
-        let out = self.stop_nodes(&[node], Signal::SIGTERM, grace, &[(Signal::SIGKILL, KILL_WAIT)]).await?;
-        Ok(serde_json::to_value(&out[0]).expect("serializes"))
-    }
-
     /// `node kill N`: SIGKILL now.
     pub async fn kill_node(&self, node: NodeId) -> Result<serde_json::Value> {
         let _op = self.inner.op_lock.lock().await;

@@ -67,6 +67,9 @@ fn decode(s: &str) -> String {
 pub struct Kv3 {
     endpoint: String,
     http: reqwest::Client,
+    timeout: Duration,
+    /// When `http` (and so its connection) was made.
+    born: std::time::Instant,
 }
 
 /// Why a request failed.
@@ -88,14 +91,28 @@ impl CallError {
 impl Kv3 {
     /// One connection per client (each worker has its own), bounded by `timeout`.
     pub fn new(endpoint: &str, timeout: Duration) -> Self {
-        let http = reqwest::Client::builder()
+        Self { endpoint: endpoint.trim_end_matches('/').to_string(), http: Self::client(timeout), timeout, born: std::time::Instant::now() }
+    }
+
+    fn client(timeout: Duration) -> reqwest::Client {
+        reqwest::Client::builder()
             .timeout(timeout)
             .connect_timeout(timeout)
             .pool_max_idle_per_host(1)
             .no_proxy()
             .build()
-            .expect("HTTP client");
-        Self { endpoint: endpoint.trim_end_matches('/').to_string(), http }
+            .expect("HTTP client")
+    }
+
+    /// Replaces the connection: the old client (and its pooled connection) is dropped, the
+    /// next request connects anew — through HAProxy, to a server it is routing to now.
+    fn renew(&mut self) {
+        self.http = Self::client(self.timeout);
+        self.born = std::time::Instant::now();
+    }
+
+    fn age(&self) -> Duration {
+        self.born.elapsed()
     }
 
     async fn call<T: serde::de::DeserializeOwned>(&self, path: &str, body: serde_json::Value) -> std::result::Result<T, CallError> {
@@ -159,11 +176,13 @@ pub struct EtcdTransferer {
     kv: Kv3,
     /// A request failed on transport: the next success counts as a reconnect.
     lost: bool,
+    /// The operation's timeout: retries of definite failures stop when it has passed.
+    timeout: Duration,
 }
 
 impl EtcdTransferer {
     pub fn new(endpoint: &str, op_timeout: Duration) -> Self {
-        Self { kv: Kv3::new(endpoint, op_timeout), lost: false }
+        Self { kv: Kv3::new(endpoint, op_timeout), lost: false, timeout: op_timeout }
     }
 }
 
@@ -174,6 +193,11 @@ impl Transferer for EtcdTransferer {
     fn transfer<'a>(&'a mut self, t: &'a Transfer) -> BoxFuture<'a, OpResult> {
         Box::pin(async move {
             let mut res = OpResult { outcome: Outcome::Fail, retries: 0, reconnects: 0, error: None };
+            let started = std::time::Instant::now();
+            // Between operations: a connection past its lifetime is replaced (see CONN_LIFETIME).
+            if self.kv.age() >= super::CONN_LIFETIME {
+                self.kv.renew();
+            }
             loop {
                 let (from_key, to_key) = (account_key(t.from), account_key(t.to));
                 let reads = futures_util::future::try_join(self.kv.range(&from_key, None), self.kv.range(&to_key, None)).await;
@@ -184,8 +208,17 @@ impl Transferer for EtcdTransferer {
                         return res;
                     }
                     Err(e) => {
+                        // Reads write nothing: the transfer is a definite fail so far, and is
+                        // retried on a new connection while it has time (a member stopping,
+                        // a connection HAProxy or etcd closed).
                         self.lost = true;
+                        self.kv.renew();
                         res.error = Some(e.text());
+                        if res.retries < MAX_RETRIES && started.elapsed() < self.timeout {
+                            res.retries += 1;
+                            tokio::time::sleep(Duration::from_millis(5 << res.retries.min(6))).await;
+                            continue;
+                        }
                         return res;
                     }
                 };
@@ -223,8 +256,15 @@ impl Transferer for EtcdTransferer {
                         return res;
                     }
                     Err(CallError::NotSent(e)) => {
+                        // Never sent: not applied; retried on a new connection while time is left.
                         self.lost = true;
+                        self.kv.renew();
                         res.error = Some(e);
+                        if res.retries < MAX_RETRIES && started.elapsed() < self.timeout {
+                            res.retries += 1;
+                            tokio::time::sleep(Duration::from_millis(5 << res.retries.min(6))).await;
+                            continue;
+                        }
                         return res;
                     }
                     Err(CallError::Other(e)) => {

@@ -100,7 +100,7 @@ pub struct SqlTransferer {
 impl SqlTransferer {
     pub fn new(url: &str, op_timeout: Duration) -> Self {
         let (update, insert) = transfer_statements();
-        Self { conn: SqlConn::new(url, op_timeout, vec![update, insert]) }
+        Self { conn: SqlConn::new(url, op_timeout, vec![update, insert], Some(super::CONN_LIFETIME)) }
     }
 }
 

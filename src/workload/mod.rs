@@ -20,6 +20,12 @@ use uuid::Uuid;
 
 use crate::{Error, Result};
 
+/// How long the bank's workers keep a connection: they replace it between operations once it
+/// is older, so when HAProxy drains a node (`node stop`), every worker has left it within this
+/// time without an error — shorter than the drain's session wait (`timeouts.drain_sessions`,
+/// 5 s). The cost is one connect per worker per second.
+pub const CONN_LIFETIME: std::time::Duration = std::time::Duration::from_secs(1);
+
 pub mod bank_etcd;
 pub mod bank_sql;
 pub mod sql;

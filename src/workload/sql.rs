@@ -3,6 +3,13 @@
 //!
 //! - SQLSTATE 40001 (`restart transaction`), in the body or at COMMIT, is retried with backoff
 //!   and counted as a retry: the transaction did not commit.
+//! - A transaction that provably never reached COMMIT because its connection went away — the
+//!   connect failed, the connection was found closed or broke before COMMIT was sent, or the
+//!   server said it is shutting down (SQLSTATE class 08 connection exception, 57P01
+//!   admin_shutdown, 57P02 crash_shutdown, 57P03 cannot_connect_now: what a draining
+//!   CockroachDB node and a stopping PostgreSQL answer) — is retried on a new connection and
+//!   counted as a retry, while time is left within the operation's timeout. Safe: without
+//!   COMMIT the server rolls the transaction back, so nothing of it was applied.
 //! - Any other error before COMMIT is sent is `fail`: the server rolls the transaction back
 //!   (on ROLLBACK, or when the connection closes).
 //! - At COMMIT, any other error — 40003 `result is ambiguous`, 57P01 from a draining node, a
@@ -10,15 +17,38 @@
 //! - Every statement carries a statement timeout (and a client-side one), so nothing hangs
 //!   when quorum is lost.
 //!
-//! Statements are [`TypedSql`], prepared once per connection.
+//! Statements are [`TypedSql`], prepared once per connection. A connection may have a maximum
+//! lifetime: it is closed and replaced *between* transactions once older (as connection pools
+//! do; CockroachDB's node-shutdown docs ask clients for a pool lifetime shorter than the
+//! drain's connection wait), so clients leave a node that HAProxy drains without an error.
 
 use std::time::{Duration, Instant};
 
 use futures_util::future::BoxFuture;
 use tokio_postgres::{Client, Statement};
 
+use tokio_postgres::error::SqlState;
+
 use super::{OpResult, Outcome};
 use crate::sql::{connect, describe, is_retry, TypedSql};
+
+/// Whether an error before COMMIT says the connection, not the transaction, failed: see the
+/// module docs for the list and why a retry is safe.
+fn connection_gone(e: &tokio_postgres::Error, client: &Client) -> bool {
+    if client.is_closed() || e.is_closed() {
+        return true;
+    }
+    match e.code() {
+        Some(c) => {
+            c.code().starts_with("08")
+                || *c == SqlState::ADMIN_SHUTDOWN
+                || *c == SqlState::CRASH_SHUTDOWN
+                || *c == SqlState::CANNOT_CONNECT_NOW
+        }
+        // No SQLSTATE: a transport error (reset, broken pipe).
+        None => e.as_db_error().is_none(),
+    }
+}
 
 /// Most retries of one transaction before it counts as failed.
 const MAX_RETRIES: u32 = 30;
@@ -29,28 +59,35 @@ pub struct SqlConn {
     url: String,
     op_timeout: Duration,
     statements: Vec<TypedSql>,
-    conn: Option<(Client, Vec<Statement>)>,
+    conn: Option<(Client, Vec<Statement>, Instant)>,
     /// A connection existed and was lost: the next successful connect is a reconnect.
     lost: bool,
     backoff: Duration,
+    /// Retire a connection older than this between transactions (`None`: keep it).
+    lifetime: Option<Duration>,
 }
 
 impl SqlConn {
     /// A connection to `url` that prepares `statements` (with their types) whenever it
     /// connects.
-    pub fn new(url: &str, op_timeout: Duration, statements: Vec<TypedSql>) -> Self {
-        Self { url: url.to_string(), op_timeout, statements, conn: None, lost: false, backoff: Duration::from_millis(50) }
+    /// A connection older than `lifetime` is replaced between transactions (not counted as a
+    /// reconnect).
+    pub fn new(url: &str, op_timeout: Duration, statements: Vec<TypedSql>, lifetime: Option<Duration>) -> Self {
+        Self { url: url.to_string(), op_timeout, statements, conn: None, lost: false, backoff: Duration::from_millis(50), lifetime }
     }
 
     /// Connects if needed, sleeping a backoff (50 ms doubling to 1 s) after a failed attempt.
     /// Returns whether this was a reconnect.
     async fn ensure(&mut self) -> std::result::Result<bool, String> {
-        if let Some((c, _)) = &self.conn {
-            if !c.is_closed() {
+        if let Some((c, _, born)) = &self.conn {
+            let retire = self.lifetime.is_some_and(|l| born.elapsed() >= l);
+            if !c.is_closed() && !retire {
                 return Ok(false);
             }
+            if c.is_closed() {
+                self.lost = true;
+            }
             self.conn = None;
-            self.lost = true;
         }
         let attempt = async {
             let client = connect(&self.url, self.op_timeout).await.map_err(|e| e.to_string())?;
@@ -58,7 +95,7 @@ impl SqlConn {
             for sql in &self.statements {
                 prepared.push(sql.prepare_on(&client).await.map_err(|e| describe(&e))?);
             }
-            Ok::<_, String>((client, prepared))
+            Ok::<_, String>((client, prepared, Instant::now()))
         };
         match attempt.await {
             Ok(c) => {
@@ -95,21 +132,28 @@ impl SqlConn {
                 Ok(false) => {}
                 Err(e) => {
                     res.error = Some(e);
+                    // Nothing was sent: try a new connection while the operation has time.
+                    if res.retries < MAX_RETRIES && started.elapsed() < self.op_timeout {
+                        res.retries += 1;
+                        continue;
+                    }
                     return res; // fail: nothing was sent
                 }
             }
-            let (client, statements) = self.conn.as_ref().expect("connected");
+            let (client, statements, _) = self.conn.as_ref().expect("connected");
             match tokio::time::timeout(self.op_timeout, body(client, statements)).await {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => {
                     let retry = is_retry(&e);
+                    let gone = connection_gone(&e, client);
                     res.error = Some(describe(&e));
-                    if client.is_closed() {
+                    if gone {
                         self.drop_conn();
                     } else {
                         let _ = tokio::time::timeout(self.op_timeout, client.batch_execute("ROLLBACK")).await;
                     }
-                    if retry && res.retries < MAX_RETRIES && started.elapsed() < self.op_timeout * 3 {
+                    let time_left = if retry { started.elapsed() < self.op_timeout * 3 } else { started.elapsed() < self.op_timeout };
+                    if (retry || gone) && res.retries < MAX_RETRIES && time_left {
                         res.retries += 1;
                         tokio::time::sleep(Duration::from_millis(5 << res.retries.min(6))).await;
                         continue;
@@ -122,7 +166,7 @@ impl SqlConn {
                     return res;
                 }
             }
-            let (client, _) = self.conn.as_ref().expect("connected");
+            let (client, _, _) = self.conn.as_ref().expect("connected");
             match tokio::time::timeout(self.op_timeout, client.batch_execute("COMMIT")).await {
                 Ok(Ok(())) => {
                     res.outcome = Outcome::Ok;

@@ -178,7 +178,9 @@ pub struct TpcbWorker {
 impl TpcbWorker {
     pub fn new(url: &str, scale: i64, op_timeout: Duration) -> Self {
         let (sqls, vars): (Vec<TypedSql>, Vec<Vec<Var>>) = statements().into_iter().unzip();
-        Self { conn: SqlConn::new(url, op_timeout, sqls), vars: Arc::new(vars), scale }
+        // pgbench keeps its connections for the whole run; so does tpcb (it is compared with
+        // pgbench), so no lifetime.
+        Self { conn: SqlConn::new(url, op_timeout, sqls, None), vars: Arc::new(vars), scale }
     }
 }
 

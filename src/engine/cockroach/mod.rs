@@ -374,6 +374,32 @@ impl Engine for Cockroach {
         )
     }
 
+    fn hand_off<'a>(
+        &'a self,
+        _client: &'a reqwest::Client,
+        node: Member,
+        _others: &'a [Member],
+        deadline: Duration,
+    ) -> BoxFuture<'a, Result<Vec<String>>> {
+        Box::pin(async move {
+            let facts = self.facts().await;
+            let host = format!("127.0.0.1:{}", node.ports.service);
+            let bin = self.binary()?;
+            let start = std::time::Instant::now();
+            let mut args = facts.drain_args(&host);
+            let (mut ok, mut out, mut err) = run_cli("cockroach", &bin, &args, &offline_env(), deadline).await?;
+            if !ok && facts.drain_self_flag && format!("{err}{out}").contains("unknown flag") {
+                // A build without `--self`: the node behind --host is drained without it.
+                args.retain(|a| a != "--self");
+                (ok, out, err) = run_cli("cockroach", &bin, &args, &offline_env(), deadline.saturating_sub(start.elapsed())).await?;
+            }
+            if !ok {
+                return Err(Error::engine("cockroach", format!("`cockroach {}` failed: {}", args.join(" "), last_lines(&err, &out))));
+            }
+            Ok(vec![format!("drained in {} ms: {}", start.elapsed().as_millis(), parse::drain_summary(&out))])
+        })
+    }
+
     fn version<'a>(&'a self) -> BoxFuture<'a, Result<EngineVersion>> {
         Box::pin(async move {
             let (v, _, warning) = self.release().await?;

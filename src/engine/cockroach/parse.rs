@@ -209,6 +209,21 @@ pub fn decommission_replicas(out: &str, columns: &[&str], node: u64) -> Option<(
     Some((*counts.first()?, *counts.last()?))
 }
 
+/// Summarises `cockroach node drain` output (contract §2: `node is draining... remaining: N`
+/// lines, then `(complete)` and `ok`): the first and last remaining counts — leases and
+/// other work the node still had to hand over.
+pub fn drain_summary(out: &str) -> String {
+    let counts: Vec<u64> = out
+        .lines()
+        .filter_map(|l| l.split("remaining:").nth(1))
+        .filter_map(|r| r.split_whitespace().next()?.trim_matches(|c: char| !c.is_ascii_digit()).parse().ok())
+        .collect();
+    match (counts.first(), counts.last()) {
+        (Some(a), Some(b)) => format!("leases and Raft leadership handed over (remaining {a} → {b})"),
+        _ => "leases and Raft leadership handed over".into(),
+    }
+}
+
 /// Reads `cockroach sql --format=csv` output of `SELECT lease_holder ...`: a header line, then
 /// the node ID.
 pub fn parse_leaseholder(csv: &str) -> Result<u64> {
@@ -357,6 +372,14 @@ mod tests {
         let out = "id\tis_live\treplicas\tis_decommissioning\tmembership\tis_draining\n4\ttrue\t12\ttrue\tdecommissioning\tfalse\n                   4\ttrue\t0\ttrue\tdecommissioning\tfalse\n\nNo more data reported on target nodes.\n";
         assert_eq!(decommission_replicas(out, newer, 4), Some((12, 0)));
         assert_eq!(decommission_replicas("garbage\t\t", newer, 4), None);
+    }
+
+    #[test]
+    fn drain_output_is_summarised() {
+        // The shape contract §2 documents (pkg/cli/node.go prints "ok" at the end).
+        let out = "node is draining... remaining: 27\nnode is draining... remaining: 3\nnode is draining... remaining: 0 (complete)\nok\n";
+        assert_eq!(drain_summary(out), "leases and Raft leadership handed over (remaining 27 → 0)");
+        assert_eq!(drain_summary("ok\n"), "leases and Raft leadership handed over");
     }
 
     #[test]
