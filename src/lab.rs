@@ -112,6 +112,7 @@ impl Lab {
             self.events_file(),
             self.haproxy_cfg(),
             self.haproxy_socket(),
+            self.haproxy_state(),
             self.logs_dir(),
             self.stores_dir(),
             self.dir.join("runs"),

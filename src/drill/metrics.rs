@@ -24,6 +24,12 @@ pub struct PhaseMetrics {
     #[serde(flatten)]
     pub mark: PhaseMark,
     pub counts: Counts,
+    /// Operations that committed (`ok`) *during* the phase, whenever they started: the figure
+    /// for "no write commits while quorum is lost" (`counts` go by start, so an operation
+    /// started then and committed after the recovery, by a transparent retry, is in `counts.ok`
+    /// but not here).
+    #[serde(default)]
+    pub committed: u64,
     /// Committed operations per second over the phase.
     pub ops_per_sec: f64,
     pub p50_ms: f64,
@@ -146,8 +152,10 @@ pub fn compute(marks: &[PhaseMark], ops: &[OpRecord], events: &[Event], t0_mono_
                 }
                 None
             });
+            let committed = ok_done.iter().filter(|&&t| t >= m.start_ms && t < m.end_ms).count() as u64;
             PhaseMetrics {
                 mark: m.clone(),
+                committed,
                 counts,
                 ops_per_sec: if secs > 0.0 { counts.ok as f64 / secs } else { 0.0 },
                 p50_ms: quantile(&lat, 0.5),

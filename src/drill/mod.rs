@@ -52,7 +52,7 @@ pub fn quorum_loss_scenario(members: usize) -> String {
          description = \"Kill nodes until one of {members} remains: writes must stop. Restore one: a majority again, writes resume. Restore the rest: fully replicated.\"\n\n\
          [workload]\nconcurrency = 4\nrows = 1000\nop_timeout = \"3s\"\n\n\
          [[expect]]\nphase = \"one-down\"\nmetric = \"ok\"\ncmp = \">\"\nvalue = 0\ntext = \"{up} of {members} up is still a majority of {needed}: writes continue\"\n\n\
-         [[expect]]\nphase = \"quorum-lost\"\nmetric = \"ok\"\ncmp = \"==\"\nvalue = 0\ntext = \"1 of {members} up is not a majority of {needed}: no write can commit\"\n\n\
+         [[expect]]\nphase = \"quorum-lost\"\nmetric = \"committed\"\ncmp = \"==\"\nvalue = 0\ntext = \"1 of {members} up is not a majority of {needed}: no write can commit\"\n\n\
          [[expect]]\nphase = \"one-restored\"\nmetric = \"ok\"\ncmp = \">\"\nvalue = 0\ntext = \"{needed} of {members} up again: a majority, writes resume\"\n\n\
          [[step]]\naction = \"phase\"\nname = \"one-down\"\n",
         up = members - tolerated.max(1),

@@ -27,8 +27,8 @@ pub struct Prediction {
     pub prediction: LossPrediction,
 }
 
-/// Checks one prediction against the operations started in `[at + SETTLE_MS, until)`:
-/// `Stop` → no transfer committed; `Continue` → some did; `Some` → stated, not checked (which
+/// Checks one prediction against the operations that *ended* in `[at + SETTLE_MS, until)`:
+/// `Stop` → none of them committed; `Continue` → some did; `Some` → stated, not checked (which
 /// transfers touch a lost range is not known per transfer). A layout the next fault or
 /// recovery replaced within [`SETTLE_MS`] could not be observed: said so, and not held
 /// against the drill.
@@ -44,10 +44,15 @@ pub fn check(p: &Prediction, ops: &[OpRecord]) -> ExpectationResult {
             observed: format!("superseded after {} ms", p.until_ms.saturating_sub(p.at_ms)),
         };
     }
-    let window: Vec<&OpRecord> = ops.iter().filter(|o| o.start_ms >= from && o.start_ms < p.until_ms).collect();
+    let done = |o: &OpRecord| o.start_ms + o.latency_us / 1000;
+    let window: Vec<&OpRecord> = ops.iter().filter(|o| done(o) >= from && done(o) < p.until_ms).collect();
     let ok = window.iter().filter(|o| o.outcome == Outcome::Ok).count();
-    let observed =
-        format!("{ok} of {} transfer(s) started {:.1}–{:.1} s committed", window.len(), from as f64 / 1000.0, p.until_ms as f64 / 1000.0);
+    let observed = format!(
+        "{ok} of {} transfer(s) that ended {:.1}–{:.1} s committed",
+        window.len(),
+        from as f64 / 1000.0,
+        p.until_ms as f64 / 1000.0
+    );
     let met = match p.prediction.writes {
         Writes::Stop => ok == 0,
         Writes::Continue => ok > 0,
@@ -94,7 +99,7 @@ mod tests {
         // The op at 1.2 s is within the settle window; the one at 6 s is after the window.
         let r = check(&prediction(Writes::Stop), &ops);
         assert!(r.met, "{r:?}");
-        assert_eq!(r.observed, "0 of 1 transfer(s) started 1.5–5.0 s committed");
+        assert_eq!(r.observed, "0 of 1 transfer(s) that ended 1.5–5.0 s committed");
         let r = check(&prediction(Writes::Stop), &[op(3000, Outcome::Ok)]);
         assert!(!r.met);
     }

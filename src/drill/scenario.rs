@@ -151,10 +151,11 @@ pub enum Metric {
     LongestStallMs,
     ThroughputRecoveredAfterMs,
     HaproxyDownAfterFaultMs,
+    Committed,
 }
 
 impl Metric {
-    const ALL: [(&'static str, Metric); 9] = [
+    const ALL: [(&'static str, Metric); 10] = [
         ("ok", Metric::Ok),
         ("fail", Metric::Fail),
         ("ambiguous", Metric::Ambiguous),
@@ -164,6 +165,7 @@ impl Metric {
         ("longest_stall_ms", Metric::LongestStallMs),
         ("throughput_recovered_after_ms", Metric::ThroughputRecoveredAfterMs),
         ("haproxy_down_after_fault_ms", Metric::HaproxyDownAfterFaultMs),
+        ("committed", Metric::Committed),
     ];
 
     fn name(self) -> &'static str {
@@ -183,6 +185,7 @@ impl Metric {
             Metric::LongestStallMs => Some(p.longest_stall_ms as f64),
             Metric::ThroughputRecoveredAfterMs => p.throughput_recovered_after_ms.map(|v| v as f64),
             Metric::HaproxyDownAfterFaultMs => p.haproxy_down_after_fault_ms.map(|v| v as f64),
+            Metric::Committed => Some(p.committed as f64),
         }
     }
 }

@@ -78,6 +78,7 @@ mod tests {
                 recover_ms: None,
             },
             counts,
+            committed: 0,
             ops_per_sec: 1.0,
             p50_ms: 1.0,
             p99_ms: 1.0,

@@ -116,8 +116,18 @@ impl Kv3 {
     }
 
     async fn call<T: serde::de::DeserializeOwned>(&self, path: &str, body: serde_json::Value) -> std::result::Result<T, CallError> {
+        self.call_within(path, body, self.timeout).await
+    }
+
+    /// [`Kv3::call`] bounded by `within` instead of the client's timeout.
+    async fn call_within<T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+        body: serde_json::Value,
+        within: Duration,
+    ) -> std::result::Result<T, CallError> {
         let url = format!("{}{path}", self.endpoint);
-        let resp = self.http.post(&url).json(&body).send().await.map_err(|e| {
+        let resp = self.http.post(&url).timeout(within).json(&body).send().await.map_err(|e| {
             if e.is_connect() {
                 CallError::NotSent(format!("{url}: {}", crate::engine::describe_http_error(&e)))
             } else {
@@ -133,11 +143,15 @@ impl Kv3 {
     }
 
     async fn range(&self, key: &str, end: Option<&str>) -> std::result::Result<Vec<Kv>, CallError> {
+        self.range_within(key, end, self.timeout).await
+    }
+
+    async fn range_within(&self, key: &str, end: Option<&str>, within: Duration) -> std::result::Result<Vec<Kv>, CallError> {
         let mut body = serde_json::json!({ "key": B64.encode(key) });
         if let Some(end) = end {
             body["range_end"] = B64.encode(end).into();
         }
-        Ok(self.call::<RangeResponse>("/v3/kv/range", body).await?.kvs)
+        Ok(self.call_within::<RangeResponse>("/v3/kv/range", body, within).await?.kvs)
     }
 }
 
@@ -189,6 +203,26 @@ impl EtcdTransferer {
 /// Most conflict retries of one transfer.
 const MAX_RETRIES: u32 = 30;
 
+/// One request's bound within an operation. etcd drops proposals that are in flight when
+/// leadership moves (raft refuses proposals during a transfer; a follower's forwarded one is
+/// lost), and the client would otherwise wait out the whole operation timeout for an answer
+/// that never comes.
+const ATTEMPT: Duration = Duration::from_secs(1);
+
+/// What became of a transaction that was sent, possibly more than once.
+enum Sent {
+    /// It applied (a send succeeded, or a later send's compare failed because an earlier
+    /// send had applied: the transfer's history key exists).
+    Applied,
+    /// It did not apply and never will: its compares failed and its history key is absent
+    /// (mod revisions only grow, so an earlier send still in flight can no longer succeed).
+    NotApplied,
+    /// No send reached etcd.
+    NotSent(String),
+    /// Out of time with an answer missing.
+    Unknown(String),
+}
+
 impl Transferer for EtcdTransferer {
     fn transfer<'a>(&'a mut self, t: &'a Transfer) -> BoxFuture<'a, OpResult> {
         Box::pin(async move {
@@ -200,7 +234,12 @@ impl Transferer for EtcdTransferer {
             }
             loop {
                 let (from_key, to_key) = (account_key(t.from), account_key(t.to));
-                let reads = futures_util::future::try_join(self.kv.range(&from_key, None), self.kv.range(&to_key, None)).await;
+                let within = ATTEMPT.min(self.timeout.saturating_sub(started.elapsed())).max(Duration::from_millis(50));
+                let reads = futures_util::future::try_join(
+                    self.kv.range_within(&from_key, None, within),
+                    self.kv.range_within(&to_key, None, within),
+                )
+                .await;
                 let (a, b) = match reads {
                     Ok((mut a, mut b)) if !a.is_empty() && !b.is_empty() => (a.remove(0), b.remove(0)),
                     Ok(_) => {
@@ -239,36 +278,27 @@ impl Transferer for EtcdTransferer {
                         { "request_put": { "key": B64.encode(format!("{TRANSFERS}{}", t.id)), "value": B64.encode(history) } },
                     ],
                 });
-                match self.kv.call::<TxnResponse>("/v3/kv/txn", body).await {
-                    Ok(r) if r.succeeded => {
+                match self.send(&body, t, started, &mut res).await {
+                    Sent::Applied => {
                         res.outcome = Outcome::Ok;
                         res.error = None;
                         return res;
                     }
-                    Ok(_) if res.retries < MAX_RETRIES => {
+                    Sent::NotApplied if res.retries < MAX_RETRIES => {
                         // A compare failed: another transfer touched an account. Not applied.
                         res.retries += 1;
                         res.error = Some("conflict: an account changed between read and write".into());
                         tokio::time::sleep(Duration::from_millis(2 << res.retries.min(6))).await;
                     }
-                    Ok(_) => {
+                    Sent::NotApplied => {
                         res.error = Some(format!("gave up after {MAX_RETRIES} conflicts"));
                         return res;
                     }
-                    Err(CallError::NotSent(e)) => {
-                        // Never sent: not applied; retried on a new connection while time is left.
-                        self.lost = true;
-                        self.kv.renew();
+                    Sent::NotSent(e) => {
                         res.error = Some(e);
-                        if res.retries < MAX_RETRIES && started.elapsed() < self.timeout {
-                            res.retries += 1;
-                            tokio::time::sleep(Duration::from_millis(5 << res.retries.min(6))).await;
-                            continue;
-                        }
                         return res;
                     }
-                    Err(CallError::Other(e)) => {
-                        self.lost = true;
+                    Sent::Unknown(e) => {
                         res.outcome = Outcome::Ambiguous;
                         res.error = Some(format!("during the transaction: {e}"));
                         return res;
@@ -276,6 +306,53 @@ impl Transferer for EtcdTransferer {
                 }
             }
         })
+    }
+}
+
+impl EtcdTransferer {
+    /// Sends the guarded transaction `body` of transfer `t` until its fate is known or the
+    /// operation's time is up. Resending the *same* transaction is safe: its compares pin
+    /// both accounts' mod revisions, so of all sends at most one can apply, and once any
+    /// write touches either account none can apply any more. After a send whose answer was
+    /// lost, a failed compare is resolved by reading the transfer's history key, written in
+    /// the same transaction: present means one of the sends applied. Each resend counts as a
+    /// retry.
+    async fn send(&mut self, body: &serde_json::Value, t: &Transfer, started: std::time::Instant, res: &mut OpResult) -> Sent {
+        let mut lost_answer: Option<String> = None;
+        let history_key = format!("{TRANSFERS}{}", t.id);
+        loop {
+            let left = self.timeout.saturating_sub(started.elapsed());
+            if left.is_zero() {
+                return match lost_answer {
+                    Some(e) => Sent::Unknown(e),
+                    None => Sent::NotSent(format!("timed out after {} ms before the transaction was sent", self.timeout.as_millis())),
+                };
+            }
+            let within = ATTEMPT.min(left);
+            match self.kv.call_within::<TxnResponse>("/v3/kv/txn", body.clone(), within).await {
+                Ok(r) if r.succeeded => return Sent::Applied,
+                Ok(_) if lost_answer.is_none() => return Sent::NotApplied,
+                Ok(_) => match self.kv.range_within(&history_key, None, within).await {
+                    Ok(kvs) if !kvs.is_empty() => return Sent::Applied,
+                    Ok(_) => return Sent::NotApplied,
+                    Err(e) => lost_answer = Some(e.text()),
+                },
+                Err(CallError::NotSent(e)) => {
+                    self.lost = true;
+                    self.kv.renew();
+                    if lost_answer.is_none() {
+                        res.error = Some(e);
+                    }
+                }
+                Err(CallError::Other(e)) => {
+                    self.lost = true;
+                    self.kv.renew();
+                    lost_answer = Some(e);
+                }
+            }
+            res.retries += 1;
+            tokio::time::sleep(Duration::from_millis(5 << res.retries.min(6))).await;
+        }
     }
 }
 

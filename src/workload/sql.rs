@@ -104,6 +104,9 @@ impl SqlConn {
                 Ok(std::mem::take(&mut self.lost))
             }
             Err(e) => {
+                // The server could not be reached: the next connection is a reconnect, also
+                // when the old one was retired for its age before the loss showed.
+                self.lost = true;
                 tokio::time::sleep(self.backoff).await;
                 self.backoff = (self.backoff * 2).min(Duration::from_secs(1));
                 Err(format!("cannot connect: {e}"))

@@ -60,7 +60,7 @@ fn cockroach_drills() {
     assert!(out.contains("replication factor 3: each range is its own Raft group of 3 replicas and needs 2"), "{out}");
     assert!(out.contains("prediction: with node(s) 2 down, 0 of"), "{out}");
     let out = lab.ok(&["drill", "quorum-loss", "--baseline", "5s"]);
-    assert!(out.contains("met:     quorum-lost: ok == 0"), "{out}");
+    assert!(out.contains("met:     quorum-lost: committed == 0"), "{out}");
     assert!(out.contains("range(s) keep fewer than a majority of their replicas"), "{out}");
     assert!(!out.contains("not met"), "every prediction and expectation holds: {out}");
 }

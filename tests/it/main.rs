@@ -4,6 +4,7 @@
 mod cli_errors;
 mod cockroach;
 mod daemon;
+mod drain;
 mod drill;
 mod helpers;
 mod lab_etcd;

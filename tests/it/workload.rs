@@ -79,7 +79,9 @@ fn the_workload_reconnects_across_a_server_restart_and_the_check_confirms_its_ou
     let counts = &summary["counts"];
     assert!(lines[..lines.len() - 1].iter().all(|t| t["ops_per_sec_inst"].is_number() && t["p99_ms"].is_number()));
     assert!(counts["reconnects"].as_u64().unwrap() >= 4, "every worker reconnects: {summary}");
-    assert!(counts["fail"].as_u64().unwrap() + counts["ambiguous"].as_u64().unwrap() > 0, "the restart costs some operations: {summary}");
+    // Transactions the restart cut before COMMIT are retried on a new connection (ok + a
+    // retry); only one cut during COMMIT would be ambiguous.
+    assert!(counts["retries"].as_u64().unwrap() >= 1, "the restart is absorbed by retries on new connections: {summary}");
     let after = counts["ok"].as_u64().unwrap();
     let ticks: Vec<Value> =
         std::fs::read_to_string(last().unwrap().join("ticks.ndjson")).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();

@@ -1,0 +1,168 @@
+//! Graceful stops drain: out of HAProxy, sessions gone, leadership handed off, then SIGTERM —
+//! and cost clients nothing. Real etcd, real HAProxy, the bank workload through HAProxy.
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::helpers::*;
+
+/// The Raft leader's node id, from `status --json`.
+fn leader(lab: &TestLab) -> u64 {
+    wait_for("a leader", Duration::from_secs(20), || lab.status()["cluster"]["leader"].as_u64())
+}
+
+/// A command to the lab's HAProxy runtime socket.
+fn haproxy(lab: &TestLab, command: &str) -> String {
+    let socket = roachlab::lab::Lab::new(lab.lab_dir()).unwrap().haproxy_socket();
+    let mut s = UnixStream::connect(socket).expect("haproxy socket");
+    s.write_all(format!("{command}\n").as_bytes()).unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
+}
+
+/// `srv_admin_state` of `proxy/server` from `show servers state` (HAProxy 2.6 management
+/// guide: the 7th field; bit 0x08 is a forced DRAIN).
+fn admin_state(lab: &TestLab, proxy: &str, server: &str) -> u64 {
+    let out = haproxy(lab, &format!("show servers state {proxy}"));
+    let line = out.lines().find(|l| l.split_whitespace().nth(3) == Some(server)).unwrap_or_else(|| panic!("{server} in {out}"));
+    line.split_whitespace().nth(6).unwrap().parse().unwrap()
+}
+
+/// Starts `workload run bank` (8 workers) and waits until it is committing.
+fn start_load(lab: &TestLab, duration: &str) -> std::process::Child {
+    let child = lab
+        .cmd(&["workload", "run", "bank", "--concurrency", "8", "--duration", duration, "--tolerate-errors", "--json"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let last = || roachlab::workload::last_run_dir(&lab.lab_dir(), "bank");
+    wait_for("the run to start", Duration::from_secs(10), || {
+        last().and_then(|d| std::fs::metadata(d.join("ticks.ndjson")).ok()).filter(|m| m.len() > 0).map(|_| ())
+    });
+    child
+}
+
+/// The run's final counts, after it ended by itself.
+fn finish(child: std::process::Child) -> Value {
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let last = text(&out.stdout).lines().last().map(|l| serde_json::from_str::<Value>(l).unwrap()).unwrap();
+    last["summary"]["counts"].clone()
+}
+
+#[test]
+fn graceful_stops_of_the_leader_and_a_follower_cost_clients_nothing_five_times_each() {
+    let lab = TestLab::new("etcd", 3);
+    lab.up();
+    lab.ok(&["workload", "init", "bank", "--rows", "200"]);
+    let run = start_load(&lab, "75s");
+    let started = std::time::Instant::now();
+    let mut stopped_leaders = Vec::new();
+    for round in 0..5 {
+        for role in ["leader", "follower"] {
+            let l = leader(&lab);
+            let node = if role == "leader" { l } else { (1..=3).find(|n| *n != l).unwrap() };
+            let out = lab.ok(&["node", "stop", &node.to_string()]);
+            // Every stage, as it happened; HAProxy's own word for the DRAIN.
+            assert!(out.contains(&format!("node {node}: drain stage haproxy at +")), "round {round} {role}: {out}");
+            assert!(out.contains("HAProxy: etcd DRAIN, admin-ui DRAIN"), "round {round} {role}: {out}");
+            assert!(out.contains("drain stage sessions"), "{out}");
+            if role == "leader" {
+                assert!(out.contains(&format!("leadership moved from node {node} to node")), "round {round}: {out}");
+                stopped_leaders.push(node);
+            } else {
+                assert!(out.contains("is a follower"), "round {round}: {out}");
+            }
+            assert!(out.contains("exited (SIGTERM)"), "{out}");
+            // Back in service only once ready: UP in HAProxy, admin state cleared.
+            lab.ok(&["node", "start", &node.to_string()]);
+            wait_for("the server back in service", Duration::from_secs(10), || {
+                (admin_state(&lab, "etcd", &format!("node{node}")) & 0x08 == 0).then_some(())
+            });
+        }
+    }
+    assert!(started.elapsed() < Duration::from_secs(70), "every stop happened under load (took {:?})", started.elapsed());
+    let counts = finish(run);
+    assert!(counts["ok"].as_u64().unwrap() > 1000, "{counts}");
+    assert_eq!(counts["fail"], 0, "a drained node costs no failed transfer: {counts}");
+    assert_eq!(counts["ambiguous"], 0, "and no unknown outcome: {counts}");
+    let check = lab.run(&["workload", "check", "bank"]);
+    assert!(check.status.success(), "{}", text(&check.stdout));
+
+    // The timeline, for each stop of a leader: DRAIN, then leadership moved, then SIGTERM.
+    let ev = lab.events();
+    let moves: Vec<usize> = (0..ev.len())
+        .filter(|&i| ev[i]["kind"] == "drain_stage" && ev[i]["detail"].as_str().unwrap_or("").starts_with("leadership moved from node"))
+        .collect();
+    assert_eq!(moves.len(), stopped_leaders.len(), "one leadership move per leader stop");
+    for (&i, node) in moves.iter().zip(&stopped_leaders) {
+        assert_eq!(ev[i]["node"], *node);
+        let this_stop = |e: &Value| e["node"] == *node;
+        let drained =
+            ev[..i].iter().rposition(|e| this_stop(e) && e["kind"] == "drain_stage" && e["stage"] == "haproxy").expect("DRAIN first");
+        assert!(!ev[drained..i].iter().any(|e| this_stop(e) && e["kind"] == "node_signalled"), "no signal between DRAIN and the hand-off");
+        let signal = ev[i..].iter().find(|e| this_stop(e) && e["kind"] == "node_signalled").expect("a signal after the hand-off");
+        assert_eq!(signal["signal"], "SIGTERM");
+    }
+}
+
+#[test]
+fn a_reload_keeps_a_drained_server_drained_until_its_node_is_ready_again() {
+    // Four members, so one can leave while node 3 is stopped (etcd refuses to *add* a member
+    // while any is unreachable: strict reconfiguration check).
+    let lab = TestLab::new("etcd", 4);
+    lab.up();
+    lab.ok(&["node", "stop", "3"]);
+    assert_eq!(admin_state(&lab, "etcd", "node3") & 0x08, 0x08, "node 3 is drained after its stop");
+    // A membership change reloads HAProxy: the new worker loads the saved server states.
+    lab.ok(&["node", "decommission", "4"]);
+    assert!(!haproxy(&lab, "show servers state etcd").contains("node4"), "the reload happened");
+    assert_eq!(admin_state(&lab, "etcd", "node3") & 0x08, 0x08, "still drained after the reload");
+    assert_eq!(admin_state(&lab, "admin-ui", "node3") & 0x08, 0x08);
+    // Started without waiting: the poller puts it back once the node is ready, not before.
+    lab.ok(&["node", "start", "3", "--no-wait"]);
+    wait_for("node 3 UP again", Duration::from_secs(20), || {
+        let n = lab.node(3);
+        (n["ready"] == true && n["backend"].as_str().is_some_and(|b| b.starts_with("UP"))).then_some(())
+    });
+    assert_eq!(admin_state(&lab, "etcd", "node3") & 0x08, 0);
+    let ready = lab.events().into_iter().any(|e| e["kind"] == "drain_stage" && e["node"] == 3 && e["stage"] == "ready");
+    assert!(ready, "the return to service is in the timeline");
+}
+
+#[test]
+fn stop_refuses_bad_input_and_a_second_stop_and_falls_back_without_the_runtime_api() {
+    let lab = TestLab::new("etcd", 3);
+    lab.up();
+    let out = lab.run(&["node", "stop", "9"]);
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("node 9"), "{}", text(&out.stderr));
+
+    // Hold client sessions on every server (HAProxy balances new connections round robin),
+    // so the stop of node 2 waits for them (timeouts.drain_sessions) while a second stop comes.
+    let held: Vec<std::net::TcpStream> = (0..6).map(|_| std::net::TcpStream::connect(("127.0.0.1", lab.ports.frontend)).unwrap()).collect();
+    let first = lab.cmd(&["node", "stop", "2"]).stdout(std::process::Stdio::piped()).spawn().unwrap();
+    wait_for("node 2 drained", Duration::from_secs(10), || (admin_state(&lab, "etcd", "node2") & 0x08 != 0).then_some(()));
+    let second = lab.run(&["node", "stop", "2"]);
+    assert!(!second.status.success());
+    assert!(text(&second.stderr).contains("already being stopped"), "{}", text(&second.stderr));
+    let out = first.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let out = text(&out.stdout);
+    assert!(out.contains("client session(s) still open after 5000 ms"), "{out}");
+    assert_eq!(out.matches("sent SIGTERM").count(), 1, "signalled once: {out}");
+    drop(held);
+    let again = lab.run(&["node", "stop", "2"]);
+    assert!(text(&again.stderr).contains("is not running"), "{}", text(&again.stderr));
+
+    // Without HAProxy's runtime API: a warning, and SIGTERM anyway.
+    let socket = roachlab::lab::Lab::new(lab.lab_dir()).unwrap().haproxy_socket();
+    std::fs::remove_file(&socket).unwrap();
+    let out = lab.ok(&["node", "stop", "3"]);
+    assert!(out.contains("HAProxy's runtime API did not take the drain"), "{out}");
+    assert!(out.contains("sent SIGTERM"), "{out}");
+}
