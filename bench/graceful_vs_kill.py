@@ -50,8 +50,9 @@ def main():
     finally:
         run(a.binary, lab, "down", "--fast", "--wipe", check=False)
 
-    def fig(values, unit=""):
-        return f"{statistics.median(values):g}{unit} / {max(values):g}{unit}"
+    def fig(values):
+        f = (lambda v: f"{v:.2f}") if any(isinstance(v, float) for v in values) else str
+        return f"{f(statistics.median(values))} / {f(max(values))}"
 
     print(f"{a.runs} runs, {passed} passed every expectation and the bank check.\n")
     print("| phase | failed (median / max) | ambiguous (median / max) | longest stall, s (median / max) | HAProxy DOWN after fault, s (median / max) |")

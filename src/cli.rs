@@ -54,7 +54,7 @@ pub enum Command {
     /// Live view of the cluster, refreshed every second; q or Ctrl-C quits.
     Watch {
         /// Refresh interval.
-        #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+        #[arg(long, default_value = "1s", value_parser = crate::config::parse_duration)]
         interval: Duration,
         /// Stop after this many refreshes (for scripts).
         #[arg(long)]
@@ -113,7 +113,7 @@ pub enum Command {
         #[arg(long, global = true)]
         seed: Option<u64>,
         /// Load before the first step, measured as the baseline.
-        #[arg(long, global = true, default_value = "5s", value_parser = humantime::parse_duration)]
+        #[arg(long, global = true, default_value = "5s", value_parser = crate::config::parse_duration)]
         baseline: Duration,
     },
     /// Re-render a drill's report (default: the latest run) from its results.json.
@@ -186,9 +186,9 @@ pub enum WorkloadCommand {
         #[arg(long, visible_alias = "clients", default_value_t = 8)]
         concurrency: usize,
         /// Interval of the progress lines.
-        #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+        #[arg(long, default_value = "1s", value_parser = crate::config::parse_duration)]
         progress: Duration,
-        #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+        #[arg(long, default_value = "60s", value_parser = crate::config::parse_duration)]
         duration: Duration,
         /// Operations per second across all workers (0: unlimited).
         #[arg(long, default_value_t = 0.0)]
@@ -197,7 +197,7 @@ pub enum WorkloadCommand {
         #[arg(long)]
         tolerate_errors: bool,
         /// Timeout of each statement and of COMMIT.
-        #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+        #[arg(long, default_value = "5s", value_parser = crate::config::parse_duration)]
         op_timeout: Duration,
         /// NDJSON: one object per second and a final summary.
         #[arg(long)]
@@ -227,7 +227,7 @@ pub enum NodeCommand {
     Stop {
         id: NodeId,
         /// Time from SIGTERM to SIGKILL, e.g. 90s (default: the lab's timeouts.grace, 60s).
-        #[arg(long, value_parser = humantime::parse_duration)]
+        #[arg(long, value_parser = crate::config::parse_duration)]
         grace: Option<Duration>,
         /// SIGTERM at once: no HAProxy drain and no hand-off (for comparison drills).
         #[arg(long)]

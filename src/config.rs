@@ -376,6 +376,29 @@ pub(crate) fn line_col(text: &str, pos: usize) -> (usize, usize) {
     (line, col)
 }
 
+/// The longest duration any option, config key or scenario step takes: 7 days. Longer ones
+/// are a typo, and would overflow date arithmetic.
+pub const MAX_DURATION: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// Parses a duration like `90s` or `5m` (humantime), at most [`MAX_DURATION`]. The error says
+/// what was wrong and the bound; for clap's `value_parser`.
+pub fn parse_duration(s: &str) -> std::result::Result<Duration, String> {
+    let d = humantime::parse_duration(s).map_err(|e| format!("`{s}` is not a duration like 90s or 5m: {e}"))?;
+    check_duration(d).map_err(|e| format!("`{s}`: {e}"))
+}
+
+/// `d` is at most [`MAX_DURATION`].
+pub fn check_duration(d: Duration) -> std::result::Result<Duration, String> {
+    if d > MAX_DURATION {
+        return Err(format!(
+            "{} is longer than roachlab accepts (at most {})",
+            humantime::format_duration(d),
+            humantime::format_duration(MAX_DURATION)
+        ));
+    }
+    Ok(d)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -156,7 +156,8 @@ pub fn status_table(s: &StatusReport, ranges: bool) -> String {
 /// `follow`) new events as they are appended, until Ctrl-C.
 pub async fn print_timeline(path: &Path, json: bool, since: Option<Duration>, follow: bool) -> crate::Result<()> {
     use std::io::BufRead;
-    let cutoff = since.map(|d| time::OffsetDateTime::now_utc() - d);
+    // A `since` reaching before the calendar's start means everything.
+    let cutoff = since.and_then(|d| time::OffsetDateTime::now_utc().checked_sub(time::Duration::try_from(d).ok()?));
     let mut reader = loop {
         match std::fs::File::open(path) {
             Ok(f) => break std::io::BufReader::new(f),

@@ -517,14 +517,22 @@ impl Scenario {
             let condition = |c: &str| parse_condition(c).map_err(bad);
             let action = match spanned.into_inner() {
                 RawStep::Phase { name } => Action::Phase { name },
-                RawStep::Stop { node: n, grace, drain } => Action::Stop { node: node(&n)?, grace, drain },
+                RawStep::Stop { node: n, grace, drain } => {
+                    let grace = grace.map(crate::config::check_duration).transpose().map_err(|e| bad(format!("grace: {e}")))?;
+                    Action::Stop { node: node(&n)?, grace, drain }
+                }
                 RawStep::Kill { node: n } => Action::Kill { node: node(&n)? },
                 RawStep::Start { node: n, wait } => Action::Start { node: node(&n)?, wait },
                 RawStep::StartAll {} => Action::StartAll,
                 RawStep::Add {} => Action::Add,
                 RawStep::Decommission { node: n, force } => Action::Decommission { node: node(&n)?, force },
-                RawStep::Wait { duration } => Action::Wait { duration },
-                RawStep::WaitUntil { condition: c, timeout } => Action::WaitUntil { condition: condition(&c)?, timeout },
+                RawStep::Wait { duration } => {
+                    Action::Wait { duration: crate::config::check_duration(duration).map_err(|e| bad(format!("duration: {e}")))? }
+                }
+                RawStep::WaitUntil { condition: c, timeout } => Action::WaitUntil {
+                    condition: condition(&c)?,
+                    timeout: crate::config::check_duration(timeout).map_err(|e| bad(format!("timeout: {e}")))?,
+                },
                 RawStep::Assert { condition: c } => Action::Assert { condition: condition(&c)? },
                 RawStep::Set { setting, value } => Action::Set { setting, value },
             };

@@ -229,7 +229,8 @@ impl Supervisor {
             let r = rt.entry(node).or_default();
             r.signalled_at.get_or_insert_with(Instant::now);
         }
-        let deadline_at = OffsetDateTime::now_utc() + deadline.unwrap_or(Duration::ZERO);
+        // Bounded: a huge grace from an API client must not overflow the date.
+        let deadline_at = OffsetDateTime::now_utc() + deadline.unwrap_or(Duration::ZERO).min(crate::config::MAX_DURATION);
         self.update(|st| {
             if let Ok(n) = st.node_mut(node) {
                 if n.process == Some(id) {

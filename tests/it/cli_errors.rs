@@ -110,3 +110,34 @@ fn rendered_haproxy_configs_pass_haproxy_check() {
         assert_eq!(std::fs::read_to_string(&cfg).unwrap(), text);
     }
 }
+
+/// Issue 10, defects 7 and 8: huge durations neither panic the daemon nor the CLI.
+#[test]
+fn huge_durations_are_refused_or_bounded_never_a_panic() {
+    let lab = TestLab::new("etcd", 3);
+    lab.up();
+    // The CLI refuses an absurd grace before anything is sent or signalled.
+    let out = lab.run(&["node", "stop", "3", "--grace=99999999999999h"]);
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("longer than roachlab accepts (at most 7days)"), "{}", text(&out.stderr));
+    assert_eq!(lab.node(3)["state"], "running", "nothing was signalled");
+    // An API client that sends one anyway gets a stop, not a panicked request task.
+    let socket = roachlab::lab::Lab::new(lab.lab_dir()).unwrap().socket();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let body = roachlab::api::StopRequest { grace_ms: Some(u64::MAX / 4), no_drain: false };
+    let res = rt.block_on(roachlab::api::Client::new(&socket).stream("/v1/nodes/3/stop", &body, |_| {}));
+    assert!(res.is_ok(), "{res:?}");
+    assert!(lab.node(3)["pid"].is_null(), "node 3 stopped");
+    let ev = lab.events();
+    assert!(ev.iter().any(|e| e["kind"] == "node_signalled" && e["node"] == 3), "the signal is in the timeline");
+    // `events --since` further back than the calendar goes means every event.
+    let all = lab.ok(&["events", "--since", "99999999999999h"]);
+    assert!(all.contains("node 3: sent SIGTERM"), "{all}");
+    // Scenario files get the same bound, with the place of the value.
+    let file = lab.dir.path().join("huge.toml");
+    std::fs::write(&file, "name = \"huge\"\n\n[[step]]\naction = \"stop\"\nnode = 2\ngrace = \"99999999999999h\"\n").unwrap();
+    let out = lab.run(&["drill", "run", file.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(err.contains("huge.toml:") && err.contains("grace:") && err.contains("at most 7days"), "{err}");
+}

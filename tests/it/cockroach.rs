@@ -55,7 +55,7 @@ fn cockroach_drills() {
     lab.up();
     // Graceful means no client errors on CockroachDB: the expectation is checked by the drill.
     let out = lab.ok(&["drill", "graceful-vs-kill", "--node", "2", "--baseline", "5s"]);
-    assert!(out.contains("met:     graceful: errors == 0"), "{out}");
+    assert!(out.contains("met:     graceful: fail == 0") && out.contains("met:     graceful: ambiguous == 0"), "{out}");
     // The theory speaks of ranges and replicas, and each fault's prediction is checked.
     assert!(out.contains("replication factor 3: each range is its own Raft group of 3 replicas and needs 2"), "{out}");
     assert!(out.contains("prediction: with node(s) 2 down, 0 of"), "{out}");

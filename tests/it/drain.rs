@@ -32,20 +32,6 @@ fn admin_state(lab: &TestLab, proxy: &str, server: &str) -> u64 {
     line.split_whitespace().nth(6).unwrap().parse().unwrap()
 }
 
-/// Starts `workload run bank` (8 workers) and waits until it is committing.
-fn start_load(lab: &TestLab, duration: &str) -> std::process::Child {
-    let child = lab
-        .cmd(&["workload", "run", "bank", "--concurrency", "8", "--duration", duration, "--tolerate-errors", "--json"])
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let last = || roachlab::workload::last_run_dir(&lab.lab_dir(), "bank");
-    wait_for("the run to start", Duration::from_secs(10), || {
-        last().and_then(|d| std::fs::metadata(d.join("ticks.ndjson")).ok()).filter(|m| m.len() > 0).map(|_| ())
-    });
-    child
-}
-
 /// The run's final counts, after it ended by itself.
 fn finish(child: std::process::Child) -> Value {
     let out = child.wait_with_output().unwrap();
@@ -59,7 +45,7 @@ fn graceful_stops_of_the_leader_and_a_follower_cost_clients_nothing_five_times_e
     let lab = TestLab::new("etcd", 3);
     lab.up();
     lab.ok(&["workload", "init", "bank", "--rows", "200"]);
-    let run = start_load(&lab, "75s");
+    let run = lab.start_bank_run(&["--concurrency", "8", "--duration", "75s"]);
     let started = std::time::Instant::now();
     let mut stopped_leaders = Vec::new();
     for round in 0..5 {

@@ -50,6 +50,19 @@ fn graceful_vs_kill_on_the_etcd_leader() {
         assert!(p["liveness_change_after_fault_ms"].as_u64().is_some(), "{name}: the leader changed: {p}");
         assert!(p["fault_ms"].as_u64().unwrap() < p["recover_ms"].as_u64().unwrap());
     }
+    // The drain costs nothing and does not stall; the kill stalls (the leader's death leaves
+    // no leader until an election) and HAProxy detects it only after its checks fail.
+    let (g, k) = (phase(&r, "graceful"), phase(&r, "kill"));
+    assert_eq!((g["counts"]["fail"].as_u64(), g["counts"]["ambiguous"].as_u64()), (Some(0), Some(0)), "{g}");
+    assert!(g["longest_stall_ms"].as_u64().unwrap() < 500, "{g}");
+    assert!(k["longest_stall_ms"].as_u64() > g["longest_stall_ms"].as_u64(), "the kill stalls longer: {k}");
+    assert!(k["haproxy_down_after_fault_ms"].as_u64().unwrap() >= 500, "(fall − 1) × inter at least: {k}");
+    // What happened, stage by stage: DRAIN, then leadership moved, then SIGTERM; and the kill.
+    let story: Vec<&str> = r["story"].as_array().unwrap().iter().map(|t| t.as_str().unwrap()).collect();
+    let graceful = story.iter().find(|t| t.starts_with("graceful — ")).expect("the graceful phase is told");
+    let (h, m, t) = (graceful.find("haproxy at +"), graceful.find("leadership moved from node"), graceful.find("SIGTERM to node"));
+    assert!(h.is_some() && m.is_some() && t.is_some() && h < m && m < t, "{graceful}");
+    assert!(story.iter().any(|t| t.starts_with("kill — SIGKILL") && t.contains("HAProxy marked the node DOWN after")), "{story:?}");
     assert_eq!(r["check"]["violations"], serde_json::json!([]));
     assert!(r["expectations"].as_array().unwrap().iter().all(|e| e["met"] == true), "{}", r["expectations"]);
     // The report renders, with its three charts.

@@ -127,6 +127,20 @@ impl TestLab {
         out
     }
 
+    /// Starts `roachlab workload run bank ARGS... --tolerate-errors --json` with stdout piped,
+    /// and returns once the run is logging ticks (it is committing).
+    pub fn start_bank_run(&self, args: &[&str]) -> std::process::Child {
+        let mut all = vec!["workload", "run", "bank"];
+        all.extend_from_slice(args);
+        all.extend(["--tolerate-errors", "--json"]);
+        let child = self.cmd(&all).stdout(std::process::Stdio::piped()).spawn().unwrap();
+        let last = || roachlab::workload::last_run_dir(&self.lab_dir(), "bank");
+        wait_for("the run to start", Duration::from_secs(10), || {
+            last().and_then(|d| std::fs::metadata(d.join("ticks.ndjson")).ok()).filter(|m| m.len() > 0).map(|_| ())
+        });
+        child
+    }
+
     /// Events of the timeline, in order.
     pub fn events(&self) -> Vec<Value> {
         std::fs::read_to_string(self.lab_dir().join("events.jsonl"))

@@ -59,16 +59,9 @@ fn the_workload_reconnects_across_a_server_restart_and_the_check_confirms_its_ou
     let lab = TestLab::new("cockroach", 3);
     let url = pg.url();
     lab.ok(&["workload", "init", "bank", "--rows", "500", "--url", &url]);
-    let run = lab
-        .cmd(&["workload", "run", "bank", "--url", &url, "--concurrency", "4", "--duration", "6s", "--tolerate-errors", "--json"])
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
     // Restart once the workload is moving.
+    let run = lab.start_bank_run(&["--url", &url, "--concurrency", "4", "--duration", "6s"]);
     let last = || roachlab::workload::last_run_dir(&lab.lab_dir(), "bank");
-    wait_for("the run to start logging", Duration::from_secs(10), || {
-        last().and_then(|d| std::fs::metadata(d.join("ticks.ndjson")).ok()).filter(|m| m.len() > 0).map(|_| ())
-    });
     pg.stop();
     std::thread::sleep(Duration::from_millis(500)); // the server stays down for a moment on purpose
     pg.start_again();
@@ -123,15 +116,7 @@ fn etcd_bank_survives_a_member_killed_mid_run() {
     lab.up();
     let out = lab.ok(&["workload", "init", "bank", "--rows", "100"]);
     assert!(out.contains("100 accounts at balance 0"), "{out}");
-    let run = lab
-        .cmd(&["workload", "run", "bank", "--concurrency", "4", "--duration", "6s", "--tolerate-errors", "--json"])
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let last = || roachlab::workload::last_run_dir(&lab.lab_dir(), "bank");
-    wait_for("the run to start", Duration::from_secs(10), || {
-        last().and_then(|d| std::fs::metadata(d.join("ticks.ndjson")).ok()).filter(|m| m.len() > 0).map(|_| ())
-    });
+    let run = lab.start_bank_run(&["--concurrency", "4", "--duration", "6s"]);
     // Each worker has its own connection through HAProxy's round robin, so one of the four
     // is on node 2; on-marked-down shutdown-sessions cuts it.
     lab.ok(&["node", "kill", "2"]);
