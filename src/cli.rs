@@ -3,7 +3,6 @@
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
@@ -264,7 +263,7 @@ pub async fn run(cli: Cli) -> Result<i32> {
         }
         Command::Up { config, engine, nodes } => up(&lab, config.as_deref(), Overrides { engine, nodes }).await,
         Command::Status { json, ranges } => {
-            let client = ensure_daemon(&lab).await?;
+            let client = crate::launch::ensure_daemon(&lab).await?;
             let s: StatusReport = client.get("/v1/status").await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&s).expect("serializes"));
@@ -274,7 +273,7 @@ pub async fn run(cli: Cli) -> Result<i32> {
             Ok(0)
         }
         Command::Watch { interval, count } => {
-            let client = ensure_daemon(&lab).await?;
+            let client = crate::launch::ensure_daemon(&lab).await?;
             crate::dashboard::run(&client, &lab.events_file(), interval, std::io::stdout().is_terminal(), count).await?;
             Ok(0)
         }
@@ -298,7 +297,7 @@ pub async fn run(cli: Cli) -> Result<i32> {
             Ok(0)
         }
         Command::Haproxy { json } => {
-            let client = ensure_daemon(&lab).await?;
+            let client = crate::launch::ensure_daemon(&lab).await?;
             let r: HaproxyReport = client.get("/v1/haproxy").await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&r).expect("serializes"));
@@ -397,7 +396,7 @@ async fn up(lab: &Lab, config: Option<&Path>, overrides: Overrides) -> Result<i3
         }
         client
     } else {
-        start_daemon(lab).await?
+        crate::launch::start_daemon(lab).await?
     };
     stream(&client, "/v1/up", &serde_json::json!({})).await?;
     let s: StatusReport = client.get("/v1/status").await?;
@@ -478,12 +477,19 @@ async fn drill(
             return Err(Error::UnknownNode { id: n, known: ids });
         }
     }
-    let client = ensure_daemon(lab).await?;
+    let client = crate::launch::ensure_daemon(lab).await?;
     let opts = crate::drill::runner::DrillOptions { node, seed: seed.unwrap_or_else(|| fastrand::u64(..)), baseline };
     let mut say = |line: String| println!("{line}");
     let result = crate::drill::runner::run(lab, &client, &scenario, &opts, &mut say).await?;
     print!("{}", drill_summary(&result));
-    Ok(if result.passed() { 0 } else { 1 })
+    // Interrupted: the shell's convention, 128 + the signal's number.
+    Ok(match result.interrupted.as_deref() {
+        Some("SIGHUP") => 129,
+        Some("SIGINT") => 130,
+        Some(_) => 143,
+        None if result.passed() => 0,
+        None => 1,
+    })
 }
 
 /// The table printed at the end of a drill.
@@ -684,7 +690,7 @@ async fn workload(lab: &Lab, command: WorkloadCommand) -> Result<i32> {
 }
 
 async fn node(lab: &Lab, command: NodeCommand) -> Result<i32> {
-    let client = ensure_daemon(lab).await?;
+    let client = crate::launch::ensure_daemon(lab).await?;
     let empty = serde_json::json!({});
     let result = match command {
         NodeCommand::Stop { id, grace, no_drain } => {
@@ -713,7 +719,7 @@ async fn down(lab: &Lab, wipe: bool, fast: bool) -> Result<i32> {
         println!("no lab in {}; nothing to stop", lab.dir().display());
         return Ok(0);
     }
-    let client = ensure_daemon(lab).await?;
+    let client = crate::launch::ensure_daemon(lab).await?;
     let result = stream(&client, "/v1/down", &DownRequest { fast }).await?;
     let outcomes: Vec<StopOutcome> = serde_json::from_value(result["nodes"].clone()).unwrap_or_default();
     for o in &outcomes {
@@ -754,60 +760,6 @@ async fn stream(client: &Client, path: &str, body: &impl serde::Serialize) -> Re
     let res = client.stream(path, body, |e| reporter.event(e)).await;
     reporter.finish();
     res
-}
-
-/// A client of the lab's daemon, starting the daemon (which re-adopts running nodes) if the
-/// lab exists but no daemon answers.
-async fn ensure_daemon(lab: &Lab) -> Result<Client> {
-    if LabState::load(&lab.state_file())?.is_none() {
-        return Err(Error::NoLab { dir: lab.dir().to_path_buf() });
-    }
-    let client = Client::new(&lab.socket());
-    if client.is_up().await {
-        return Ok(client);
-    }
-    start_daemon(lab).await
-}
-
-/// Starts `roachlab daemon` for the lab in a new session (so it outlives this command and a
-/// Ctrl-C in this terminal), output to `DIR/logs/daemon.log`, and waits until it answers.
-async fn start_daemon(lab: &Lab) -> Result<Client> {
-    use process_wrap::std::{CommandWrap, ProcessSession};
-    std::fs::create_dir_all(lab.logs_dir()).map_err(|e| Error::io(format!("cannot create {}", lab.logs_dir().display()), e))?;
-    let log_path = lab.daemon_log();
-    let open = || {
-        std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log_path)
-            .map_err(|e| Error::io(format!("cannot open {}", log_path.display()), e))
-    };
-    let exe = std::env::current_exe().map_err(|e| Error::io("cannot find the roachlab binary", e))?;
-    let mut cmd = std::process::Command::new(exe);
-    cmd.arg("--dir").arg(lab.dir()).arg("daemon").stdin(Stdio::null()).stdout(open()?).stderr(open()?);
-    let mut wrap = CommandWrap::from(cmd);
-    wrap.wrap(ProcessSession);
-    let mut child = wrap.spawn().map_err(|e| Error::io("cannot start the roachlab daemon", e))?;
-    let client = Client::new(&lab.socket());
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if client.is_up().await {
-            return Ok(client);
-        }
-        if let Ok(Some(status)) = child.try_wait() {
-            return Err(Error::DaemonStart { log: log_path.clone(), message: format!("it exited ({status}): {}", log_tail(&log_path)) });
-        }
-        if Instant::now() > deadline {
-            return Err(Error::DaemonStart { log: log_path, message: "it did not answer within 20 s".into() });
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-fn log_tail(path: &Path) -> String {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
-    lines[lines.len().saturating_sub(3)..].join(" / ")
 }
 
 /// Resolves on SIGTERM or SIGINT: the daemon's shutdown source in the binary.

@@ -22,6 +22,7 @@ pub mod error;
 pub mod events;
 pub mod haproxy;
 pub mod lab;
+pub mod launch;
 pub mod node;
 pub mod ports;
 pub mod process;

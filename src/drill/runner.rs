@@ -50,6 +50,10 @@ pub struct DrillResult {
     pub engine: String,
     pub started_at: String,
     pub seed: u64,
+    /// The signal that interrupted the drill (`SIGINT`, `SIGTERM`, `SIGHUP`), if one did: the
+    /// cluster was still restored and the report written with what was measured.
+    #[serde(default)]
+    pub interrupted: Option<String>,
     /// The quorum rule for this cluster, stated before the drill ran (the engine's
     /// [`crate::engine::Engine::quorum_rule`]).
     pub theory: Vec<String>,
@@ -104,7 +108,8 @@ enum Target {
 }
 
 struct Ctx<'a> {
-    client: &'a Client,
+    /// Replaced by a new daemon's client if the daemon dies mid-drill.
+    client: Client,
     opts: &'a DrillOptions,
     rng: fastrand::Rng,
     last: Option<NodeId>,
@@ -355,6 +360,32 @@ fn stopped_members(s: &StatusReport) -> Vec<NodeId> {
     s.nodes.iter().filter(|n| n.pid.is_none() && !n.decommissioned).map(|n| n.id).collect()
 }
 
+/// The signals that interrupt a drill like Ctrl-C does — SIGTERM (CI timeouts, `kill`) and
+/// SIGHUP (a closed terminal or ssh session) too. Installed for the drill's whole length, so
+/// none of them kills the process before the cluster is restored and the report written.
+struct Interrupts {
+    int: tokio::signal::unix::Signal,
+    term: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Interrupts {
+    fn new() -> Result<Self> {
+        use tokio::signal::unix::{signal, SignalKind};
+        let install = |k: SignalKind| signal(k).map_err(|e| Error::io("cannot install the drill's signal handlers", e));
+        Ok(Self { int: install(SignalKind::interrupt())?, term: install(SignalKind::terminate())?, hup: install(SignalKind::hangup())? })
+    }
+
+    /// The next interrupting signal's name.
+    async fn recv(&mut self) -> &'static str {
+        tokio::select! {
+            _ = self.int.recv() => "SIGINT",
+            _ = self.term.recv() => "SIGTERM",
+            _ = self.hup.recv() => "SIGHUP",
+        }
+    }
+}
+
 /// Waits until no range is under-replicated, so the baseline measures a healthy cluster: a
 /// fresh CockroachDB cluster reports every range under-replicated for tens of seconds after
 /// `init` while it up-replicates (v20.1.5, 2 cores: ~40 s; contract §5), and the bank's splits
@@ -456,8 +487,9 @@ pub async fn run(
         .await
     });
 
+    let mut signals = Interrupts::new()?;
     let mut ctx = Ctx {
-        client,
+        client: client.clone(),
         opts,
         rng: fastrand::Rng::with_seed(opts.seed),
         last: None,
@@ -472,40 +504,60 @@ pub async fn run(
         say,
     };
     ctx.phase("baseline");
-    tokio::time::sleep(opts.baseline).await;
     let interrupted = {
         let steps = async {
+            tokio::time::sleep(opts.baseline).await;
             for step in &scenario.steps {
                 ctx.line = step.line;
                 if let Err(e) = ctx.step(&step.action).await {
                     ctx.failures.push(format!("step at line {}: {e}", step.line));
                     (ctx.say)(format!("    step at line {} failed: {e}", step.line));
-                    return false;
+                    return;
                 }
             }
-            false
         };
         tokio::select! {
-            r = steps => r,
-            _ = tokio::signal::ctrl_c() => true,
+            _ = steps => None,
+            sig = signals.recv() => Some(sig),
         }
     };
-    if interrupted {
-        ctx.failures.push("interrupted (Ctrl-C)".into());
+    if let Some(sig) = interrupted {
+        ctx.failures.push(format!("interrupted ({sig})"));
+        (ctx.say)(format!("── interrupted ({sig}): restoring the cluster and writing the report"));
     }
-    // Restore the cluster, whatever happened.
+    // Restore the cluster, whatever happened: through a new daemon if this one is gone (it
+    // re-adopts the running nodes). Further signals are held off until the report is written.
     let end = ctx.now_ms();
     if let Some(m) = ctx.marks.last_mut() {
         m.end_ms = end;
     }
-    let stopped = stopped_members(&ctx.status().await?);
-    if !stopped.is_empty() {
-        (ctx.say)(format!("── restoring node(s) {}", stopped.iter().map(|n| n.to_string()).collect::<Vec<_>>().join(", ")));
-        for id in stopped {
-            if let Err(e) = ctx.node_request(&format!("restore node {id}"), format!("/v1/nodes/{id}/start"), serde_json::json!({})).await {
-                ctx.failures.push(format!("could not restore node {id}: {e}"));
+    let restorable = match ctx.status().await {
+        Ok(s) => Ok(s),
+        Err(e) => {
+            (ctx.say)(format!("── the daemon did not answer ({e}); starting a new one to restore the cluster"));
+            match crate::launch::ensure_daemon(lab).await {
+                Ok(c) => {
+                    ctx.client = c;
+                    ctx.status().await
+                }
+                Err(e) => Err(e),
             }
         }
+    };
+    match restorable {
+        Ok(s) => {
+            let stopped = stopped_members(&s);
+            if !stopped.is_empty() {
+                (ctx.say)(format!("── restoring node(s) {}", stopped.iter().map(|n| n.to_string()).collect::<Vec<_>>().join(", ")));
+                for id in stopped {
+                    let start = ctx.node_request(&format!("restore node {id}"), format!("/v1/nodes/{id}/start"), serde_json::json!({})).await;
+                    if let Err(e) = start {
+                        ctx.failures.push(format!("could not restore node {id}: {e}"));
+                    }
+                }
+            }
+        }
+        Err(e) => ctx.failures.push(format!("could not restore the cluster: {e}")),
     }
     stop.store(true, Ordering::Relaxed);
     let summary = load.await.map_err(|e| Error::Refused(format!("the workload task failed: {e}")))??;
@@ -551,6 +603,7 @@ pub async fn run(
         engine: status.engine.clone(),
         started_at: stamp,
         seed: opts.seed,
+        interrupted: interrupted.map(str::to_string),
         theory,
         predictions,
         story,

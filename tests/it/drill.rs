@@ -123,20 +123,55 @@ fn a_bad_scenario_file_fails_to_load_with_its_line() {
 
 #[test]
 fn a_drill_interrupted_mid_fault_restores_every_node() {
+    // Ctrl-C, a CI timeout's SIGTERM and a closed terminal's SIGHUP are all treated alike:
+    // restore, check, report marked interrupted, exit 128 + the signal's number.
     let lab = TestLab::new("etcd", 3);
     lab.up();
     let file = lab.dir.path().join("long.toml");
     std::fs::write(&file, "name = \"long\"\n[[step]]\naction = \"phase\"\nname = \"down\"\n[[step]]\naction = \"kill\"\nnode = 2\n[[step]]\naction = \"wait\"\nduration = \"5m\"\n").unwrap();
-    let child =
-        lab.cmd(&["drill", "run", file.to_str().unwrap(), "--baseline", "1s"]).stdout(std::process::Stdio::piped()).spawn().unwrap();
-    wait_for("node 2 to be killed", Duration::from_secs(30), || (lab.node(2)["state"] == "exited").then_some(()));
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGINT).unwrap();
+    for (sig, name, code) in [
+        (nix::sys::signal::Signal::SIGINT, "SIGINT", 130),
+        (nix::sys::signal::Signal::SIGTERM, "SIGTERM", 143),
+        (nix::sys::signal::Signal::SIGHUP, "SIGHUP", 129),
+    ] {
+        let child =
+            lab.cmd(&["drill", "run", file.to_str().unwrap(), "--baseline", "1s"]).stdout(std::process::Stdio::piped()).spawn().unwrap();
+        wait_for("node 2 to be killed", Duration::from_secs(30), || (lab.node(2)["state"] == "exited").then_some(()));
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), sig).unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(out.status.code(), Some(code), "{name}: an interrupted drill exits 128 + signal");
+        let stdout = text(&out.stdout);
+        assert!(stdout.contains("restoring node(s) 2") && stdout.contains(&format!("FAILURE: interrupted ({name})")), "{stdout}");
+        assert!(stdout.contains("bank check passed"), "the bank is still checked: {stdout}");
+        let (_, r) = results_of(&stdout);
+        validate(&r);
+        assert_eq!(r["interrupted"], name);
+        let n2 = lab.node(2);
+        assert_eq!((n2["state"].as_str(), n2["ready"].as_bool()), (Some("running"), Some(true)), "{name}: {n2}");
+    }
+}
+
+#[test]
+fn a_drill_whose_daemon_dies_restores_through_a_new_one_and_still_reports() {
+    let lab = TestLab::new("etcd", 3);
+    lab.up();
+    let file = lab.dir.path().join("stop.toml");
+    std::fs::write(&file, "name = \"stop\"\n[[step]]\naction = \"phase\"\nname = \"down\"\n[[step]]\naction = \"stop\"\nnode = 2\n[[step]]\naction = \"wait\"\nduration = \"5m\"\n").unwrap();
+    let child = lab.cmd(&["drill", "run", file.to_str().unwrap(), "--baseline", "1s"]).stdout(std::process::Stdio::piped()).spawn().unwrap();
+    wait_for("node 2 to be stopped", Duration::from_secs(30), || (lab.node(2)["pid"].is_null()).then_some(()));
+    // SIGKILL the daemon (ours: recorded by PID and start time).
+    let daemon: roachlab::process::ProcIdentity = serde_json::from_value(lab.state()["daemon"].clone()).unwrap();
+    roachlab::process::signal(&daemon, nix::sys::signal::Signal::SIGKILL).unwrap();
+    wait_for("the daemon gone", Duration::from_secs(10), || (!daemon.is_alive()).then_some(()));
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM).unwrap();
     let out = child.wait_with_output().unwrap();
-    assert_eq!(out.status.code(), Some(1), "an interrupted drill does not pass");
     let stdout = text(&out.stdout);
-    assert!(stdout.contains("restoring node(s) 2") && stdout.contains("FAILURE: interrupted (Ctrl-C)"), "{stdout}");
-    let n2 = lab.node(2);
-    assert_eq!((n2["state"].as_str(), n2["ready"].as_bool()), (Some("running"), Some(true)), "{n2}");
+    assert_eq!(out.status.code(), Some(143), "{stdout}");
+    assert!(stdout.contains("starting a new one to restore the cluster"), "{stdout}");
+    assert!(stdout.contains("restoring node(s) 2"), "{stdout}");
+    let (_, r) = results_of(&stdout);
+    validate(&r);
+    assert!(lab.node(2)["ready"] == true, "node 2 restored through the new daemon");
 }
 
 #[test]

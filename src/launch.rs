@@ -1,0 +1,67 @@
+//! Finding or starting the lab's daemon: every command that talks to the daemon goes
+//! through [`ensure_daemon`], which starts a new one (re-adopting the lab's processes) when
+//! none answers — also in the middle of a drill whose daemon died.
+
+use std::path::Path;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use crate::api::Client;
+use crate::lab::Lab;
+use crate::state::LabState;
+use crate::{Error, Result};
+
+/// A client of the lab's daemon, starting the daemon (which re-adopts running nodes) if the
+/// lab exists but no daemon answers.
+pub async fn ensure_daemon(lab: &Lab) -> Result<Client> {
+    if LabState::load(&lab.state_file())?.is_none() {
+        return Err(Error::NoLab { dir: lab.dir().to_path_buf() });
+    }
+    let client = Client::new(&lab.socket());
+    if client.is_up().await {
+        return Ok(client);
+    }
+    start_daemon(lab).await
+}
+
+/// Starts `roachlab daemon` for the lab in a new session (so it outlives this command and a
+/// Ctrl-C in this terminal), output to `DIR/logs/daemon.log`, and waits until it answers.
+pub async fn start_daemon(lab: &Lab) -> Result<Client> {
+    use process_wrap::std::{CommandWrap, ProcessSession};
+    std::fs::create_dir_all(lab.logs_dir()).map_err(|e| Error::io(format!("cannot create {}", lab.logs_dir().display()), e))?;
+    let log_path = lab.daemon_log();
+    let open = || {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .map_err(|e| Error::io(format!("cannot open {}", log_path.display()), e))
+    };
+    let exe = std::env::current_exe().map_err(|e| Error::io("cannot find the roachlab binary", e))?;
+    let mut cmd = std::process::Command::new(exe);
+    cmd.arg("--dir").arg(lab.dir()).arg("daemon").stdin(Stdio::null()).stdout(open()?).stderr(open()?);
+    let mut wrap = CommandWrap::from(cmd);
+    wrap.wrap(ProcessSession);
+    let mut child = wrap.spawn().map_err(|e| Error::io("cannot start the roachlab daemon", e))?;
+    let client = Client::new(&lab.socket());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if client.is_up().await {
+            return Ok(client);
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            return Err(Error::DaemonStart { log: log_path.clone(), message: format!("it exited ({status}): {}", log_tail(&log_path)) });
+        }
+        if Instant::now() > deadline {
+            return Err(Error::DaemonStart { log: log_path, message: "it did not answer within 20 s".into() });
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn log_tail(path: &Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    lines[lines.len().saturating_sub(3)..].join(" / ")
+}
+
