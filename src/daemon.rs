@@ -53,6 +53,9 @@ struct AppState {
 /// directory ([`Error::NoLab`]); the socket cannot be bound.
 pub async fn run(lab: Lab, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<()> {
     lab.check_socket_paths()?;
+    // One daemon per lab: the lock, not the socket, says so (a deleted socket must not let a
+    // second daemon in). Held until this function returns.
+    let _lock = lock_lab(&lab)?;
     clear_stale_socket(&lab).await?;
     let bus = EventBus::new();
     let timeline_stop = CancellationToken::new();
@@ -67,6 +70,8 @@ pub async fn run(lab: Lab, shutdown: impl Future<Output = ()> + Send + 'static) 
     tracing::info!("daemon {} serving {}", std::process::id(), socket.display());
 
     let app = router(AppState { sup: sup.clone(), exit: exit.clone() });
+    // A socket deleted under a running daemon is bound again, so commands find this daemon.
+    tokio::spawn(keep_socket(lab.clone(), app.clone(), exit.clone()));
     let stop = exit.clone();
     let served = axum::serve(listener, app)
         .with_graceful_shutdown(async move {
@@ -81,6 +86,60 @@ pub async fn run(lab: Lab, shutdown: impl Future<Output = ()> + Send + 'static) 
     timeline_stop.cancel();
     let _ = timeline.await;
     served.map_err(|e| Error::io("daemon server failed", e))
+}
+
+/// Takes `DIR/daemon.lock` (`flock`, exclusive, non-blocking) and writes this pid into it.
+/// Errors with [`Error::LabRunning`], naming the holder's pid, when another daemon has it.
+fn lock_lab(lab: &Lab) -> Result<nix::fcntl::Flock<std::fs::File>> {
+    use std::io::{Read, Seek, Write};
+    let path = lab.daemon_lock();
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(|e| Error::io(format!("cannot open {}", path.display()), e))?;
+    match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock) {
+        Ok(mut lock) => {
+            let _ = lock.set_len(0);
+            let _ = lock.rewind();
+            let _ = write!(lock, "{}", std::process::id());
+            let _ = lock.sync_all();
+            Ok(lock)
+        }
+        Err((mut file, _)) => {
+            let mut text = String::new();
+            let _ = file.read_to_string(&mut text);
+            Err(Error::LabRunning { dir: lab.dir().to_path_buf(), pid: text.trim().parse().unwrap_or(0) })
+        }
+    }
+}
+
+/// Every 500 ms: if the control socket was deleted, binds it again and serves it too.
+async fn keep_socket(lab: Lab, app: Router, exit: CancellationToken) {
+    let socket = lab.socket();
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+            _ = exit.cancelled() => return,
+        }
+        if socket.exists() {
+            continue;
+        }
+        match UnixListener::bind(&socket) {
+            Ok(listener) => {
+                let _ = std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o600));
+                tracing::warn!("{} was deleted; bound it again", socket.display());
+                let stop = exit.clone();
+                let app = app.clone();
+                tokio::spawn(async move {
+                    let _ = axum::serve(listener, app).with_graceful_shutdown(async move { stop.cancelled().await }).await;
+                });
+            }
+            Err(e) => tracing::warn!("{} was deleted and cannot be bound again: {e}", socket.display()),
+        }
+    }
 }
 
 /// Removes a socket file no daemon answers on (left by a daemon that was SIGKILLed); fails if

@@ -54,6 +54,11 @@ impl Lab {
     pub fn socket(&self) -> PathBuf {
         self.dir.join("roachlab.sock")
     }
+    /// `DIR/daemon.lock`: locked (`flock`) by the lab's daemon for its whole life, and holding
+    /// its pid: one daemon per lab, whatever happens to the socket.
+    pub fn daemon_lock(&self) -> PathBuf {
+        self.dir.join("daemon.lock")
+    }
     /// `DIR/events.jsonl`, the timeline.
     pub fn events_file(&self) -> PathBuf {
         self.dir.join("events.jsonl")
@@ -113,6 +118,7 @@ impl Lab {
             self.haproxy_cfg(),
             self.haproxy_socket(),
             self.haproxy_state(),
+            self.daemon_lock(),
             self.logs_dir(),
             self.stores_dir(),
             self.dir.join("runs"),

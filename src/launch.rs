@@ -50,6 +50,15 @@ pub async fn start_daemon(lab: &Lab) -> Result<Client> {
             return Ok(client);
         }
         if let Ok(Some(status)) = child.try_wait() {
+            // It may have found the lab's daemon alive (the lock is held) with its socket
+            // gone: that daemon binds the socket again within a second.
+            let grace = Instant::now() + Duration::from_secs(2);
+            while Instant::now() < grace {
+                if client.is_up().await {
+                    return Ok(client);
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
             return Err(Error::DaemonStart { log: log_path.clone(), message: format!("it exited ({status}): {}", log_tail(&log_path)) });
         }
         if Instant::now() > deadline {

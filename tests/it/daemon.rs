@@ -48,3 +48,21 @@ async fn daemon_runs_in_process_clears_a_stale_socket_and_stops_on_its_shutdown_
     assert!(!lab.socket().exists(), "socket removed on exit");
     assert!(LabState::load(&lab.state_file()).unwrap().unwrap().daemon.is_none(), "state says no daemon");
 }
+
+/// Issue 10, defect 3: deleting the socket of a running daemon must not start a second one.
+#[test]
+fn a_deleted_socket_is_bound_again_and_never_lets_a_second_daemon_in() {
+    let lab = crate::helpers::TestLab::new("etcd", 3);
+    lab.up();
+    let first: roachlab::process::ProcIdentity = serde_json::from_value(lab.state()["daemon"].clone()).unwrap();
+    std::fs::remove_file(lab.lab_dir().join("roachlab.sock")).unwrap();
+    // The next command finds the same daemon (it binds its socket again).
+    let status = lab.status();
+    assert_eq!(status["daemon"]["pid"], first.pid, "one daemon per lab: {status}");
+    // A second daemon started by hand is refused by the lock, naming the holder.
+    let out = lab.run(&["daemon"]);
+    assert!(!out.status.success());
+    assert!(crate::helpers::text(&out.stderr).contains(&format!("already up (daemon pid {})", first.pid)), "{}", crate::helpers::text(&out.stderr));
+    lab.ok(&["down", "--fast"]);
+    crate::helpers::wait_for("the daemon to exit", std::time::Duration::from_secs(10), || (!first.is_alive()).then_some(()));
+}
