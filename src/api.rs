@@ -117,6 +117,9 @@ pub struct StatusReport {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct DaemonStatus {
     pub pid: u32,
+    /// A `down` has begun: the daemon exits when it is done and takes no new request.
+    #[serde(default)]
+    pub exiting: bool,
 }
 
 /// One node in `status`.

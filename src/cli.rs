@@ -386,19 +386,41 @@ async fn up(lab: &Lab, config: Option<&Path>, overrides: Overrides) -> Result<i3
         }
     }
     let client = Client::new(&lab.socket());
+    let mut exiting = false;
     let client = if client.is_up().await {
-        // A daemon whose lab is fully up: say so. One left by a failed `up` (a port was taken,
-        // a node did not become ready): carry on and start what is missing.
+        // A daemon whose lab is fully up: say so, and succeed (up is idempotent). One left by a
+        // failed `up` (a port was taken, a node did not become ready): carry on and start what
+        // is missing. One finishing a `down`: hand over to a new daemon below.
         let s: StatusReport = client.get("/v1/status").await?;
         let all_up = s.haproxy.pid.is_some() && s.nodes.iter().filter(|n| !n.decommissioned).all(|n| n.pid.is_some());
-        if all_up {
-            return Err(Error::LabRunning { dir: lab.dir().to_path_buf(), pid: s.daemon.pid });
+        exiting = s.daemon.exiting;
+        if all_up && !exiting {
+            println!("the lab in {} is already up (daemon pid {})", lab.dir().display(), s.daemon.pid);
+            print!("{}", reporter::status_table(&s, false));
+            return Ok(0);
         }
         client
     } else {
         crate::launch::start_daemon(lab).await?
     };
-    stream(&client, "/v1/up", &serde_json::json!({})).await?;
+    let sent = if exiting { Err(Error::DaemonExiting) } else { stream(&client, "/v1/up", &serde_json::json!({})).await.map(|_| ()) };
+    let client = match sent {
+        // Queued behind a `down` (refused, or the daemon closed its socket as the request
+        // came): wait for that daemon to exit, then a new one brings the lab up.
+        Err(Error::DaemonExiting)
+        | Err(Error::Api { code: crate::error::ErrorCode::Exiting, .. })
+        | Err(Error::DaemonUnreachable { .. }) => {
+            println!("the lab's daemon is finishing a `down`; waiting for it to exit, then starting the lab again");
+            crate::launch::wait_lab_unlocked(lab, Duration::from_secs(60)).await;
+            let client = crate::launch::start_daemon(lab).await?;
+            stream(&client, "/v1/up", &serde_json::json!({})).await?;
+            client
+        }
+        other => {
+            other?;
+            client
+        }
+    };
     let s: StatusReport = client.get("/v1/status").await?;
     print!("{}", reporter::status_table(&s, false));
     Ok(0)

@@ -63,6 +63,11 @@ pub enum Error {
     #[error("cannot reach the roachlab daemon at {}: {message}", socket.display())]
     DaemonUnreachable { socket: PathBuf, message: String },
 
+    /// The daemon is exiting after a `down`: it takes no new request (acting and then
+    /// abandoning the processes it started would orphan them).
+    #[error("the lab's daemon is shutting down after `roachlab down`; it takes no new request. Run the command again once it has exited (a new daemon starts then)")]
+    DaemonExiting,
+
     /// The daemon did not come up.
     #[error("the roachlab daemon did not start: {message}; see {}", log.display())]
     DaemonStart { log: PathBuf, message: String },
@@ -102,6 +107,8 @@ pub enum ErrorCode {
     Conflict,
     /// A required binary is missing.
     Missing,
+    /// The daemon is exiting (after `down`) and takes no new request.
+    Exiting,
     /// Anything else.
     Internal,
 }
@@ -131,6 +138,7 @@ impl Error {
             | Error::IdentityMismatch { .. } => ErrorCode::BadRequest,
             Error::PortInUse { .. } | Error::LabRunning { .. } => ErrorCode::Conflict,
             Error::BinaryNotFound { .. } => ErrorCode::Missing,
+            Error::DaemonExiting => ErrorCode::Exiting,
             Error::Api { code, .. } => *code,
             _ => ErrorCode::Internal,
         }

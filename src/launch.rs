@@ -74,3 +74,21 @@ fn log_tail(path: &Path) -> String {
     lines[lines.len().saturating_sub(3)..].join(" / ")
 }
 
+/// Waits (at most `deadline`) until no daemon holds the lab's lock (`DIR/daemon.lock`): an
+/// exiting daemon releases it when it is gone. Returns whether it was released.
+pub async fn wait_lab_unlocked(lab: &Lab, deadline: Duration) -> bool {
+    let until = Instant::now() + deadline;
+    loop {
+        let free = match std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(false).open(lab.daemon_lock()) {
+            Ok(f) => nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusiveNonblock).is_ok(),
+            Err(_) => true,
+        };
+        if free {
+            return true;
+        }
+        if Instant::now() > until {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

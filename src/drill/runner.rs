@@ -550,7 +550,8 @@ pub async fn run(
             if !stopped.is_empty() {
                 (ctx.say)(format!("── restoring node(s) {}", stopped.iter().map(|n| n.to_string()).collect::<Vec<_>>().join(", ")));
                 for id in stopped {
-                    let start = ctx.node_request(&format!("restore node {id}"), format!("/v1/nodes/{id}/start"), serde_json::json!({})).await;
+                    let start =
+                        ctx.node_request(&format!("restore node {id}"), format!("/v1/nodes/{id}/start"), serde_json::json!({})).await;
                     if let Err(e) = start {
                         ctx.failures.push(format!("could not restore node {id}: {e}"));
                     }

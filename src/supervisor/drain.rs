@@ -52,7 +52,7 @@ impl Supervisor {
             });
         }
         let _claim = StopClaim { sup: self, node };
-        let _op = self.inner.op_lock.lock().await;
+        let _op = self.begin_op().await?;
         let grace = grace.unwrap_or(self.spec().timeouts.grace);
         self.emit(EventKind::Command {
             command: format!("node stop {node}{} (grace {})", if drain { "" } else { " --no-drain" }, humantime::format_duration(grace)),

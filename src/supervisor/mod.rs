@@ -99,6 +99,9 @@ struct Inner {
     /// The watcher's last observation and quorum bookkeeping.
     watch: Mutex<WatchState>,
     op_lock: tokio::sync::Mutex<()>,
+    /// Set by `down` once it holds the op lock: the daemon exits afterwards, so every request
+    /// queued behind it is refused ([`Error::DaemonExiting`]) instead of acted on and abandoned.
+    exiting: std::sync::atomic::AtomicBool,
     /// Nodes with a `node stop` in progress (claimed before the op lock, so a second stop of
     /// the same node is refused at once instead of queueing).
     stopping: Mutex<std::collections::HashSet<NodeId>>,
@@ -131,6 +134,7 @@ impl Supervisor {
                 haproxy_backends: Mutex::new(Vec::new()),
                 watch: Mutex::new(WatchState::default()),
                 op_lock: tokio::sync::Mutex::new(()),
+                exiting: std::sync::atomic::AtomicBool::new(false),
                 stopping: Mutex::new(Default::default()),
                 generation: watch::channel(0).0,
                 cancel,
@@ -183,6 +187,15 @@ impl Supervisor {
         };
         self.bump();
         Ok(out)
+    }
+
+    /// Takes the op lock for a lifecycle request; refused once `down` has begun.
+    async fn begin_op(&self) -> Result<tokio::sync::MutexGuard<'_, ()>> {
+        let guard = self.inner.op_lock.lock().await;
+        if self.inner.exiting.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(Error::DaemonExiting);
+        }
+        Ok(guard)
     }
 
     /// Waits until `cond` holds, re-checking on every state change and at least every 200 ms.

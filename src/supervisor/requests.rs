@@ -13,7 +13,7 @@ impl Supervisor {
     /// `up`: starts every member that is not running, bootstraps a new cluster, starts or
     /// reloads HAProxy, and waits until all nodes are ready and UP in HAProxy.
     pub async fn up(&self) -> Result<serde_json::Value> {
-        let _op = self.inner.op_lock.lock().await;
+        let _op = self.begin_op().await?;
         self.emit(EventKind::Command { command: "up".into(), by: crate::events::requester() });
         let spec = self.spec();
         self.inner.engine.binary()?;
@@ -56,7 +56,7 @@ impl Supervisor {
     /// `node start N`: restarts a stopped member on its store and, unless `no_wait`, waits
     /// until it is ready (and UP in HAProxy, when HAProxy runs).
     pub async fn start_node(&self, node: NodeId, no_wait: bool) -> Result<serde_json::Value> {
-        let _op = self.inner.op_lock.lock().await;
+        let _op = self.begin_op().await?;
         self.emit(EventKind::Command { command: format!("node start {node}"), by: crate::events::requester() });
         let rec = self.state().node(node)?.clone();
         if rec.decommissioned {
@@ -82,7 +82,7 @@ impl Supervisor {
 
     /// `node kill N`: SIGKILL now.
     pub async fn kill_node(&self, node: NodeId) -> Result<serde_json::Value> {
-        let _op = self.inner.op_lock.lock().await;
+        let _op = self.begin_op().await?;
         self.emit(EventKind::Command { command: format!("node kill {node}"), by: crate::events::requester() });
         self.require_live(node)?;
         let out = self.stop_nodes(&[node], Signal::SIGKILL, KILL_WAIT, &[]).await?;
@@ -130,7 +130,7 @@ impl Supervisor {
 
     /// Sets a cluster setting through the engine (asked of a ready member).
     pub async fn set_setting(&self, name: &str, value: &str) -> Result<serde_json::Value> {
-        let _op = self.inner.op_lock.lock().await;
+        let _op = self.begin_op().await?;
         self.emit(EventKind::Command { command: format!("set {name} = {value}"), by: crate::events::requester() });
         let members: Vec<Member> = self.members().into_iter().filter(|m| self.is_ready(m.id)).collect();
         if members.is_empty() {
@@ -143,7 +143,7 @@ impl Supervisor {
 
     /// `node add`: a new node joins the cluster; HAProxy gains a backend.
     pub async fn add_node(&self) -> Result<serde_json::Value> {
-        let _op = self.inner.op_lock.lock().await;
+        let _op = self.begin_op().await?;
         self.emit(EventKind::Command { command: "node add".into(), by: crate::events::requester() });
         if !self.state().initialized {
             return Err(Error::Refused("the cluster was never brought up; run `roachlab up` first".into()));
@@ -180,7 +180,7 @@ impl Supervisor {
     /// of HAProxy. Refuses, unless `force`, when fewer members than the engine's minimum would
     /// remain.
     pub async fn decommission_node(&self, node: NodeId, force: bool) -> Result<serde_json::Value> {
-        let _op = self.inner.op_lock.lock().await;
+        let _op = self.begin_op().await?;
         self.emit(EventKind::Command {
             command: format!("node decommission {node}{}", if force { " --force" } else { "" }),
             by: crate::events::requester(),
@@ -232,7 +232,19 @@ impl Supervisor {
     /// still running (a CockroachDB cluster that lost quorum cannot finish draining);
     /// SIGKILL 10 s later. Returns what happened to each node.
     pub async fn down(&self, fast: bool) -> Result<serde_json::Value> {
-        let _op = self.inner.op_lock.lock().await;
+        let op = self.begin_op().await?;
+        // From here on the daemon exits (on success): requests queued behind are refused.
+        self.inner.exiting.store(true, std::sync::atomic::Ordering::SeqCst);
+        let res = self.down_locked(fast).await;
+        if res.is_err() {
+            // It stays: serve again.
+            self.inner.exiting.store(false, std::sync::atomic::Ordering::SeqCst);
+        }
+        drop(op);
+        res
+    }
+
+    async fn down_locked(&self, fast: bool) -> Result<serde_json::Value> {
         let spec = self.spec();
         self.emit(EventKind::Command { command: if fast { "down --fast".into() } else { "down".into() }, by: crate::events::requester() });
         let nodes: Vec<NodeId> = self.state().nodes.iter().filter(|n| n.process.is_some()).map(|n| n.id).collect();

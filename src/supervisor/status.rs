@@ -69,7 +69,7 @@ impl Supervisor {
         StatusReport {
             engine: st.spec.engine.to_string(),
             dir: self.inner.lab.dir().to_path_buf(),
-            daemon: DaemonStatus { pid: std::process::id() },
+            daemon: DaemonStatus { pid: std::process::id(), exiting: self.inner.exiting.load(std::sync::atomic::Ordering::SeqCst) },
             nodes,
             haproxy: self.haproxy_status(&st),
             cluster: figures.cluster,

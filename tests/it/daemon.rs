@@ -62,7 +62,59 @@ fn a_deleted_socket_is_bound_again_and_never_lets_a_second_daemon_in() {
     // A second daemon started by hand is refused by the lock, naming the holder.
     let out = lab.run(&["daemon"]);
     assert!(!out.status.success());
-    assert!(crate::helpers::text(&out.stderr).contains(&format!("already up (daemon pid {})", first.pid)), "{}", crate::helpers::text(&out.stderr));
+    assert!(
+        crate::helpers::text(&out.stderr).contains(&format!("already up (daemon pid {})", first.pid)),
+        "{}",
+        crate::helpers::text(&out.stderr)
+    );
     lab.ok(&["down", "--fast"]);
     crate::helpers::wait_for("the daemon to exit", std::time::Duration::from_secs(10), || (!first.is_alive()).then_some(()));
+}
+
+/// PIDs of live processes whose command line mentions `dir` (zombies left out).
+fn processes_mentioning(dir: &std::path::Path) -> Vec<u32> {
+    let needle = dir.display().to_string();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            let zombie = stat.rsplit(')').next().is_some_and(|rest| rest.trim_start().starts_with('Z'));
+            !zombie && String::from_utf8_lossy(&cmd).contains(&needle)
+        })
+        .collect()
+}
+
+/// Issue 10, defect 1: an `up` queued behind a `down` is refused by the exiting daemon and
+/// handed to a new one; no node is left without a daemon.
+#[test]
+fn up_queued_behind_down_hands_over_to_a_new_daemon_and_orphans_nothing() {
+    let lab = crate::helpers::TestLab::new("etcd", 3);
+    lab.up();
+    let first: roachlab::process::ProcIdentity = serde_json::from_value(lab.state()["daemon"].clone()).unwrap();
+    let down = lab.cmd(&["down"]).stdout(std::process::Stdio::null()).spawn().unwrap();
+    crate::helpers::wait_for("the down request", Duration::from_secs(10), || {
+        lab.events().iter().any(|e| e["kind"] == "command" && e["command"] == "down").then_some(())
+    });
+    let out = lab.up();
+    assert!(out.contains("haproxy: running"), "{out}");
+    let _ = { down }.wait();
+    let s = lab.status();
+    let daemon = s["daemon"]["pid"].as_u64().unwrap() as u32;
+    assert_ne!(daemon, first.pid, "a new daemon serves the lab");
+    assert!(!first.is_alive(), "the old daemon exited");
+    assert!(s["nodes"].as_array().unwrap().iter().all(|n| n["state"] == "running" && n["ready"] == true), "{s}");
+    // Every process of the lab is the one the state records, served by the live daemon.
+    let mut recorded: Vec<u32> = lab.recorded_processes().iter().map(|p| p.pid).collect();
+    recorded.sort_unstable();
+    // (HAProxy's worker is its recorded master's child.)
+    let ppid = |pid: u32| {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        stat.rsplit(')').next().and_then(|r| r.split_whitespace().nth(1)).and_then(|p| p.parse::<u32>().ok()).unwrap_or(0)
+    };
+    let haproxy = lab.state()["haproxy"]["pid"].as_u64().unwrap() as u32;
+    let mut seen: Vec<u32> = processes_mentioning(&lab.lab_dir()).into_iter().filter(|p| ppid(*p) != haproxy).collect();
+    seen.sort_unstable();
+    assert_eq!(seen, recorded, "no orphan: every process naming the lab dir is recorded");
 }

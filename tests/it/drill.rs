@@ -157,7 +157,8 @@ fn a_drill_whose_daemon_dies_restores_through_a_new_one_and_still_reports() {
     lab.up();
     let file = lab.dir.path().join("stop.toml");
     std::fs::write(&file, "name = \"stop\"\n[[step]]\naction = \"phase\"\nname = \"down\"\n[[step]]\naction = \"stop\"\nnode = 2\n[[step]]\naction = \"wait\"\nduration = \"5m\"\n").unwrap();
-    let child = lab.cmd(&["drill", "run", file.to_str().unwrap(), "--baseline", "1s"]).stdout(std::process::Stdio::piped()).spawn().unwrap();
+    let child =
+        lab.cmd(&["drill", "run", file.to_str().unwrap(), "--baseline", "1s"]).stdout(std::process::Stdio::piped()).spawn().unwrap();
     wait_for("node 2 to be stopped", Duration::from_secs(30), || (lab.node(2)["pid"].is_null()).then_some(()));
     // SIGKILL the daemon (ours: recorded by PID and start time).
     let daemon: roachlab::process::ProcIdentity = serde_json::from_value(lab.state()["daemon"].clone()).unwrap();
