@@ -737,20 +737,62 @@ async fn node(lab: &Lab, command: NodeCommand) -> Result<i32> {
 }
 
 async fn down(lab: &Lab, wipe: bool, fast: bool) -> Result<i32> {
-    if LabState::load(&lab.state_file())?.is_none() {
-        println!("no lab in {}; nothing to stop", lab.dir().display());
-        return Ok(0);
+    // A live daemon first, without reading state.json: it may be damaged, and the daemon has
+    // the state in memory (and writes it again).
+    let live = Client::new(&lab.socket());
+    // Set when the state came from its last good copy: it may miss the newest process, so
+    // after the daemon's down, whatever still provably belongs to the lab is stopped too.
+    let mut sweep = false;
+    let client = if live.is_up().await {
+        Some(live)
+    } else {
+        match LabState::load_or_recover(&lab.state_file()) {
+            Ok((None, _)) if !wipe => {
+                println!("no lab in {}; nothing to stop", lab.dir().display());
+                return Ok(0);
+            }
+            Ok((None, _)) => None,
+            Ok((Some(_), warning)) => {
+                if let Some(w) = warning {
+                    eprintln!("warning: {w}");
+                    sweep = true;
+                }
+                Some(crate::launch::start_daemon(lab).await?)
+            }
+            Err(damaged) if wipe => {
+                // No daemon and no readable state: stop what provably is the lab's (its
+                // command line names the lab's stores, config or directory), by identity.
+                eprintln!("warning: {damaged}; stopping the lab's processes found by their command lines");
+                sweep = true;
+                None
+            }
+            Err(damaged) => {
+                return Err(Error::Refused(format!(
+                    "{damaged}. No daemon answers, so nothing can be stopped by the record; `roachlab down --wipe` stops \
+                     the processes whose command lines prove they are this lab's, and starts over"
+                )))
+            }
+        }
+    };
+    if let Some(client) = client {
+        let result = stream(&client, "/v1/down", &DownRequest { fast }).await?;
+        let outcomes: Vec<StopOutcome> = serde_json::from_value(result["nodes"].clone()).unwrap_or_default();
+        for o in &outcomes {
+            println!("{}", describe_stop(o));
+        }
+        // The daemon exits once `down` is done; wait for its socket to go.
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while lab.socket().exists() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
-    let client = crate::launch::ensure_daemon(lab).await?;
-    let result = stream(&client, "/v1/down", &DownRequest { fast }).await?;
-    let outcomes: Vec<StopOutcome> = serde_json::from_value(result["nodes"].clone()).unwrap_or_default();
-    for o in &outcomes {
-        println!("{}", describe_stop(o));
-    }
-    // The daemon exits once `down` is done; wait for its socket to go.
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while lab.socket().exists() && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(50)).await;
+    if sweep {
+        for id in crate::process::lab_processes(lab.dir()) {
+            match crate::process::signal_pid(&id, nix::sys::signal::Signal::SIGKILL) {
+                Ok(()) => println!("pid {}: SIGKILL (found by its command line)", id.pid),
+                Err(e) => eprintln!("warning: pid {}: {e}", id.pid),
+            }
+        }
     }
     if wipe {
         for path in lab.owned_paths() {

@@ -113,6 +113,7 @@ impl Lab {
     pub fn owned_paths(&self) -> Vec<PathBuf> {
         vec![
             self.state_file(),
+            crate::state::prev_of(&self.state_file()),
             self.socket(),
             self.events_file(),
             self.haproxy_cfg(),

@@ -14,12 +14,14 @@ use crate::{Error, Result};
 /// A client of the lab's daemon, starting the daemon (which re-adopts running nodes) if the
 /// lab exists but no daemon answers.
 pub async fn ensure_daemon(lab: &Lab) -> Result<Client> {
-    if LabState::load(&lab.state_file())?.is_none() {
-        return Err(Error::NoLab { dir: lab.dir().to_path_buf() });
-    }
+    // A live daemon is asked first: it holds the state in memory, so a damaged state file
+    // does not lock the user out of it.
     let client = Client::new(&lab.socket());
     if client.is_up().await {
         return Ok(client);
+    }
+    if LabState::load_or_recover(&lab.state_file())?.0.is_none() {
+        return Err(Error::NoLab { dir: lab.dir().to_path_buf() });
     }
     start_daemon(lab).await
 }

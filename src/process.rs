@@ -102,6 +102,39 @@ pub fn signal_pid(id: &ProcIdentity, sig: Signal) -> Result<()> {
     nix::sys::signal::kill(Pid::from_raw(id.pid as i32), sig).map_err(|e| Error::io(format!("kill -{} {}", sig.as_str(), id.pid), e.into()))
 }
 
+/// Whether a command line (`argv`) is one roachlab itself builds for a process of the lab in
+/// `dir` — the only command lines that prove a process is the lab's when `state.json` cannot
+/// be read: etcd `--data-dir=DIR/stores/…`, CockroachDB `--store=path=DIR/stores/…`, HAProxy
+/// `-f DIR/haproxy.cfg`, the daemon `--dir DIR daemon`. (A user's `tail -f DIR/logs/…` is not.)
+pub fn is_lab_command(argv: &[String], dir: &Path) -> bool {
+    let d = dir.display().to_string();
+    let stores = format!("{d}/stores/");
+    let has = |flag: &str, value: &str| argv.windows(2).any(|w| w[0] == flag && w[1] == value);
+    argv.iter().any(|a| a.strip_prefix("--data-dir=").is_some_and(|v| v.starts_with(&stores)))
+        || argv.iter().any(|a| a.strip_prefix("--store=path=").is_some_and(|v| v.starts_with(&stores)))
+        || has("-f", &format!("{d}/haproxy.cfg"))
+        || (has("--dir", &d) && argv.last().is_some_and(|a| a == "daemon"))
+}
+
+/// Every running process (not this one) whose command line proves it belongs to the lab in
+/// `dir` ([`is_lab_command`]), with its identity read now, so a later signal is checked
+/// against exactly the process that was found.
+pub fn lab_processes(dir: &Path) -> Vec<ProcIdentity> {
+    let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
+    let me = std::process::id();
+    entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|&pid| pid != me)
+        .filter(|pid| {
+            let raw = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let argv: Vec<String> =
+                raw.split(|b| *b == 0).filter(|a| !a.is_empty()).map(|a| String::from_utf8_lossy(a).into_owned()).collect();
+            is_lab_command(&argv, dir)
+        })
+        .filter_map(ProcIdentity::of_pid)
+        .collect()
+}
+
 /// A spawned child: its identity and the handle to wait on.
 pub struct Spawned {
     pub identity: ProcIdentity,
@@ -186,6 +219,19 @@ impl std::fmt::Display for ExitInfo {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_command_lines_roachlab_builds_prove_a_process_is_the_labs() {
+        let dir = Path::new("/labs/a");
+        let argv = |s: &str| s.split(' ').map(str::to_string).collect::<Vec<_>>();
+        assert!(is_lab_command(&argv("etcd --name=n1 --data-dir=/labs/a/stores/node-1"), dir));
+        assert!(is_lab_command(&argv("cockroach start --store=path=/labs/a/stores/node-2"), dir));
+        assert!(is_lab_command(&argv("haproxy -W -f /labs/a/haproxy.cfg"), dir));
+        assert!(is_lab_command(&argv("roachlab --dir /labs/a daemon"), dir));
+        assert!(!is_lab_command(&argv("tail -f /labs/a/logs/node-1.log"), dir), "a user's command naming the dir");
+        assert!(!is_lab_command(&argv("etcd --data-dir=/labs/ab/stores/node-1"), dir), "another lab's dir");
+        assert!(!is_lab_command(&argv("roachlab --dir /labs/a status"), dir), "a CLI command, not the daemon");
+    }
 
     #[test]
     fn own_identity_is_alive_and_a_wrong_start_time_is_reuse() {

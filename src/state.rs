@@ -68,11 +68,32 @@ impl LabState {
         Ok(Some(state))
     }
 
-    /// Writes `path` atomically: `path.partial`, fsync, rename over `path`.
+    /// Writes `path` atomically: `path.partial`, fsync, rename over `path`. The state it
+    /// replaces, if it was readable, is kept as `path.prev` (the last good state, for
+    /// [`LabState::load_or_recover`]).
     pub fn save(&self, path: &Path) -> Result<()> {
         let mut body = serde_json::to_vec_pretty(self).expect("state serializes");
         body.push(b'\n');
+        if matches!(Self::load(path), Ok(Some(_))) {
+            let _ = std::fs::copy(path, prev_of(path));
+        }
         write_atomic(path, &body)
+    }
+
+    /// [`LabState::load`], falling back to the last good state (`path.prev`) when `path` is
+    /// damaged. Returns the state and, when it came from `.prev`, a warning that says so.
+    /// Errors only when neither can be read.
+    pub fn load_or_recover(path: &Path) -> Result<(Option<Self>, Option<String>)> {
+        match Self::load(path) {
+            Ok(s) => Ok((s, None)),
+            Err(damaged) => match Self::load(&prev_of(path)) {
+                Ok(Some(prev)) => Ok((
+                    Some(prev),
+                    Some(format!("{damaged}; using the last good state ({}), at most one change old", prev_of(path).display())),
+                )),
+                _ => Err(damaged),
+            },
+        }
     }
 
     /// The node with this id.
@@ -99,6 +120,13 @@ impl LabState {
     pub fn next_id(&self) -> NodeId {
         self.nodes.iter().map(|n| n.id).max().unwrap_or(0) + 1
     }
+}
+
+/// `state.json.prev` beside `state.json`.
+pub fn prev_of(path: &Path) -> std::path::PathBuf {
+    let mut p = path.as_os_str().to_owned();
+    p.push(".prev");
+    std::path::PathBuf::from(p)
 }
 
 /// Writes `body` to `path` atomically: `<path>.partial`, fsync, rename over `path`. A reader

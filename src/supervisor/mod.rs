@@ -121,7 +121,11 @@ impl Supervisor {
     /// start time; a PID now used by another process is never touched), records this daemon,
     /// and starts the poller. Supervision stops when `cancel` fires.
     pub async fn open(lab: Lab, bus: EventBus, cancel: CancellationToken) -> Result<Self> {
-        let state = LabState::load(&lab.state_file())?.ok_or_else(|| Error::NoLab { dir: lab.dir().to_path_buf() })?;
+        let (state, recovered) = LabState::load_or_recover(&lab.state_file())?;
+        let state = state.ok_or_else(|| Error::NoLab { dir: lab.dir().to_path_buf() })?;
+        if let Some(w) = recovered {
+            bus.emit(EventKind::Warning { message: w });
+        }
         let engine = engine::for_spec(&state.spec);
         let poll = state.spec.timeouts.poll;
         let sup = Supervisor {

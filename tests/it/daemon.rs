@@ -118,3 +118,57 @@ fn up_queued_behind_down_hands_over_to_a_new_daemon_and_orphans_nothing() {
     seen.sort_unstable();
     assert_eq!(seen, recorded, "no orphan: every process naming the lab dir is recorded");
 }
+
+/// Issue 10, defect 2: a damaged `state.json` never locks the user out.
+#[test]
+fn a_damaged_state_never_locks_the_user_out() {
+    let lab = crate::helpers::TestLab::new("etcd", 3);
+    // With the daemon alive: it is asked without reading the file.
+    lab.up();
+    let all = lab.recorded_processes();
+    std::fs::write(lab.lab_dir().join("state.json"), "").unwrap();
+    let out = lab.ok(&["status"]);
+    assert!(out.contains("running"), "{out}");
+    lab.ok(&["down", "--fast", "--wipe"]);
+    crate::helpers::wait_for("nothing of the lab left", Duration::from_secs(10), || all.iter().all(|p| !p.is_alive()).then_some(()));
+    assert!(!lab.lab_dir().exists());
+
+    // With the daemon dead and the state damaged: the last good state brings a new daemon.
+    lab.up();
+    let daemon: roachlab::process::ProcIdentity = serde_json::from_value(lab.state()["daemon"].clone()).unwrap();
+    roachlab::process::signal(&daemon, nix::sys::signal::Signal::SIGKILL).unwrap();
+    crate::helpers::wait_for("the daemon gone", Duration::from_secs(10), || (!daemon.is_alive()).then_some(()));
+    let all = lab.recorded_processes();
+    std::fs::write(lab.lab_dir().join("state.json"), "{\"version\": 1, \"spe").unwrap();
+    let out = lab.run(&["down", "--fast"]);
+    assert!(out.status.success(), "{}", crate::helpers::text(&out.stderr));
+    assert!(crate::helpers::text(&out.stderr).contains("using the last good state"), "{}", crate::helpers::text(&out.stderr));
+    crate::helpers::wait_for("every node and HAProxy stopped", Duration::from_secs(10), || all.iter().all(|p| !p.is_alive()).then_some(()));
+
+    // Neither state nor its last good copy readable, no daemon: `down --wipe` stops what its
+    // command line proves is the lab's, and nothing else.
+    lab.up();
+    let daemon: roachlab::process::ProcIdentity = serde_json::from_value(lab.state()["daemon"].clone()).unwrap();
+    roachlab::process::signal(&daemon, nix::sys::signal::Signal::SIGKILL).unwrap();
+    crate::helpers::wait_for("the daemon gone", Duration::from_secs(10), || (!daemon.is_alive()).then_some(()));
+    let all = lab.recorded_processes();
+    // A bystander whose command line names the lab's directory (as `tail -f DIR/...` would).
+    let bystander =
+        std::process::Command::new("sh").args(["-c", "sleep 60; :"]).arg(lab.lab_dir().join("stores").as_os_str()).spawn().unwrap();
+    for f in ["state.json", "state.json.prev"] {
+        std::fs::write(lab.lab_dir().join(f), "garbage").unwrap();
+    }
+    let refused = lab.run(&["down", "--fast"]);
+    assert!(
+        !refused.status.success() && crate::helpers::text(&refused.stderr).contains("down --wipe"),
+        "{}",
+        crate::helpers::text(&refused.stderr)
+    );
+    lab.ok(&["down", "--fast", "--wipe"]);
+    crate::helpers::wait_for("the lab's processes found and stopped", Duration::from_secs(10), || {
+        all.iter().all(|p| !p.is_alive()).then_some(())
+    });
+    let bystander_id = roachlab::process::ProcIdentity::of_pid(bystander.id()).expect("a process that only names the dir is left alone");
+    roachlab::process::signal_pid(&bystander_id, nix::sys::signal::Signal::SIGKILL).unwrap();
+    assert!(!lab.lab_dir().exists());
+}
