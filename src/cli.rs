@@ -370,8 +370,13 @@ pub async fn run(cli: Cli) -> Result<i32> {
 async fn up(lab: &Lab, config: Option<&Path>, overrides: Overrides) -> Result<i32> {
     let asked = config.is_some() || overrides.engine.is_some() || overrides.nodes.is_some();
     let requested = LabSpec::load(config, &overrides)?;
-    match LabState::load(&lab.state_file())? {
-        Some(existing) => {
+    // Create the lab if there is none — atomically: of two `up`s racing on a new directory,
+    // one creates it and the other finds it (and, asked for another shape, is refused).
+    std::fs::create_dir_all(lab.dir()).map_err(|e| Error::io(format!("cannot create {}", lab.dir().display()), e))?;
+    let created = LabState::new(requested.clone()).create(&lab.state_file())?;
+    if !created {
+        let (existing, _) = LabState::load_or_recover(&lab.state_file())?;
+        if let Some(existing) = existing {
             if asked && !same_shape(&existing.spec, &requested) {
                 return Err(Error::LabMismatch {
                     dir: lab.dir().to_path_buf(),
@@ -379,10 +384,6 @@ async fn up(lab: &Lab, config: Option<&Path>, overrides: Overrides) -> Result<i3
                     requested: requested.summary(),
                 });
             }
-        }
-        None => {
-            std::fs::create_dir_all(lab.dir()).map_err(|e| Error::io(format!("cannot create {}", lab.dir().display()), e))?;
-            LabState::new(requested).save(&lab.state_file())?;
         }
     }
     let client = Client::new(&lab.socket());

@@ -80,6 +80,23 @@ impl LabState {
         write_atomic(path, &body)
     }
 
+    /// Creates `path` with this state only if no lab exists there yet, atomically (written
+    /// aside, then hard-linked into place, which fails if `path` exists). Returns whether
+    /// this call created it; `false` means another state was there first.
+    pub fn create(&self, path: &Path) -> Result<bool> {
+        let mut body = serde_json::to_vec_pretty(self).expect("state serializes");
+        body.push(b'\n');
+        let aside = partial_of(path);
+        write_atomic(&aside, &body)?;
+        let linked = std::fs::hard_link(&aside, path);
+        let _ = std::fs::remove_file(&aside);
+        match linked {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+            Err(e) => Err(Error::io(format!("cannot create {}", path.display()), e)),
+        }
+    }
+
     /// [`LabState::load`], falling back to the last good state (`path.prev`) when `path` is
     /// damaged. Returns the state and, when it came from `.prev`, a warning that says so.
     /// Errors only when neither can be read.
@@ -122,6 +139,15 @@ impl LabState {
     }
 }
 
+/// A temporary name beside `path`, unique to this process and call, so concurrent writers
+/// (two CLI processes creating one lab) never rename each other's half-written files.
+fn partial_of(path: &Path) -> std::path::PathBuf {
+    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let mut p = path.as_os_str().to_owned();
+    p.push(format!(".{}.{}.partial", std::process::id(), N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)));
+    std::path::PathBuf::from(p)
+}
+
 /// `state.json.prev` beside `state.json`.
 pub fn prev_of(path: &Path) -> std::path::PathBuf {
     let mut p = path.as_os_str().to_owned();
@@ -132,9 +158,7 @@ pub fn prev_of(path: &Path) -> std::path::PathBuf {
 /// Writes `body` to `path` atomically: `<path>.partial`, fsync, rename over `path`. A reader
 /// sees the old file or the new one, never a part.
 pub fn write_atomic(path: &Path, body: &[u8]) -> Result<()> {
-    let mut partial = path.as_os_str().to_owned();
-    partial.push(".partial");
-    let partial = std::path::PathBuf::from(partial);
+    let partial = partial_of(path);
     let write = || -> std::io::Result<()> {
         let mut f = std::fs::File::create(&partial)?;
         f.write_all(body)?;

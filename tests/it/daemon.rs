@@ -172,3 +172,48 @@ fn a_damaged_state_never_locks_the_user_out() {
     roachlab::process::signal_pid(&bystander_id, nix::sys::signal::Signal::SIGKILL).unwrap();
     assert!(!lab.lab_dir().exists());
 }
+
+/// Issue 10, defect 5: two `up`s racing on a new directory with different configs: one
+/// creates the lab, the other is refused with the mismatch — never exit 0 with another's lab.
+#[test]
+fn concurrent_ups_with_different_configs_create_one_lab_and_refuse_the_other() {
+    let lab = crate::helpers::TestLab::new("etcd", 3);
+    let other_ports = crate::helpers::Ports::free();
+    let other = lab.dir.path().join("other.toml");
+    let text = std::fs::read_to_string(&lab.config).unwrap();
+    let text = text
+        .replace("nodes = 3", "nodes = 5")
+        .replace(&format!("base = {}", lab.ports.base), &format!("base = {}", other_ports.base))
+        .replace(&format!("http_base = {}", lab.ports.http_base), &format!("http_base = {}", other_ports.http_base))
+        .replace(&format!("peer_base = {}", lab.ports.peer_base), &format!("peer_base = {}", other_ports.peer_base))
+        .replace(&format!("frontend_port = {}", lab.ports.frontend), &format!("frontend_port = {}", other_ports.frontend))
+        .replace(&format!("admin_port = {}", lab.ports.admin), &format!("admin_port = {}", other_ports.admin))
+        .replace(&format!("stats_port = {}", lab.ports.stats), &format!("stats_port = {}", other_ports.stats));
+    std::fs::write(&other, text).unwrap();
+    let a = lab
+        .cmd(&["up", "--config", lab.config.to_str().unwrap()])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let b = lab
+        .cmd(&["up", "--config", other.to_str().unwrap()])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (a, b) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
+    assert_ne!(
+        a.status.success(),
+        b.status.success(),
+        "exactly one wins:\n{}\n{}",
+        crate::helpers::text(&a.stderr),
+        crate::helpers::text(&b.stderr)
+    );
+    let (winner_nodes, loser) = if a.status.success() { (3, &b) } else { (5, &a) };
+    let err = crate::helpers::text(&loser.stderr);
+    assert!(err.contains("was created as etcd"), "{err}");
+    let s = lab.status();
+    assert_eq!(s["nodes"].as_array().unwrap().len(), winner_nodes, "the lab is the winner's: {s}");
+    assert!(s["nodes"].as_array().unwrap().iter().all(|n| n["state"] == "running"));
+}
