@@ -164,7 +164,7 @@ impl Supervisor {
             std::fs::create_dir_all(&dir).map_err(|e| Error::io(format!("cannot create {}", dir.display()), e))?;
         }
         let args = engine.start_args(&StartContext { lab, node: me, members, mode });
-        let spawned = process::spawn(&bin, &args, &engine.node_env(), &lab.node_log(node))?;
+        let mut spawned = process::spawn(&bin, &args, &engine.node_env(), &lab.node_log(node))?;
         let id = spawned.identity;
         {
             let mut rt = self.runtime();
@@ -173,12 +173,31 @@ impl Supervisor {
             r.ready_detail = None;
             r.signalled_at = None;
         }
-        self.update(|st| {
+        let before = self.state().node(node).map(|n| (n.process, n.state.clone())).ok();
+        let recorded = self.update(|st| {
             if let Ok(n) = st.node_mut(node) {
                 n.process = Some(id);
                 n.state = NodeState::Starting { pid: id.pid, since: OffsetDateTime::now_utc() };
             }
-        })?;
+        });
+        if let Err(e) = recorded {
+            // A process the state file does not record would outlive every later daemon
+            // unseen: undo the start (memory and process alike) rather than keep a phantom.
+            let _ = process::signal(&id, Signal::SIGKILL);
+            let _ = spawned.child.start_kill();
+            if let Some((process, state)) = before {
+                let mut st = self.state();
+                if let Ok(n) = st.node_mut(node) {
+                    n.process = process;
+                    n.state = state;
+                }
+            }
+            self.bump();
+            return Err(Error::NodeState {
+                id: node,
+                message: format!("was started, but its process could not be recorded ({e}); it was stopped again. Free the space or fix the permission, then retry"),
+            });
+        }
         self.emit(EventKind::NodeSpawned { node, pid: id.pid });
         let sup = self.clone();
         tokio::spawn(async move { sup.watch_child(node, id, spawned.child).await });

@@ -37,9 +37,17 @@ impl Supervisor {
                 ports::check_free(&haproxy::port_claims(&spec.haproxy))?;
                 haproxy::reset_server_state(&self.inner.lab.haproxy_state())?;
                 std::fs::create_dir_all(self.inner.lab.logs_dir()).map_err(|e| Error::io("cannot create logs dir", e))?;
-                let spawned = process::spawn(&bin, &haproxy::start_args(&cfg), &[], &self.inner.lab.haproxy_log())?;
+                let mut spawned = process::spawn(&bin, &haproxy::start_args(&cfg), &[], &self.inner.lab.haproxy_log())?;
                 let id = spawned.identity;
-                self.update(|st| st.haproxy = Some(id))?;
+                if let Err(e) = self.update(|st| st.haproxy = Some(id)) {
+                    // Unrecorded, it would outlive every later daemon unseen: stop it again.
+                    let _ = process::signal(&id, Signal::SIGKILL);
+                    let _ = spawned.child.start_kill();
+                    self.state().haproxy = None;
+                    return Err(Error::Haproxy {
+                        message: format!("started, but its process could not be recorded ({e}); stopped it again"),
+                    });
+                }
                 self.emit(EventKind::HaproxyStarted { pid: id.pid });
                 let sup = self.clone();
                 tokio::spawn(async move { sup.watch_haproxy(id, spawned.child).await });
