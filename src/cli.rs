@@ -187,10 +187,11 @@ pub enum WorkloadCommand {
         /// Interval of the progress lines.
         #[arg(long, default_value = "1s", value_parser = crate::config::parse_duration)]
         progress: Duration,
-        #[arg(long, default_value = "60s", value_parser = crate::config::parse_duration)]
+        /// How long to run; 0 runs until interrupted (Ctrl-C), as `cockroach workload` does.
+        #[arg(long, default_value = "60s", value_parser = parse_run_duration)]
         duration: Duration,
         /// Operations per second across all workers (0: unlimited).
-        #[arg(long, default_value_t = 0.0)]
+        #[arg(long, default_value_t = 0.0, value_parser = parse_rate)]
         max_rate: f64,
         /// Exit 0 even when operations failed.
         #[arg(long)]
@@ -578,6 +579,23 @@ async fn demo(lab: &Lab, config: Option<&Path>) -> Result<i32> {
 }
 
 /// A flag set by Ctrl-C: a run finishes its operations in flight and prints its summary.
+/// `--duration`: like every duration, but 0 means "until interrupted".
+fn parse_run_duration(s: &str) -> std::result::Result<Duration, String> {
+    let d = humantime::parse_duration(s).map_err(|e| format!("`{s}` is not a duration like 60s or 5m: {e}"))?;
+    if d.is_zero() {
+        return Ok(crate::config::MAX_DURATION);
+    }
+    crate::config::check_duration(d).map_err(|e| format!("`{s}`: {e}"))
+}
+
+/// `--max-rate`: a finite number of operations per second, 0 or more.
+fn parse_rate(s: &str) -> std::result::Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(r) if r.is_finite() && r >= 0.0 => Ok(r),
+        _ => Err(format!("`{s}` is not a rate: give operations per second, 0 or more (0: unlimited)")),
+    }
+}
+
 fn stop_on_ctrl_c() -> std::sync::Arc<std::sync::atomic::AtomicBool> {
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let flag = stop.clone();
@@ -689,7 +707,12 @@ async fn workload(lab: &Lab, command: WorkloadCommand) -> Result<i32> {
             };
             let run_dir = workload::new_run_dir(lab.dir(), dir)?;
             let opts = workload::RunOptions { concurrency, duration, max_rate, json, tolerate_errors, seed, progress, style, quiet: false };
-            let summary = workload::run_workers(label, &opts, &run_dir, stop_on_ctrl_c(), make).await?;
+            let stop = stop_on_ctrl_c();
+            let summary = workload::run_workers(label, &opts, &run_dir, stop.clone(), make).await?;
+            // Interrupted: the summary is printed, and the exit code says so (128 + SIGINT).
+            if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                return Ok(130);
+            }
             Ok(if summary.counts.errors() > 0 && !tolerate_errors { 1 } else { 0 })
         }
         WorkloadCommand::Check { name: WorkloadName::Bank, url, json } => {

@@ -123,6 +123,7 @@ impl Lab {
             self.logs_dir(),
             self.stores_dir(),
             self.dir.join("runs"),
+            self.dir.join("workloads"),
         ]
     }
 }

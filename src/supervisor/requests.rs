@@ -232,7 +232,20 @@ impl Supervisor {
     /// still running (a CockroachDB cluster that lost quorum cannot finish draining);
     /// SIGKILL 10 s later. Returns what happened to each node.
     pub async fn down(&self, fast: bool) -> Result<serde_json::Value> {
-        let op = self.begin_op().await?;
+        // `--fast` is the emergency stop: it does not queue behind a request in progress (a
+        // drain can take a minute). It pre-empts it, and says so; nothing new is spawned once
+        // `exiting` is set.
+        let op = match self.inner.op_lock.try_lock() {
+            Ok(_) if self.inner.exiting.load(std::sync::atomic::Ordering::SeqCst) => return Err(Error::DaemonExiting),
+            Ok(guard) => Some(guard),
+            Err(_) if fast => {
+                self.emit(EventKind::Note {
+                    message: "down --fast: pre-empting the request in progress; SIGKILL to every node now".into(),
+                });
+                None
+            }
+            Err(_) => Some(self.begin_op().await?),
+        };
         // From here on the daemon exits (on success): requests queued behind are refused.
         self.inner.exiting.store(true, std::sync::atomic::Ordering::SeqCst);
         let res = self.down_locked(fast).await;
@@ -249,7 +262,16 @@ impl Supervisor {
         self.emit(EventKind::Command { command: if fast { "down --fast".into() } else { "down".into() }, by: crate::events::requester() });
         let nodes: Vec<NodeId> = self.state().nodes.iter().filter(|n| n.process.is_some()).map(|n| n.id).collect();
         let outcomes = if fast {
-            self.stop_nodes(&nodes, Signal::SIGKILL, KILL_WAIT, &[]).await?
+            let mut out = self.stop_nodes(&nodes, Signal::SIGKILL, KILL_WAIT, &[]).await?;
+            // A request pre-empted mid-spawn may have recorded a node after the list was read.
+            let late: Vec<NodeId> = self.state().nodes.iter().filter(|n| n.process.is_some()).map(|n| n.id).collect();
+            if !late.is_empty() {
+                out.extend(self.stop_nodes(&late, Signal::SIGKILL, KILL_WAIT, &[]).await?);
+            }
+            out
+        } else if nodes.is_empty() {
+            self.emit(EventKind::Note { message: "no node is running; stopping HAProxy".into() });
+            Vec::new()
         } else {
             let hard = self.inner.engine.hard_stop_signal();
             let mut esc = vec![(hard, Duration::from_secs(10))];

@@ -152,3 +152,20 @@ fn stop_refuses_bad_input_and_a_second_stop_and_falls_back_without_the_runtime_a
     assert!(out.contains("HAProxy's runtime API did not take the drain"), "{out}");
     assert!(out.contains("sent SIGTERM"), "{out}");
 }
+
+/// Issue 10: `down --fast` is the emergency stop: it pre-empts a drain in progress, and says so.
+#[test]
+fn down_fast_pre_empts_a_drain_in_progress() {
+    let lab = TestLab::new("etcd", 3);
+    lab.up();
+    let all = lab.recorded_processes();
+    // Held client sessions keep the stop of node 2 waiting in its `sessions` stage.
+    let held: Vec<std::net::TcpStream> = (0..6).map(|_| std::net::TcpStream::connect(("127.0.0.1", lab.ports.frontend)).unwrap()).collect();
+    let stop = lab.cmd(&["node", "stop", "2"]).stdout(std::process::Stdio::piped()).spawn().unwrap();
+    wait_for("node 2 drained", Duration::from_secs(10), || (admin_state(&lab, "etcd", "node2") & 0x08 != 0).then_some(()));
+    let out = lab.ok(&["down", "--fast"]);
+    assert!(out.contains("pre-empting the request in progress"), "{out}");
+    wait_for("every process of the lab gone", Duration::from_secs(10), || all.iter().all(|p| !p.is_alive()).then_some(()));
+    let _ = stop.wait_with_output();
+    drop(held);
+}
