@@ -206,9 +206,21 @@ pub fn for_spec(spec: &LabSpec) -> Arc<dyn Engine> {
 /// on PATH. `install` says how to get it when it is missing.
 pub fn find_binary(env_var: &str, configured: Option<&Path>, default_name: &str, install: &str) -> Result<PathBuf> {
     let not_found = || Error::BinaryNotFound { name: default_name.to_string(), env_var: env_var.to_string(), install: install.to_string() };
-    let candidate = std::env::var_os(env_var).filter(|v| !v.is_empty()).map(PathBuf::from).or_else(|| configured.map(Path::to_path_buf));
+    let from_env = std::env::var_os(env_var).filter(|v| !v.is_empty()).map(PathBuf::from);
+    let origin = if from_env.is_some() { format!("${env_var}") } else { "the config's `binary`".to_string() };
+    let candidate = from_env.or_else(|| configured.map(Path::to_path_buf));
     match candidate {
-        Some(p) => which::which(&p).map_err(|_| not_found()),
+        Some(p) => which::which(&p).map_err(|_| {
+            // It exists but cannot be run: say that, not "not found".
+            if p.is_file() {
+                Error::Refused(format!(
+                    "{origin} = {} exists but is not an executable {default_name} binary; point it at {default_name} (or `chmod +x` it)",
+                    p.display()
+                ))
+            } else {
+                not_found()
+            }
+        }),
         None => which::which(default_name).map_err(|_| not_found()),
     }
 }

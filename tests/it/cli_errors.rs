@@ -50,6 +50,12 @@ fn a_missing_engine_binary_says_how_to_install_it() {
     assert!(!out.status.success());
     let err = text(&out.stderr);
     assert!(err.contains("`etcd` not found") && err.contains("apt-get install etcd-server"), "{err}");
+    // A file that exists but is not a program is named as such, not as missing.
+    let lab = TestLab::new("etcd", 3);
+    let out = lab.cmd(&["up", "--config", lab.config.to_str().unwrap()]).env("ROACHLAB_ETCD", "/etc/passwd").output().unwrap();
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(err.contains("$ROACHLAB_ETCD = /etc/passwd exists but is not an executable etcd binary"), "{err}");
 }
 
 #[test]
