@@ -842,10 +842,22 @@ fn describe_stop(o: &StopOutcome) -> String {
     format!("node {}: {}: {}, {exit} after {:.1} s", o.node, o.outcome, o.signals.join(" → "), o.elapsed_ms as f64 / 1000.0)
 }
 
-/// Follows a streamed request with the reporter.
+/// Follows a streamed request with the reporter. Ctrl-C stops waiting (the request goes on
+/// in the daemon) and says what is still going on: [`Error::StoppedWaiting`], exit 130.
 async fn stream(client: &Client, path: &str, body: &impl serde::Serialize) -> Result<serde_json::Value> {
     let mut reporter = Reporter::new(std::io::stdout().is_terminal());
-    let res = client.stream(path, body, |e| reporter.event(e)).await;
+    let res = tokio::select! {
+        r = client.stream(path, body, |e| reporter.event(e)) => r,
+        _ = tokio::signal::ctrl_c() => {
+            let what = path.trim_start_matches("/v1/").replace("nodes/", "node ").replace('/', " ");
+            let node = path.strip_prefix("/v1/nodes/").and_then(|r| r.strip_suffix("/stop"));
+            let hint = match node {
+                Some(id) => format!("; to stop node {id} at once: `roachlab node kill {id}`"),
+                None => String::new(),
+            };
+            Err(Error::StoppedWaiting { what: format!("`{what}`"), hint })
+        }
+    };
     reporter.finish();
     res
 }

@@ -68,6 +68,10 @@ pub enum Error {
     #[error("the lab's daemon is shutting down after `roachlab down`; it takes no new request. Run the command again once it has exited (a new daemon starts then)")]
     DaemonExiting,
 
+    /// The user stopped waiting (Ctrl-C) for a request the daemon carries on with.
+    #[error("stopped waiting (Ctrl-C); the daemon carries on with {what}. Follow it with `roachlab events --follow`{hint}")]
+    StoppedWaiting { what: String, hint: String },
+
     /// The daemon did not come up.
     #[error("the roachlab daemon did not start: {message}; see {}", log.display())]
     DaemonStart { log: PathBuf, message: String },

@@ -30,6 +30,10 @@ fn main() {
     };
     let code = match runtime.block_on(roachlab::cli::run(cli)) {
         Ok(code) => code,
+        Err(e @ roachlab::Error::StoppedWaiting { .. }) => {
+            eprintln!("{e}");
+            130
+        }
         Err(e) => {
             eprintln!("error: {e}");
             1

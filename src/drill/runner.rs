@@ -54,6 +54,9 @@ pub struct DrillResult {
     /// cluster was still restored and the report written with what was measured.
     #[serde(default)]
     pub interrupted: Option<String>,
+    /// Said before the drill and recorded: e.g. the lab was degraded when the drill began.
+    #[serde(default)]
+    pub warnings: Vec<String>,
     /// The quorum rule for this cluster, stated before the drill ran (the engine's
     /// [`crate::engine::Engine::quorum_rule`]).
     pub theory: Vec<String>,
@@ -456,6 +459,25 @@ pub async fn run(
         Target::Etcd(url) => bank_etcd::init(url, w.rows).await?,
     }
     wait_fully_replicated(client, say).await?;
+    // A drill on a degraded lab measures something else: say so loudly and record it.
+    let mut warnings = Vec::new();
+    let before: StatusReport = client.get("/v1/status").await?;
+    let lab_members: Vec<_> = before.nodes.iter().filter(|n| !n.decommissioned).collect();
+    let down: Vec<String> = lab_members
+        .iter()
+        .filter(|n| n.pid.is_none() || !n.ready)
+        .map(|n| format!("node {} is {}", n.id, if n.pid.is_none() { n.state.as_str() } else { "not ready" }))
+        .collect();
+    if !down.is_empty() {
+        let w = format!(
+            "the lab is degraded before the drill ({}): the baseline measures {} of {} node(s); `roachlab node start` them first for a fair baseline",
+            down.join(", "),
+            lab_members.len() - down.len(),
+            lab_members.len()
+        );
+        say(format!("WARNING: {w}"));
+        warnings.push(w);
+    }
     let stop = Arc::new(AtomicBool::new(false));
     let wopts = workload::RunOptions {
         concurrency: w.concurrency,
@@ -527,10 +549,9 @@ pub async fn run(
     }
     // Restore the cluster, whatever happened: through a new daemon if this one is gone (it
     // re-adopts the running nodes). Further signals are held off until the report is written.
+    // Operations from here on belong to the `restore` phase, so the phases add up to the run.
     let end = ctx.now_ms();
-    if let Some(m) = ctx.marks.last_mut() {
-        m.end_ms = end;
-    }
+    ctx.phase("restore");
     let restorable = match ctx.status().await {
         Ok(s) => Ok(s),
         Err(e) => {
@@ -559,6 +580,10 @@ pub async fn run(
             }
         }
         Err(e) => ctx.failures.push(format!("could not restore the cluster: {e}")),
+    }
+    let restored_at = ctx.now_ms();
+    if let Some(m) = ctx.marks.last_mut() {
+        m.end_ms = restored_at;
     }
     stop.store(true, Ordering::Relaxed);
     let summary = load.await.map_err(|e| Error::Refused(format!("the workload task failed: {e}")))??;
@@ -605,6 +630,7 @@ pub async fn run(
         started_at: stamp,
         seed: opts.seed,
         interrupted: interrupted.map(str::to_string),
+        warnings,
         theory,
         predictions,
         story,

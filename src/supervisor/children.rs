@@ -26,6 +26,12 @@ impl Supervisor {
                         adopted.push((n.id, id));
                     }
                     Liveness::Gone => {
+                        // It died while no daemon watched: say so in the timeline (how it ended
+                        // is not knowable any more).
+                        self.emit(EventKind::NodeExited { node: n.id, pid: id.pid, status: ExitInfo::Unknown, after_ms: None });
+                        self.emit(EventKind::Warning {
+                            message: format!("node {}: pid {} exited while no daemon was running; found gone on adoption", n.id, id.pid),
+                        });
                         n.state = NodeState::Exited { status: ExitInfo::Unknown, at: OffsetDateTime::now_utc() };
                         n.process = None;
                     }

@@ -72,7 +72,16 @@ impl Supervisor {
             daemon: DaemonStatus { pid: std::process::id(), exiting: self.inner.exiting.load(std::sync::atomic::Ordering::SeqCst) },
             nodes,
             haproxy: self.haproxy_status(&st),
-            cluster: figures.cluster,
+            cluster: {
+                // One snapshot: a counted quorum (etcd) is recounted from the same state as
+                // the table, not taken from the last poll (which may predate an exit or a
+                // decommission). An observed one (CockroachDB's probe) stays as observed.
+                let mut c = figures.cluster;
+                if let Some(q) = c.quorum.as_mut().filter(|q| q.detail.is_none()) {
+                    *q = crate::watch::Quorum::of(st.members().filter(|n| n.process.is_some()).count(), st.members().count());
+                }
+                c
+            },
             quorum_rule: self.inner.engine.quorum_rule(st.members().count()),
         }
     }

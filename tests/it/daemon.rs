@@ -272,3 +272,29 @@ fn a_start_whose_state_write_fails_is_undone_not_a_phantom() {
     lab.ok(&["node", "start", "2"]);
     assert_eq!(lab.node(2)["state"], "running");
 }
+
+/// Issue 10: a node that died while no daemon ran is in the timeline, and `status` is one
+/// snapshot (its quorum line agrees with its table).
+#[test]
+fn a_node_that_died_unwatched_is_recorded_and_status_agrees_with_itself() {
+    let lab = crate::helpers::TestLab::new("etcd", 3);
+    lab.up();
+    let state = lab.state();
+    let daemon: roachlab::process::ProcIdentity = serde_json::from_value(state["daemon"].clone()).unwrap();
+    let node3: roachlab::process::ProcIdentity = serde_json::from_value(state["nodes"][2]["process"].clone()).unwrap();
+    roachlab::process::signal(&daemon, nix::sys::signal::Signal::SIGKILL).unwrap();
+    crate::helpers::wait_for("the daemon gone", Duration::from_secs(10), || (!daemon.is_alive()).then_some(()));
+    roachlab::process::signal(&node3, nix::sys::signal::Signal::SIGKILL).unwrap();
+    crate::helpers::wait_for("node 3 gone", Duration::from_secs(10), || (!node3.is_alive()).then_some(()));
+    let s = crate::helpers::wait_for("the first poll", Duration::from_secs(10), || {
+        let s = lab.status();
+        (!s["cluster"]["quorum"].is_null()).then_some(s)
+    });
+    assert_eq!(s["nodes"][2]["state"], "exited");
+    assert_eq!(s["cluster"]["quorum"]["up"], 2, "the quorum line counts the same nodes as the table: {s}");
+    let ev = lab.events();
+    assert!(ev.iter().any(|e| e["kind"] == "node_exited" && e["node"] == 3), "the unwatched exit is in the timeline");
+    assert!(ev
+        .iter()
+        .any(|e| e["kind"] == "warning" && e["message"].as_str().unwrap_or("").contains("exited while no daemon was running")));
+}

@@ -225,3 +225,29 @@ fn quorum_loss_on_five_members_restores_a_majority_at_once() {
     assert_eq!(r["check"]["violations"], serde_json::json!([]));
     assert!(lab.status()["nodes"].as_array().unwrap().iter().all(|n| n["state"] == "running"));
 }
+
+/// Issue 10: a drill on a degraded lab says so and records it; the phases (with `restore`)
+/// add up to the whole run.
+#[test]
+fn a_drill_on_a_degraded_lab_warns_and_its_phases_add_up() {
+    let lab = TestLab::new("etcd", 3);
+    lab.up();
+    lab.ok(&["node", "stop", "3"]);
+    let file = lab.dir.path().join("short.toml");
+    std::fs::write(
+        &file,
+        "name = \"short\"\n[[step]]\naction = \"phase\"\nname = \"calm\"\n[[step]]\naction = \"wait\"\nduration = \"2s\"\n",
+    )
+    .unwrap();
+    let out = lab.run(&["drill", "run", file.to_str().unwrap(), "--baseline", "1s"]);
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("WARNING: the lab is degraded before the drill (node 3 is exited)"), "{stdout}");
+    let (_, r) = results_of(&stdout);
+    validate(&r);
+    assert!(r["warnings"][0].as_str().unwrap().contains("the baseline measures 2 of 3 node(s)"), "{}", r["warnings"]);
+    let names: Vec<&str> = r["phases"].as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["baseline", "calm", "restore"]);
+    let ok: u64 = r["phases"].as_array().unwrap().iter().map(|p| p["counts"]["ok"].as_u64().unwrap()).sum();
+    assert_eq!(ok, r["check"]["ok_checked"].as_u64().unwrap(), "every committed transfer is in some phase");
+    assert_eq!(lab.node(3)["state"], "running", "the drill restored node 3 as well");
+}
