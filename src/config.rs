@@ -254,6 +254,13 @@ impl RawConfig {
         let engine = overrides.engine.or(self.engine).unwrap_or(EngineKind::Cockroach);
         let nodes = overrides.nodes.or(self.nodes).unwrap_or(3);
         if nodes == 0 || nodes > MAX_NODES {
+            // Blame the source the value came from: the flag wins over the file.
+            if overrides.nodes.is_some() {
+                return Err(Error::ConfigInvalid {
+                    origin: "--nodes".into(),
+                    message: format!("{nodes}: a lab has 1 to {MAX_NODES} nodes"),
+                });
+            }
             return Err(invalid(format!("nodes = {nodes}: a lab has 1 to {MAX_NODES} nodes")));
         }
         let (base, http_base, peer_base, frontend) = match engine {

@@ -20,6 +20,10 @@ pub async fn ensure_daemon(lab: &Lab) -> Result<Client> {
     if client.is_up().await {
         return Ok(client);
     }
+    // A socket that accepts but does not answer: a hung daemon. Say what was observed.
+    if let Some(hung) = diagnose_hung(lab).await {
+        return Err(hung);
+    }
     if LabState::load_or_recover(&lab.state_file())?.0.is_none() {
         return Err(Error::NoLab { dir: lab.dir().to_path_buf() });
     }
@@ -93,4 +97,31 @@ pub async fn wait_lab_unlocked(lab: &Lab, deadline: Duration) -> bool {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// When the socket accepts connections but `ping` got no answer: what holds the lab's lock
+/// (`DIR/daemon.lock`) and in what state its process is (`/proc/PID/stat`). `None` when the
+/// socket does not accept (no daemon: start one).
+async fn diagnose_hung(lab: &Lab) -> Option<Error> {
+    let socket = lab.socket();
+    let connected = tokio::time::timeout(Duration::from_secs(2), tokio::net::UnixStream::connect(&socket)).await.is_ok_and(|r| r.is_ok());
+    if !connected {
+        return None;
+    }
+    let pid: Option<u32> = std::fs::read_to_string(lab.daemon_lock()).ok().and_then(|t| t.trim().parse().ok());
+    let state = pid.map(|p| {
+        let stat = std::fs::read_to_string(format!("/proc/{p}/stat")).unwrap_or_default();
+        match stat.rsplit(')').next().and_then(|r| r.split_whitespace().next()) {
+            Some("T") | Some("t") => format!("daemon pid {p} is stopped (SIGSTOP?): `kill -CONT {p}` resumes it"),
+            Some("Z") | None => format!("daemon pid {p} is dead"),
+            Some(_) => format!("daemon pid {p} is alive but not answering"),
+        }
+    });
+    Some(Error::DaemonUnreachable {
+        socket,
+        message: format!(
+            "connected, but no answer within 2 s; {}",
+            state.unwrap_or_else(|| "no daemon pid is recorded in daemon.lock".into())
+        ),
+    })
 }

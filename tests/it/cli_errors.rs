@@ -147,3 +147,21 @@ fn huge_durations_are_refused_or_bounded_never_a_panic() {
     let err = text(&out.stderr);
     assert!(err.contains("huge.toml:") && err.contains("grace:") && err.contains("at most 7days"), "{err}");
 }
+
+/// Issue 10: a hung daemon is described as observed; a bad flag is blamed on the flag.
+#[test]
+fn a_hung_daemon_is_described_and_flags_are_blamed_for_their_own_values() {
+    let lab = TestLab::new("etcd", 3);
+    let out = lab.run(&["up", "--config", lab.config.to_str().unwrap(), "--nodes", "500"]);
+    let err = text(&out.stderr);
+    assert!(err.contains("--nodes: 500: a lab has 1 to 64 nodes"), "{err}");
+    lab.up();
+    let daemon: roachlab::process::ProcIdentity = serde_json::from_value(lab.state()["daemon"].clone()).unwrap();
+    roachlab::process::signal_pid(&daemon, nix::sys::signal::Signal::SIGSTOP).unwrap();
+    let out = lab.run(&["status"]);
+    roachlab::process::signal_pid(&daemon, nix::sys::signal::Signal::SIGCONT).unwrap();
+    let err = text(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains(&format!("connected, but no answer within 2 s; daemon pid {} is stopped (SIGSTOP?)", daemon.pid)), "{err}");
+    assert!(lab.ok(&["status"]).contains("running"), "resumed, it answers again");
+}
