@@ -168,7 +168,24 @@ fn router(state: AppState) -> Router {
         .route("/v1/haproxy", get(|State(s): State<AppState>| async move { Json(s.sup.haproxy_report().await) }))
         .route(
             "/v1/up",
-            post(|State(s): State<AppState>, h: HeaderMap| async move { streamed(&s, &h, |sup| async move { sup.up().await }, false) }),
+            post(|State(s): State<AppState>, h: HeaderMap| async move {
+                // An `up` that failed with nothing running leaves no reason for this daemon to
+                // stay — and the next `up` gets a new one, with that command's environment
+                // (a corrected $ROACHLAB_ETCD, say), not this one's.
+                let exit = s.exit.clone();
+                streamed(
+                    &s,
+                    &h,
+                    move |sup| async move {
+                        let r = sup.up().await;
+                        if r.is_err() && sup.runs_nothing() {
+                            exit.cancel();
+                        }
+                        r
+                    },
+                    false,
+                )
+            }),
         )
         .route(
             "/v1/down",
@@ -247,7 +264,24 @@ fn router(state: AppState) -> Router {
                 Json(StreamItem::Error(ApiError { code: crate::error::ErrorCode::BadRequest, message: "no such API route".into() })),
             )
         })
+        // The framework's own rejections (a body that is not the JSON a route takes, a path
+        // segment that is not a node id, a wrong method) come back in the documented shape too.
+        .layer(axum::middleware::map_response(json_rejections))
         .with_state(state)
+}
+
+/// Turns a plain-text error response into `{"error":{"code":"bad_request","message":…}}`.
+async fn json_rejections(resp: Response) -> Response {
+    let status = resp.status();
+    let is_json = resp.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|v| v.contains("json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return resp;
+    }
+    let text =
+        axum::body::to_bytes(resp.into_body(), 64 * 1024).await.map(|b| String::from_utf8_lossy(&b).trim().to_string()).unwrap_or_default();
+    let message = if text.is_empty() { status.canonical_reason().unwrap_or("error").to_string() } else { text };
+    let code = if status.is_server_error() { crate::error::ErrorCode::Internal } else { crate::error::ErrorCode::BadRequest };
+    (status, Json(StreamItem::Error(ApiError { code, message }))).into_response()
 }
 
 fn line(item: &StreamItem) -> Result<Bytes, Infallible> {

@@ -28,6 +28,12 @@ impl Supervisor {
         self.state().node(node).map(|n| n.process.is_some()).unwrap_or(false)
     }
 
+    /// No node process and no HAProxy run.
+    pub fn runs_nothing(&self) -> bool {
+        let st = self.state();
+        st.haproxy.is_none() && st.nodes.iter().all(|n| n.process.is_none())
+    }
+
     /// The lab's status, as `GET /v1/status` returns it.
     pub fn status(&self) -> StatusReport {
         let figures = self.inner.watch.lock().unwrap_or_else(|p| p.into_inner()).last.clone();

@@ -56,6 +56,9 @@ fn a_missing_engine_binary_says_how_to_install_it() {
     assert!(!out.status.success());
     let err = text(&out.stderr);
     assert!(err.contains("$ROACHLAB_ETCD = /etc/passwd exists but is not an executable etcd binary"), "{err}");
+    // The failed `up` left no daemon behind with that environment: fixed, `up` works.
+    let out = lab.up();
+    assert!(out.contains("haproxy: running"), "{out}");
 }
 
 #[test]

@@ -42,6 +42,15 @@ async fn daemon_runs_in_process_clears_a_stale_socket_and_stops_on_its_shutdown_
     // Unknown API routes and nodes are errors, not crashes.
     let err = client.stream("/v1/nodes/7/kill", &serde_json::json!({}), |_| {}).await.unwrap_err();
     assert!(err.to_string().contains("unknown node 7"), "{err}");
+    // The framework's rejections come back as the documented `{"error":{…}}` too.
+    let raw = reqwest::Client::builder().unix_socket(lab.socket()).build().unwrap();
+    for (path, body) in [("/v1/nodes/1/stop", "{not json"), ("/v1/nodes/one/stop", "{}")] {
+        let resp = raw.post(format!("http://roachlab{path}")).header("content-type", "application/json").body(body).send().await.unwrap();
+        assert!(resp.status().is_client_error(), "{path}");
+        let v: serde_json::Value = resp.json().await.expect("a JSON error body");
+        assert_eq!(v["error"]["code"], "bad_request", "{path}: {v}");
+        assert!(!v["error"]["message"].as_str().unwrap().is_empty());
+    }
 
     stop.send(()).unwrap();
     tokio::time::timeout(Duration::from_secs(10), daemon).await.expect("daemon stops").unwrap().unwrap();
