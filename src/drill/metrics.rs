@@ -157,7 +157,9 @@ pub fn compute(marks: &[PhaseMark], ops: &[OpRecord], events: &[Event], t0_mono_
                 mark: m.clone(),
                 committed,
                 counts,
-                ops_per_sec: if secs > 0.0 { counts.ok as f64 / secs } else { 0.0 },
+                // Commits during the phase over its wall time: a phase of a few milliseconds
+                // with two operations attributed to it is not "1000 ops/s".
+                ops_per_sec: if secs > 0.0 { committed as f64 / secs } else { 0.0 },
                 p50_ms: quantile(&lat, 0.5),
                 p99_ms: quantile(&lat, 0.99),
                 longest_stall_ms: stall,
@@ -281,6 +283,17 @@ mod tests {
         assert_eq!(m.first_error_after_fault_ms, Some(150));
         assert_eq!(m.throughput_recovered_after_ms, Some(400), "[3.9 s, 4.9 s) holds 9 ok completions (4.005 … 4.805 s): 90 % of 10/s");
         assert!((m.ops_per_sec - 40.0 / 6.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn a_phase_of_a_few_milliseconds_has_no_absurd_rate() {
+        let mark = |name: &str, start_ms, end_ms| PhaseMark { name: name.into(), start_ms, end_ms, fault_ms: None, fault: None, recover_ms: None };
+        // Two operations start in a 2 ms phase and complete 50 ms later, in the next one.
+        let ops = vec![op(1000, 50, Outcome::Ok), op(1001, 50, Outcome::Ok)];
+        let m = compute(&[mark("a", 0, 1000), mark("b", 1000, 1002), mark("c", 1002, 2000)], &ops, &[], 0, 0.0);
+        assert_eq!(m[1].counts.ok, 2, "counted by start");
+        assert_eq!((m[1].committed, m[1].ops_per_sec), (0, 0.0), "but none committed during its 2 ms: no 1000 ops/s");
+        assert_eq!(m[2].committed, 2);
     }
 
     #[test]
