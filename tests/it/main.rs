@@ -7,6 +7,7 @@ mod daemon;
 mod drain;
 mod drill;
 mod helpers;
+mod interleavings;
 mod lab_etcd;
 mod pg;
 mod safety;
