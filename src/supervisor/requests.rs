@@ -244,7 +244,12 @@ impl Supervisor {
                 });
                 None
             }
-            Err(_) => Some(self.begin_op().await?),
+            Err(_) => {
+                self.emit(EventKind::Note {
+                    message: "down: waiting for the request in progress to finish first; `roachlab down --fast` pre-empts it".into(),
+                });
+                Some(self.begin_op().await?)
+            }
         };
         // From here on the daemon exits (on success): requests queued behind are refused.
         self.inner.exiting.store(true, std::sync::atomic::Ordering::SeqCst);
