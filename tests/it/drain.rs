@@ -169,3 +169,38 @@ fn down_fast_pre_empts_a_drain_in_progress() {
     let _ = stop.wait_with_output();
     drop(held);
 }
+
+/// Issue 10: Ctrl-C in `node stop` stops waiting, says what goes on and offers `node kill`;
+/// the stop itself carries on in the daemon.
+#[test]
+fn ctrl_c_stops_waiting_for_a_stop_and_offers_a_kill() {
+    let lab = TestLab::new("etcd", 3);
+    lab.up();
+    let held: Vec<std::net::TcpStream> = (0..6).map(|_| std::net::TcpStream::connect(("127.0.0.1", lab.ports.frontend)).unwrap()).collect();
+    let stop = lab.cmd(&["node", "stop", "2"]).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    wait_for("node 2 drained", Duration::from_secs(10), || (admin_state(&lab, "etcd", "node2") & 0x08 != 0).then_some(()));
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(stop.id() as i32), nix::sys::signal::Signal::SIGINT).unwrap();
+    let out = stop.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(130));
+    let err = text(&out.stderr);
+    assert!(err.contains("stopped waiting (Ctrl-C); the daemon carries on") && err.contains("`roachlab node kill 2`"), "{err}");
+    wait_for("the stop finished in the daemon", Duration::from_secs(20), || lab.node(2)["pid"].is_null().then_some(()));
+    drop(held);
+}
+
+/// Issue 10: `workload run --duration 0` runs until interrupted, prints its summary and exits
+/// 130; a negative rate is refused.
+#[test]
+fn workload_runs_until_interrupted_and_refuses_a_negative_rate() {
+    let lab = TestLab::new("etcd", 3);
+    lab.up();
+    lab.ok(&["workload", "init", "bank", "--rows", "50"]);
+    let bad = lab.run(&["workload", "run", "bank", "--max-rate=-1"]);
+    assert!(!bad.status.success() && text(&bad.stderr).contains("is not a rate"), "{}", text(&bad.stderr));
+    let run = lab.start_bank_run(&["--concurrency", "2", "--duration", "0"]);
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(run.id() as i32), nix::sys::signal::Signal::SIGINT).unwrap();
+    let out = run.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(130), "interrupted");
+    let last: serde_json::Value = serde_json::from_str(text(&out.stdout).lines().last().unwrap()).unwrap();
+    assert!(last["summary"]["counts"]["ok"].as_u64().unwrap() > 0, "the summary is printed: {last}");
+}
