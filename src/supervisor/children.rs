@@ -159,9 +159,7 @@ impl Supervisor {
     // ----- node processes -------------------------------------------------------------------
 
     pub(super) fn spawn_node(&self, node: NodeId, mode: StartMode, members: &[Member]) -> Result<ProcIdentity> {
-        if self.inner.exiting.load(std::sync::atomic::Ordering::SeqCst) {
-            return Err(Error::DaemonExiting);
-        }
+        let _permit = self.spawn_permit()?;
         let lab = &self.inner.lab;
         let engine = &self.inner.engine;
         let bin = engine.binary()?;

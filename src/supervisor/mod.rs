@@ -102,6 +102,10 @@ struct Inner {
     /// Set by `down` once it holds the op lock: the daemon exits afterwards, so every request
     /// queued behind it is refused ([`Error::DaemonExiting`]) instead of acted on and abandoned.
     exiting: std::sync::atomic::AtomicBool,
+    /// Held from the `exiting` check through a spawn and its recording; `down` takes it once
+    /// after setting `exiting`, so every spawn is either refused or recorded before `down`
+    /// reads what runs (a pre-empted request cannot leave a process behind unseen).
+    spawn_gate: Mutex<()>,
     /// Nodes with a `node stop` in progress (claimed before the op lock, so a second stop of
     /// the same node is refused at once instead of queueing).
     stopping: Mutex<std::collections::HashSet<NodeId>>,
@@ -139,6 +143,7 @@ impl Supervisor {
                 watch: Mutex::new(WatchState::default()),
                 op_lock: tokio::sync::Mutex::new(()),
                 exiting: std::sync::atomic::AtomicBool::new(false),
+                spawn_gate: Mutex::new(()),
                 stopping: Mutex::new(Default::default()),
                 generation: watch::channel(0).0,
                 cancel,
@@ -191,6 +196,15 @@ impl Supervisor {
         };
         self.bump();
         Ok(out)
+    }
+
+    /// Holds the spawn gate and refuses once `down` has begun: see `Inner::spawn_gate`.
+    fn spawn_permit(&self) -> Result<MutexGuard<'_, ()>> {
+        let gate = self.inner.spawn_gate.lock().unwrap_or_else(|p| p.into_inner());
+        if self.inner.exiting.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(Error::DaemonExiting);
+        }
+        Ok(gate)
     }
 
     /// Takes the op lock for a lifecycle request; refused once `down` has begun.

@@ -37,6 +37,7 @@ impl Supervisor {
                 ports::check_free(&haproxy::port_claims(&spec.haproxy))?;
                 haproxy::reset_server_state(&self.inner.lab.haproxy_state())?;
                 std::fs::create_dir_all(self.inner.lab.logs_dir()).map_err(|e| Error::io("cannot create logs dir", e))?;
+                let permit = self.spawn_permit()?;
                 let mut spawned = process::spawn(&bin, &haproxy::start_args(&cfg), &[], &self.inner.lab.haproxy_log())?;
                 let id = spawned.identity;
                 if let Err(e) = self.update(|st| st.haproxy = Some(id)) {
@@ -48,6 +49,7 @@ impl Supervisor {
                         message: format!("started, but its process could not be recorded ({e}); stopped it again"),
                     });
                 }
+                drop(permit);
                 self.emit(EventKind::HaproxyStarted { pid: id.pid });
                 let sup = self.clone();
                 tokio::spawn(async move { sup.watch_haproxy(id, spawned.child).await });

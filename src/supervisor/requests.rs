@@ -251,8 +251,10 @@ impl Supervisor {
                 Some(self.begin_op().await?)
             }
         };
-        // From here on the daemon exits (on success): requests queued behind are refused.
+        // From here on the daemon exits (on success): requests queued behind are refused, and
+        // no process is spawned any more; a spawn under way is recorded before we go on.
         self.inner.exiting.store(true, std::sync::atomic::Ordering::SeqCst);
+        drop(self.inner.spawn_gate.lock().unwrap_or_else(|p| p.into_inner()));
         let res = self.down_locked(fast).await;
         if res.is_err() {
             // It stays: serve again.
