@@ -93,13 +93,7 @@ pub async fn run(lab: Lab, shutdown: impl Future<Output = ()> + Send + 'static) 
 fn lock_lab(lab: &Lab) -> Result<nix::fcntl::Flock<std::fs::File>> {
     use std::io::{Read, Seek, Write};
     let path = lab.daemon_lock();
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(&path)
-        .map_err(|e| Error::io(format!("cannot open {}", path.display()), e))?;
+    let file = crate::launch::open_lock(lab).map_err(|e| Error::io(format!("cannot open {}", path.display()), e))?;
     match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock) {
         Ok(mut lock) => {
             let _ = lock.set_len(0);

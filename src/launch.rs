@@ -80,12 +80,17 @@ fn log_tail(path: &Path) -> String {
     lines[lines.len().saturating_sub(3)..].join(" / ")
 }
 
+/// Opens (creating it if needed, never truncating) the lab's lock file `DIR/daemon.lock`.
+pub fn open_lock(lab: &Lab) -> std::io::Result<std::fs::File> {
+    std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(false).open(lab.daemon_lock())
+}
+
 /// Waits (at most `deadline`) until no daemon holds the lab's lock (`DIR/daemon.lock`): an
 /// exiting daemon releases it when it is gone. Returns whether it was released.
 pub async fn wait_lab_unlocked(lab: &Lab, deadline: Duration) -> bool {
     let until = Instant::now() + deadline;
     loop {
-        let free = match std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(false).open(lab.daemon_lock()) {
+        let free = match open_lock(lab) {
             Ok(f) => nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusiveNonblock).is_ok(),
             Err(_) => true,
         };

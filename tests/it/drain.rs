@@ -32,6 +32,16 @@ fn admin_state(lab: &TestLab, proxy: &str, server: &str) -> u64 {
     line.split_whitespace().nth(6).unwrap().parse().unwrap()
 }
 
+/// Holds client sessions on every server (HAProxy balances new connections round robin), so
+/// a `node stop 2` waits in its `sessions` stage; starts that stop (stdout and stderr piped)
+/// and returns once HAProxy has node 2 in DRAIN. Drop the sessions to let it go on.
+fn start_held_stop(lab: &TestLab) -> (Vec<std::net::TcpStream>, std::process::Child) {
+    let held: Vec<std::net::TcpStream> = (0..6).map(|_| std::net::TcpStream::connect(("127.0.0.1", lab.ports.frontend)).unwrap()).collect();
+    let stop = lab.cmd(&["node", "stop", "2"]).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    wait_for("node 2 drained", Duration::from_secs(10), || (admin_state(lab, "etcd", "node2") & 0x08 != 0).then_some(()));
+    (held, stop)
+}
+
 /// The run's final counts, after it ended by itself.
 fn finish(child: std::process::Child) -> Value {
     let out = child.wait_with_output().unwrap();
@@ -134,11 +144,8 @@ fn stop_refuses_bad_input_and_a_second_stop_and_falls_back_without_the_runtime_a
     assert!(!out.status.success());
     assert!(text(&out.stderr).contains("node 9"), "{}", text(&out.stderr));
 
-    // Hold client sessions on every server (HAProxy balances new connections round robin),
-    // so the stop of node 2 waits for them (timeouts.drain_sessions) while a second stop comes.
-    let held: Vec<std::net::TcpStream> = (0..6).map(|_| std::net::TcpStream::connect(("127.0.0.1", lab.ports.frontend)).unwrap()).collect();
-    let first = lab.cmd(&["node", "stop", "2"]).stdout(std::process::Stdio::piped()).spawn().unwrap();
-    wait_for("node 2 drained", Duration::from_secs(10), || (admin_state(&lab, "etcd", "node2") & 0x08 != 0).then_some(()));
+    // The stop of node 2 waits for held sessions (timeouts.drain_sessions) while a second comes.
+    let (held, first) = start_held_stop(&lab);
     let second = lab.run(&["node", "stop", "2"]);
     assert!(!second.status.success());
     assert!(text(&second.stderr).contains("already being stopped"), "{}", text(&second.stderr));
@@ -166,9 +173,7 @@ fn down_fast_pre_empts_a_drain_in_progress() {
     lab.up();
     let all = lab.recorded_processes();
     // Held client sessions keep the stop of node 2 waiting in its `sessions` stage.
-    let held: Vec<std::net::TcpStream> = (0..6).map(|_| std::net::TcpStream::connect(("127.0.0.1", lab.ports.frontend)).unwrap()).collect();
-    let stop = lab.cmd(&["node", "stop", "2"]).stdout(std::process::Stdio::piped()).spawn().unwrap();
-    wait_for("node 2 drained", Duration::from_secs(10), || (admin_state(&lab, "etcd", "node2") & 0x08 != 0).then_some(()));
+    let (held, stop) = start_held_stop(&lab);
     let out = lab.ok(&["down", "--fast"]);
     assert!(out.contains("pre-empting the request in progress"), "{out}");
     wait_for("every process of the lab gone", Duration::from_secs(10), || all.iter().all(|p| !p.is_alive()).then_some(()));
@@ -182,9 +187,7 @@ fn down_fast_pre_empts_a_drain_in_progress() {
 fn ctrl_c_stops_waiting_for_a_stop_and_offers_a_kill() {
     let lab = TestLab::new("etcd", 3);
     lab.up();
-    let held: Vec<std::net::TcpStream> = (0..6).map(|_| std::net::TcpStream::connect(("127.0.0.1", lab.ports.frontend)).unwrap()).collect();
-    let stop = lab.cmd(&["node", "stop", "2"]).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap();
-    wait_for("node 2 drained", Duration::from_secs(10), || (admin_state(&lab, "etcd", "node2") & 0x08 != 0).then_some(()));
+    let (held, stop) = start_held_stop(&lab);
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(stop.id() as i32), nix::sys::signal::Signal::SIGINT).unwrap();
     let out = stop.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(130));

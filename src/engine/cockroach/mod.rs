@@ -94,11 +94,8 @@ impl Cockroach {
     }
 }
 
-/// The SQL probe's bound: the poll's HTTP timeout is not readable from a reqwest client, so
-/// the probe uses the same 2 s the supervisor gives its poll client at most.
-fn client_timeout(_client: &reqwest::Client) -> Duration {
-    Duration::from_secs(2)
-}
+/// The SQL probe's bound: the same 2 s the supervisor gives its poll client at most.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The environment every `cockroach` process gets: no phoning home from an offline laptop
 /// (contract §1). The URLs point at a closed loopback port.
@@ -287,7 +284,7 @@ impl Engine for Cockroach {
                 }
                 None
             };
-            let probe = quorum::probe(live, self.spec.replication_factor, client_timeout(client));
+            let probe = quorum::probe(live, self.spec.replication_factor, PROBE_TIMEOUT);
             let (vars, liveness, probe) = futures_util::join!(vars, liveness, probe);
             let mut obs = Observation::default();
             let mut cluster = ClusterFigures::default();
