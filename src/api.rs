@@ -64,6 +64,31 @@ pub struct StopRequest {
     pub no_drain: bool,
 }
 
+/// Body of `POST /v1/net/partition`: `{"sides": [[1,2],[3,4,5]]}`. Traffic between sides
+/// is dropped both ways (`one_way`: only from the first side to the second); `from_clients`
+/// also cuts HAProxy and the daemon from every side without a majority.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct PartitionRequest {
+    pub sides: Vec<Vec<NodeId>>,
+    #[serde(default)]
+    pub one_way: bool,
+    #[serde(default)]
+    pub from_clients: bool,
+}
+
+/// Body of `POST /v1/net/shape`: latency (ms, with jitter) and loss (percent) on node
+/// `node`'s outgoing traffic. Refused where the kernel has no `sch_netem`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ShapeRequest {
+    pub node: NodeId,
+    #[serde(default)]
+    pub delay_ms: u32,
+    #[serde(default)]
+    pub jitter_ms: u32,
+    #[serde(default)]
+    pub loss_pct: f64,
+}
+
 /// Body of `POST /v1/nodes/{id}/start`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct StartRequest {
@@ -111,6 +136,26 @@ pub struct StatusReport {
     /// members and majority; CockroachDB, replicas per range at the replication factor).
     #[serde(default)]
     pub quorum_rule: Vec<String>,
+    /// The topology (`loopback` or `netns`) and, for netns, the faults in force.
+    #[serde(default)]
+    pub network: NetworkStatus,
+}
+
+/// The network in `status`: the topology and the faults in force (from `DIR/net.json`;
+/// `net status` also probes who reaches whom).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct NetworkStatus {
+    /// `loopback` or `netns`.
+    pub topology: String,
+    /// The sides of the partition in force; empty when the network is whole.
+    #[serde(default)]
+    pub sides: Vec<Vec<NodeId>>,
+    /// Directed cuts in force.
+    #[serde(default)]
+    pub cuts: usize,
+    /// Nodes with delay or loss on their traffic.
+    #[serde(default)]
+    pub shaped: Vec<NodeId>,
 }
 
 /// The daemon serving the lab.
@@ -162,6 +207,17 @@ pub struct NodeStatus {
     pub leaseholders: Option<u64>,
     /// This member is the Raft leader (etcd).
     pub is_leader: Option<bool>,
+    /// The node's address (127.0.0.1, or its own in the netns topology).
+    #[serde(default)]
+    pub host: String,
+    /// A quorum read through this node answered at the last poll (etcd: linearizable read;
+    /// CockroachDB: SQL probe). Under a partition, the majority side answers and the minority
+    /// does not.
+    #[serde(default)]
+    pub sees_quorum: Option<bool>,
+    /// The probe's answer in words.
+    #[serde(default)]
+    pub quorum_detail: Option<String>,
 }
 
 /// HAProxy in `status`.

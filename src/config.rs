@@ -44,6 +44,10 @@ pub struct RawConfig {
     pub engine: Option<EngineKind>,
     /// Number of nodes `up` starts (default 3).
     pub nodes: Option<u32>,
+    /// `"loopback"` (default) or `"netns"`: see [`crate::topology`].
+    pub topology: Option<crate::topology::TopologyKind>,
+    #[serde(default)]
+    pub netns: RawNetns,
     #[serde(default)]
     pub ports: RawPorts,
     #[serde(default)]
@@ -54,6 +58,15 @@ pub struct RawConfig {
     pub cockroach: RawCockroach,
     #[serde(default)]
     pub etcd: RawEtcd,
+}
+
+/// `[netns]`: the netns topology's addresses.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawNetns {
+    /// IPv4 subnet for the bridge (`.1`) and the nodes (node N: `.(10+N)`); default
+    /// `198.18.7.0/24`, in RFC 2544's benchmarking range. Checked unused on the host at `up`.
+    pub subnet: Option<crate::topology::Subnet>,
 }
 
 /// `[ports]`: base ports; node N uses `base + N - 1`.
@@ -150,6 +163,7 @@ pub struct RawEtcd {
 pub struct Overrides {
     pub engine: Option<EngineKind>,
     pub nodes: Option<u32>,
+    pub topology: Option<crate::topology::TopologyKind>,
 }
 
 /// A validated lab: what `up` builds. Persisted in `state.json` so a lab keeps its shape.
@@ -158,6 +172,9 @@ pub struct LabSpec {
     pub engine: EngineKind,
     /// Nodes started by `up` (ids 1..=nodes).
     pub nodes: u32,
+    /// Where nodes live on the network (labs made before topologies: loopback).
+    #[serde(default)]
+    pub topology: crate::topology::TopologySpec,
     pub ports: PortsSpec,
     pub haproxy: HaproxySpec,
     pub timeouts: Timeouts,
@@ -312,7 +329,11 @@ impl RawConfig {
             return Err(invalid("cockroach.replication_factor must be at least 1".into()));
         }
         let etcd = EtcdSpec { binary: self.etcd.binary, extra_args: self.etcd.extra_args };
-        let spec = LabSpec { engine, nodes, ports, haproxy, timeouts, cockroach, etcd };
+        let topology = crate::topology::TopologySpec {
+            kind: overrides.topology.or(self.topology).unwrap_or_default(),
+            subnet: self.netns.subnet.unwrap_or(crate::topology::DEFAULT_SUBNET),
+        };
+        let spec = LabSpec { engine, nodes, topology, ports, haproxy, timeouts, cockroach, etcd };
         spec.check_port_layout().map_err(invalid)?;
         Ok(spec)
     }
@@ -327,9 +348,12 @@ impl LabSpec {
         }
     }
 
-    /// One line describing the lab, e.g. `cockroach, 3 nodes`.
+    /// One line describing the lab, e.g. `cockroach, 3 nodes` (`…, netns topology` when not loopback).
     pub fn summary(&self) -> String {
-        format!("{}, {} nodes", self.engine, self.nodes)
+        match self.topology.kind {
+            crate::topology::TopologyKind::Loopback => format!("{}, {} nodes", self.engine, self.nodes),
+            k => format!("{}, {} nodes, {k} topology", self.engine, self.nodes),
+        }
     }
 
     /// Checks that no two roles share a port for up to [`MAX_NODES`] nodes.
@@ -422,7 +446,7 @@ mod tests {
 
     #[test]
     fn flags_override_the_file_and_etcd_gets_its_own_ports() {
-        let o = Overrides { engine: Some(EngineKind::Etcd), nodes: Some(5) };
+        let o = Overrides { engine: Some(EngineKind::Etcd), nodes: Some(5), topology: None };
         let spec = LabSpec::load(None, &o).unwrap();
         assert_eq!(spec.nodes, 5);
         assert_eq!(spec.haproxy.frontend_port, 23790);
@@ -441,6 +465,22 @@ mod tests {
         let text = "nodes = 3\n[haproxy]\ninter = \"soon\"\n";
         let err = RawConfig::parse(text, "lab.toml").unwrap_err().to_string();
         assert!(err.starts_with("lab.toml:3:9:"), "{err}");
+    }
+
+    #[test]
+    fn topology_comes_from_the_file_or_the_flag_and_a_bad_subnet_names_its_line() {
+        use crate::topology::TopologyKind;
+        let text = "engine = \"etcd\"\ntopology = \"netns\"\n[netns]\nsubnet = \"198.18.9.0/24\"\n";
+        let spec = RawConfig::parse(text, "t.toml").unwrap().resolve(&Overrides::default(), "t.toml").unwrap();
+        assert_eq!((spec.topology.kind, spec.topology.subnet.to_string()), (TopologyKind::Netns, "198.18.9.0/24".into()));
+        assert!(spec.summary().ends_with("netns topology"));
+        let o = Overrides { topology: Some(TopologyKind::Netns), ..Default::default() };
+        assert_eq!(LabSpec::load(None, &o).unwrap().topology.kind, TopologyKind::Netns);
+        assert_eq!(LabSpec::load(None, &Overrides::default()).unwrap().topology.kind, TopologyKind::Loopback);
+        let err = RawConfig::parse("[netns]\nsubnet = \"198.18.9.1/24\"\n", "t.toml").unwrap_err().to_string();
+        assert!(err.starts_with("t.toml:2:10:") && err.contains("write 198.18.9.0/24"), "{err}");
+        let err = RawConfig::parse("topology = \"docker\"\n", "t.toml").unwrap_err().to_string();
+        assert!(err.starts_with("t.toml:1:12:") && err.contains("loopback") && err.contains("netns"), "{err}");
     }
 
     #[test]

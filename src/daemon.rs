@@ -252,6 +252,32 @@ fn router(state: AppState) -> Router {
                 streamed(&s, &h, move |sup| async move { sup.decommission_node(id, r.force).await }, false)
             }),
         )
+        .route(
+            "/v1/net",
+            get(|State(s): State<AppState>| async move {
+                match s.sup.net_status().await {
+                    Ok(n) => (StatusCode::OK, Json(serde_json::to_value(n).unwrap_or_default())).into_response(),
+                    Err(e) => (StatusCode::BAD_REQUEST, Json(StreamItem::Error(ApiError::from(&e)))).into_response(),
+                }
+            }),
+        )
+        .route(
+            "/v1/net/partition",
+            post(|State(s): State<AppState>, h: HeaderMap, Json(r): Json<crate::api::PartitionRequest>| async move {
+                streamed(&s, &h, move |sup| async move { sup.net_partition(r.sides, r.one_way, r.from_clients).await }, false)
+            }),
+        )
+        .route(
+            "/v1/net/shape",
+            post(|State(s): State<AppState>, h: HeaderMap, Json(r): Json<crate::api::ShapeRequest>| async move {
+                let shaping = crate::topology::Shaping { delay_ms: r.delay_ms, jitter_ms: r.jitter_ms, loss_pct: r.loss_pct };
+                streamed(&s, &h, move |sup| async move { sup.net_shape(r.node, shaping).await }, false)
+            }),
+        )
+        .route(
+            "/v1/net/heal",
+            post(|State(s): State<AppState>, h: HeaderMap| async move { streamed(&s, &h, |sup| async move { sup.net_heal().await }, false) }),
+        )
         .fallback(|| async {
             (
                 StatusCode::NOT_FOUND,

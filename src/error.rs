@@ -92,6 +92,14 @@ pub enum Error {
     #[error("timed out after {after_ms} ms waiting for {what}")]
     Timeout { what: String, after_ms: u64 },
 
+    /// A privilege the request needs is missing.
+    #[error("{what} needs {missing}, which this process does not have: {how}")]
+    Privilege { what: String, missing: String, how: String },
+
+    /// A network command (`ip`, `tc`) failed.
+    #[error("`{command}` failed: {message}")]
+    Network { command: String, message: String },
+
     /// An I/O operation failed; `context` says on what.
     #[error("{context}: {source}")]
     Io { context: String, source: std::io::Error },
@@ -139,7 +147,8 @@ impl Error {
             | Error::SocketPathTooLong { .. }
             | Error::NoLab { .. }
             | Error::LabMismatch { .. }
-            | Error::IdentityMismatch { .. } => ErrorCode::BadRequest,
+            | Error::IdentityMismatch { .. }
+            | Error::Privilege { .. } => ErrorCode::BadRequest,
             Error::PortInUse { .. } | Error::LabRunning { .. } => ErrorCode::Conflict,
             Error::BinaryNotFound { .. } => ErrorCode::Missing,
             Error::DaemonExiting => ErrorCode::Exiting,

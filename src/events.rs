@@ -89,6 +89,16 @@ pub enum EventKind {
     /// Raft leadership moved, SQL clients closed), `ready` (back in service after a restart).
     /// `after_ms` counts from the stop request.
     DrainStage { node: NodeId, stage: String, detail: String, after_ms: u64 },
+    /// The network was partitioned (netns topology): traffic between `sides` is dropped
+    /// (only from the first side to the second when `one_way`); `cuts` directed cuts made.
+    NetPartitioned { sides: Vec<Vec<NodeId>>, one_way: bool, from_clients: bool, cuts: usize },
+    /// Latency and loss were put on a node's outgoing traffic (`tc netem`).
+    NetShaped { node: NodeId, delay_ms: u32, jitter_ms: u32, loss_pct: f64 },
+    /// Every network fault was removed.
+    NetHealed { detail: String },
+    /// A node's own view of quorum changed: whether a linearizable read (etcd) or SQL probe
+    /// (CockroachDB) through it answered. Under a partition this is what tells the sides apart.
+    NodeQuorum { node: NodeId, sees_quorum: bool, detail: Option<String> },
     /// Something the user should read.
     Note { message: String },
     /// Something that went wrong without failing the request.
@@ -112,7 +122,9 @@ impl Event {
             | EventKind::NodeExited { node, .. }
             | EventKind::NodeDecommissioned { node }
             | EventKind::BackendState { node, .. }
-            | EventKind::LivenessChanged { node, .. } => Some(*node),
+            | EventKind::LivenessChanged { node, .. }
+            | EventKind::NetShaped { node, .. }
+            | EventKind::NodeQuorum { node, .. } => Some(*node),
             _ => None,
         }
     }
@@ -170,6 +182,17 @@ impl Event {
             EventKind::DrainStage { node, stage, detail, .. } if stage == "ready" => format!("node {node}: {detail}"),
             EventKind::DrainStage { node, stage, detail, after_ms } => {
                 format!("node {node}: drain stage {stage} at +{:.1} s: {detail}", *after_ms as f64 / 1000.0)
+            }
+            EventKind::NetPartitioned { sides, one_way, from_clients, cuts } => {
+                format!("network: PARTITIONED {} ({cuts} cut(s))", crate::supervisor::describe_sides(sides, *one_way, *from_clients))
+            }
+            EventKind::NetShaped { node, delay_ms, jitter_ms, loss_pct } => {
+                format!("network: node {node} delay {delay_ms} ms ± {jitter_ms} ms, loss {loss_pct}%")
+            }
+            EventKind::NetHealed { detail } => format!("network: healed ({detail})"),
+            EventKind::NodeQuorum { node, sees_quorum: true, .. } => format!("node {node}: sees quorum again"),
+            EventKind::NodeQuorum { node, sees_quorum: false, detail } => {
+                format!("node {node}: sees NO quorum ({})", detail.as_deref().unwrap_or("its probe failed"))
             }
             EventKind::Note { message } => message.clone(),
             EventKind::Warning { message } => format!("warning: {message}"),

@@ -44,13 +44,15 @@ pub fn port_claims(spec: &HaproxySpec) -> Vec<PortClaim> {
 #[derive(Debug, Clone, Serialize)]
 pub struct Backend {
     pub id: NodeId,
+    /// The node's address (127.0.0.1, or its own in the netns topology).
+    pub host: String,
     pub service_port: u16,
     pub http_port: u16,
 }
 
 impl Backend {
     pub fn new(id: NodeId, ports: &NodePorts) -> Self {
-        Self { id, service_port: ports.service, http_port: ports.http }
+        Self { id, host: ports.host.to_string(), service_port: ports.service, http_port: ports.http }
     }
 }
 
@@ -235,7 +237,7 @@ mod tests {
     use crate::config::{EngineKind, LabSpec, Overrides};
 
     fn rendered(engine: EngineKind) -> String {
-        let spec = LabSpec::load(None, &Overrides { engine: Some(engine), nodes: None }).unwrap();
+        let spec = LabSpec::load(None, &Overrides { engine: Some(engine), ..Default::default() }).unwrap();
         let e = crate::engine::for_spec(&spec);
         let lab = Lab::new("/lab").unwrap();
         let backends: Vec<Backend> = (1..=3).map(|id| Backend::new(id, &e.node_ports(id))).collect();

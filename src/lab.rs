@@ -9,6 +9,7 @@
 //! | `events.jsonl` | the event timeline, one JSON object per line |
 //! | `haproxy.cfg` | the rendered HAProxy config |
 //! | `haproxy.sock` | HAProxy's stats/runtime socket |
+//! | `net.json` | the netns topology's namespaces, bridge and faults in force |
 //! | `stores/node-N/` | node N's store (CockroachDB) or data dir (etcd) |
 //! | `logs/node-N.log` | node N's stdout and stderr |
 //! | `logs/haproxy.log`, `logs/daemon.log` | HAProxy's and the daemon's output |
@@ -40,6 +41,12 @@ impl Lab {
     /// drained and a DOWN one stays DOWN across a reload.
     pub fn haproxy_state(&self) -> PathBuf {
         self.dir.join("haproxy.state")
+    }
+
+    /// `DIR/net.json`: what the netns topology created (namespaces, veths, bridge) and the
+    /// network faults in force ([`crate::topology::NetRecord`]).
+    pub fn net_record(&self) -> PathBuf {
+        self.dir.join("net.json")
     }
 
     /// The lab directory itself.
@@ -119,6 +126,7 @@ impl Lab {
             self.haproxy_cfg(),
             self.haproxy_socket(),
             self.haproxy_state(),
+            self.net_record(),
             self.daemon_lock(),
             self.logs_dir(),
             self.stores_dir(),

@@ -30,6 +30,7 @@ pub mod reporter;
 pub mod sql;
 pub mod state;
 pub mod supervisor;
+pub mod topology;
 pub mod watch;
 pub mod workload;
 

@@ -1,5 +1,7 @@
 //! Nodes: identity, ports and lifecycle.
 
+use std::net::Ipv4Addr;
+
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
@@ -10,9 +12,15 @@ use crate::process::{ExitInfo, ProcIdentity};
 /// in order; for etcd it names the member `node-N`.
 pub type NodeId = u32;
 
-/// The ports of one node, all on 127.0.0.1.
+/// Where one node listens: its host address and ports.
+///
+/// The address is 127.0.0.1 in the default (`loopback`) topology and the node's own address
+/// in the `netns` topology ([`crate::topology`]); port numbers are the same in both.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodePorts {
+    /// The node's IPv4 address (state files written before topologies had none: loopback).
+    #[serde(default = "loopback")]
+    pub host: Ipv4Addr,
     /// Where HAProxy's client frontend routes: CockroachDB SQL/RPC, or etcd client.
     pub service: u16,
     /// HTTP for health checks and the admin UI: CockroachDB `--http-addr`; for etcd the
@@ -20,6 +28,32 @@ pub struct NodePorts {
     pub http: u16,
     /// etcd peer (Raft) port; `None` for CockroachDB (Raft rides on the RPC port).
     pub peer: Option<u16>,
+}
+
+fn loopback() -> Ipv4Addr {
+    Ipv4Addr::LOCALHOST
+}
+
+impl NodePorts {
+    /// Loopback ports (`host` 127.0.0.1), as engines lay them out.
+    pub fn loopback(service: u16, http: u16, peer: Option<u16>) -> Self {
+        Self { host: Ipv4Addr::LOCALHOST, service, http, peer }
+    }
+
+    /// `host:service`, e.g. `127.0.0.1:26258`.
+    pub fn service_addr(&self) -> String {
+        format!("{}:{}", self.host, self.service)
+    }
+
+    /// `host:http`, e.g. `127.0.0.1:8081`.
+    pub fn http_addr(&self) -> String {
+        format!("{}:{}", self.host, self.http)
+    }
+
+    /// `host:peer` (etcd), e.g. `198.18.7.11:23891`.
+    pub fn peer_addr(&self) -> Option<String> {
+        self.peer.map(|p| format!("{}:{p}", self.host))
+    }
 }
 
 /// A node's process lifecycle. `ready` (the engine's readiness probe) is tracked beside it.

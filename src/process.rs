@@ -150,7 +150,11 @@ impl std::fmt::Debug for Spawned {
 /// Spawns `program args…` as the leader of a new process group, with stdin closed and stdout
 /// and stderr appended to `log`. The child does not die with the daemon: it outlives it and is
 /// re-adopted by the next one.
-pub fn spawn(program: &Path, args: &[String], env: &[(String, String)], log: &Path) -> Result<Spawned> {
+///
+/// With `netns` (`/run/netns/NAME`), the child enters that network namespace (`setns(2)`,
+/// CLONE_NEWNET) between fork and exec: it is still our child, in our process tree, with the
+/// same PID + start-time identity, so signals and re-adoption work exactly as on loopback.
+pub fn spawn(program: &Path, args: &[String], env: &[(String, String)], log: &Path, netns: Option<&Path>) -> Result<Spawned> {
     let open_log = || {
         std::fs::OpenOptions::new()
             .create(true)
@@ -162,6 +166,15 @@ pub fn spawn(program: &Path, args: &[String], env: &[(String, String)], log: &Pa
     let err = open_log()?;
     let mut cmd = tokio::process::Command::new(program);
     cmd.args(args).envs(env.iter().cloned()).stdin(Stdio::null()).stdout(out).stderr(err);
+    if let Some(ns) = netns {
+        // Opened here (close-on-exec), entered in the child: an error there fails the spawn.
+        let f = std::fs::File::open(ns).map_err(|e| Error::io(format!("cannot open network namespace {}", ns.display()), e))?;
+        // SAFETY: the closure only calls setns(2), which is async-signal-safe, on an fd that
+        // stays open until exec.
+        unsafe {
+            cmd.pre_exec(move || nix::sched::setns(&f, nix::sched::CloneFlags::CLONE_NEWNET).map_err(std::io::Error::from));
+        }
+    }
     let mut wrap = CommandWrap::from(cmd);
     wrap.wrap(ProcessGroup::leader());
     let child = wrap.spawn().map_err(|e| Error::io(format!("cannot start {}", program.display()), e))?;

@@ -99,13 +99,18 @@ fn clock(e: &Event) -> String {
 pub fn status_table(s: &StatusReport, ranges: bool) -> String {
     let mut out = format!("{} lab in {} (daemon pid {})\n", s.engine, s.dir.display(), s.daemon.pid);
     let peer = s.nodes.iter().any(|n| n.peer_port.is_some());
+    let netns = s.network.topology == "netns";
     let mut header = format!("{:<5} {:<20} {:<8} {:<6} {:<8} {:<6} {:<6}", "NODE", "STATE", "PID", "READY", "HAPROXY", "PORT", "HTTP");
+    if netns {
+        header = format!("{header} {:<15}", "ADDRESS");
+    }
     if peer {
         header.push_str(&format!(" {:<6}", "PEER"));
     }
     if ranges {
         header.push_str(&format!(" {:<24} {:<8} {:<6}", "LIVENESS", "REPLICAS", "LEASES"));
     }
+    header.push_str(&format!(" {:<7}", "QUORUM"));
     header.push_str(" SINCE");
     out.push_str(header.trim_end());
     out.push('\n');
@@ -120,6 +125,9 @@ pub fn status_table(s: &StatusReport, ranges: bool) -> String {
             n.sql_port,
             n.http_port,
         );
+        if netns {
+            row.push_str(&format!(" {:<15}", n.host));
+        }
         if peer {
             row.push_str(&format!(" {:<6}", n.peer_port.map(|p| p.to_string()).unwrap_or_default()));
         }
@@ -127,6 +135,11 @@ pub fn status_table(s: &StatusReport, ranges: bool) -> String {
             let opt = |v: Option<u64>| v.map(|v| v.to_string()).unwrap_or_else(|| "-".into());
             row.push_str(&format!(" {:<24} {:<8} {:<6}", liveness_word(n), opt(n.replicas), opt(n.leaseholders)));
         }
+        row.push_str(&format!(" {:<7}", match n.sees_quorum {
+            Some(true) => "sees",
+            Some(false) => "NONE",
+            None => "-",
+        }));
         row.push_str(&format!(" {}", n.since.as_deref().unwrap_or("-")));
         out.push_str(&row);
         out.push('\n');
@@ -135,6 +148,9 @@ pub fn status_table(s: &StatusReport, ranges: bool) -> String {
         }
     }
     out.push_str(&format!("cluster: {}\n", cluster_line(s)));
+    if let Some(line) = network_line(s) {
+        out.push_str(&format!("network: {line}\n"));
+    }
     for line in &s.quorum_rule {
         out.push_str(&format!("  rule: {line}\n"));
     }
@@ -150,6 +166,25 @@ pub fn status_table(s: &StatusReport, ranges: bool) -> String {
         None => out.push_str("haproxy: stopped\n"),
     }
     out
+}
+
+/// The netns topology's faults in force, in one line (`None` on loopback).
+pub fn network_line(s: &StatusReport) -> Option<String> {
+    let n = &s.network;
+    if n.topology != "netns" {
+        return None;
+    }
+    let mut parts = Vec::new();
+    if n.sides.is_empty() {
+        parts.push("netns topology, whole (no partition)".to_string());
+    } else {
+        let sides: Vec<String> = n.sides.iter().map(|s| s.iter().map(|x| x.to_string()).collect::<Vec<_>>().join(",")).collect();
+        parts.push(format!("netns topology, PARTITIONED {} ({} cut(s); `roachlab net heal` undoes it)", sides.join(" | "), n.cuts));
+    }
+    if !n.shaped.is_empty() {
+        parts.push(format!("delay/loss on node(s) {}", n.shaped.iter().map(|x| x.to_string()).collect::<Vec<_>>().join(", ")));
+    }
+    Some(parts.join("; "))
 }
 
 /// Prints the timeline file: events newer than `since`, as text or JSON lines, then (with
@@ -200,7 +235,7 @@ pub async fn print_timeline(path: &Path, json: bool, since: Option<Duration>, fo
 pub fn prometheus_config(lab: &crate::lab::Lab, state: &crate::state::LabState) -> String {
     let engine = crate::engine::for_spec(&state.spec);
     let (job, path) = engine.metrics_job();
-    let targets: Vec<String> = state.members().map(|n| format!("'127.0.0.1:{}'", n.ports.http)).collect();
+    let targets: Vec<String> = state.members().map(|n| format!("'{}'", n.ports.http_addr())).collect();
     format!(
         "# Prometheus scrape config for the {} lab in {} (written by `roachlab prometheus`).\n\
          # Nodes added later are not listed: run `roachlab prometheus` again after `node add`.\n\

@@ -49,6 +49,15 @@ pub struct NodeFigures {
     pub has_leader: Option<bool>,
     /// Raft term as this member sees it (etcd `/v3/maintenance/status` `raftTerm`).
     pub term: Option<u64>,
+    /// Whether a quorum read through this node answered: a linearizable read (etcd
+    /// `POST /v3/kv/range`, `serializable: false`, which needs the leader to confirm it still
+    /// leads a majority) or the SQL probe (CockroachDB). `None`: not probed (not running, or
+    /// unreachable from the daemon).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sees_quorum: Option<bool>,
+    /// The probe's answer in words (`read in 3 ms`, `timed out after 1000 ms`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quorum_detail: Option<String>,
 }
 
 /// Cluster-wide figures.

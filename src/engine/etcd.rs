@@ -39,7 +39,7 @@ impl Etcd {
     }
 
     fn peer_url(ports: &NodePorts) -> String {
-        format!("http://127.0.0.1:{}", ports.peer.expect("etcd nodes have a peer port"))
+        format!("http://{}", ports.peer_addr().expect("etcd nodes have a peer port"))
     }
 }
 
@@ -107,7 +107,7 @@ async fn post_any(members: &[&Member], path: &str, body: serde_json::Value) -> R
         let mut errors = Vec::new();
         let mut transient = false;
         for m in members {
-            let url = format!("http://127.0.0.1:{}{path}", m.ports.http);
+            let url = format!("http://{}{path}", m.ports.http_addr());
             match client.post(&url).json(&body).send().await {
                 Ok(r) => {
                     let status = r.status();
@@ -163,7 +163,7 @@ pub struct ResponseHeader {
 
 /// `POST /v3/maintenance/status` of one member, bounded by `client`'s timeout.
 async fn status_of(client: &reqwest::Client, m: &Member) -> std::result::Result<MaintenanceStatus, String> {
-    let url = format!("http://127.0.0.1:{}/v3/maintenance/status", m.ports.http);
+    let url = format!("http://{}/v3/maintenance/status", m.ports.http_addr());
     let r = client.post(&url).json(&serde_json::json!({})).send().await.map_err(|e| describe_http_error(&e))?;
     let text = r.text().await.map_err(|e| describe_http_error(&e))?;
     serde_json::from_str(&text).map_err(|e| format!("unreadable status: {e}"))
@@ -191,7 +191,7 @@ async fn move_leadership(client: &reqwest::Client, node: Member, others: &[Membe
         .iter()
         .find(|m| m.engine_id.is_some())
         .ok_or_else(|| Error::Refused(format!("node {} leads and no other ready member is known to take over", node.id)))?;
-    let url = format!("http://127.0.0.1:{}/v3/maintenance/transfer-leadership", node.ports.http);
+    let url = format!("http://{}/v3/maintenance/transfer-leadership", node.ports.http_addr());
     let body = serde_json::json!({ "targetID": target.engine_id.unwrap_or(0).to_string() });
     let resp = client
         .post(&url)
@@ -247,7 +247,7 @@ impl Engine for Etcd {
     fn node_ports(&self, id: NodeId) -> NodePorts {
         let i = (id - 1) as u16;
         let client = self.ports.base + i;
-        NodePorts { service: client, http: client, peer: Some(self.ports.peer_base + i) }
+        NodePorts::loopback(client, client, Some(self.ports.peer_base + i))
     }
 
     fn port_claims(&self, id: NodeId) -> Vec<PortClaim> {
@@ -264,7 +264,7 @@ impl Engine for Etcd {
 
     fn start_args(&self, ctx: &StartContext<'_>) -> Vec<String> {
         let p = ctx.node.ports;
-        let client = format!("http://127.0.0.1:{}", p.service);
+        let client = format!("http://{}", p.service_addr());
         let peer = Self::peer_url(&p);
         let initial_cluster =
             ctx.members.iter().map(|m| format!("{}={}", Self::member_name(m.id), Self::peer_url(&m.ports))).collect::<Vec<_>>().join(",");
@@ -320,24 +320,29 @@ impl Engine for Etcd {
     fn observe<'a>(&'a self, client: &'a reqwest::Client, live: &'a [Member], all: &'a [Member]) -> BoxFuture<'a, Observation> {
         Box::pin(async move {
             let per_member = live.iter().map(|m| async move {
-                let metrics = fetch_text(client, m.ports.http, "/metrics");
+                let metrics = fetch_text(client, m.ports.http_addr(), "/metrics");
                 let status = async {
-                    let url = format!("http://127.0.0.1:{}/v3/maintenance/status", m.ports.http);
+                    let url = format!("http://{}/v3/maintenance/status", m.ports.http_addr());
                     let r = client.post(&url).json(&serde_json::json!({})).send().await.ok()?;
                     serde_json::from_str::<MaintenanceStatus>(&r.text().await.ok()?).ok()
                 };
-                let (metrics, status) = futures_util::join!(metrics, status);
-                (m.id, metrics.ok().map(|t| parse_metrics(&t)), status)
+                let (metrics, status, read) = futures_util::join!(metrics, status, linearizable_read(client, m));
+                (m.id, metrics.ok().map(|t| parse_metrics(&t)), status, read)
             });
             let results = futures_util::future::join_all(per_member).await;
             let mut obs = Observation::default();
             let mut leader_ids = Vec::new();
-            for (id, metrics, status) in results {
+            for (id, metrics, status, read) in results {
                 let f = obs.nodes.entry(id).or_insert_with(NodeFigures::default);
                 if let Some((has, is)) = metrics {
                     f.has_leader = has;
                     f.is_leader = is;
                 }
+                f.sees_quorum = Some(read.is_ok());
+                f.quorum_detail = Some(match read {
+                    Ok(ms) => format!("linearizable read in {ms} ms"),
+                    Err(e) => format!("linearizable read: {e}"),
+                });
                 if let Some(s) = status {
                     f.term = s.raft_term;
                     if let Some(l) = s.leader.filter(|l| *l != 0) {
@@ -345,14 +350,18 @@ impl Engine for Etcd {
                     }
                 }
             }
+            obs.cluster.quorum = Some(observed_quorum(&obs, live.len(), all.len()));
             let c = &mut obs.cluster;
             c.term = obs.nodes.values().filter_map(|f| f.term).max();
             c.has_leader = Some(obs.nodes.values().any(|f| f.has_leader == Some(true)));
-            // The leader: the member that says it is, else the one the others name.
+            // The leader: the member that says it is — the one with the highest term, since a
+            // leader cut off from its peers believes it leads until it steps down (CheckQuorum,
+            // one election timeout) — else the one the others name.
             c.leader = obs
                 .nodes
                 .iter()
-                .find(|(_, f)| f.is_leader == Some(true))
+                .filter(|(_, f)| f.is_leader == Some(true))
+                .max_by_key(|(_, f)| f.term.unwrap_or(0))
                 .map(|(id, _)| *id)
                 .or_else(|| leader_ids.iter().find_map(|l| all.iter().find(|m| m.engine_id == Some(*l)).map(|m| m.id)));
             if c.has_leader == Some(false) {
@@ -456,6 +465,52 @@ impl Engine for Etcd {
     }
 }
 
+/// A linearizable read through member `m`: `POST /v3/kv/range` of one key with
+/// `serializable: false` (the default; api/etcdserverpb/rpc.proto `RangeRequest`), which the
+/// member answers only after the leader confirms, through a round of heartbeats to a
+/// majority, that it still leads (ReadIndex). So it answers exactly when `m` is connected to a
+/// leader that holds a quorum — observed, not counted. Returns the time taken in ms, or why
+/// not (bounded by `client`'s timeout).
+async fn linearizable_read(client: &reqwest::Client, m: &Member) -> std::result::Result<u128, String> {
+    use base64::Engine as _;
+    let start = std::time::Instant::now();
+    let url = format!("http://{}/v3/kv/range", m.ports.http_addr());
+    let key = base64::engine::general_purpose::STANDARD.encode("roachlab/quorum-probe");
+    let body = serde_json::json!({ "key": key, "limit": "1", "serializable": false, "count_only": true });
+    let r = client.post(&url).json(&body).send().await.map_err(|e| describe_http_error(&e))?;
+    let status = r.status();
+    let text = r.text().await.map_err(|e| describe_http_error(&e))?;
+    if !status.is_success() {
+        let why = serde_json::from_str::<serde_json::Value>(&text)
+            .ok()
+            .and_then(|v| v["error"].as_str().or(v["message"].as_str()).map(str::to_string))
+            .unwrap_or_else(|| text.trim().chars().take(120).collect());
+        return Err(format!("HTTP {}: {why}", status.as_u16()));
+    }
+    Ok(start.elapsed().as_millis())
+}
+
+/// Quorum observed from the members' linearizable reads: ok when any answered (a leader
+/// with a majority exists); `up` counts the `running` members, `needed` is a majority of
+/// all `members`; `detail` names the members whose reads answered — under a partition, the
+/// side that holds the majority.
+pub fn observed_quorum(obs: &Observation, running: usize, members: usize) -> crate::watch::Quorum {
+    let answered: Vec<String> =
+        obs.nodes.iter().filter(|(_, f)| f.sees_quorum == Some(true)).map(|(id, _)| id.to_string()).collect();
+    let needed = members / 2 + 1;
+    let detail = if answered.is_empty() {
+        let why: Vec<String> = obs
+            .nodes
+            .iter()
+            .filter_map(|(id, f)| f.quorum_detail.as_ref().map(|d| format!("node {id}: {d}")))
+            .collect();
+        format!("no linearizable read answered through the {running} running member(s) of {members}; a majority needs {needed} connected ({})", why.join("; "))
+    } else {
+        format!("linearizable reads answered through node(s) {} ({running} of {members} members running)", answered.join(", "))
+    };
+    crate::watch::Quorum { up: running, needed, ok: !answered.is_empty(), detail: Some(detail) }
+}
+
 /// etcd is one Raft group: it keeps quorum while a majority of its `members` is up.
 pub fn predict_members(members: usize, down: &[NodeId]) -> LossPrediction {
     let needed = members / 2 + 1;
@@ -483,7 +538,7 @@ mod tests {
 
     #[test]
     fn start_command_line_for_a_joining_member() {
-        let spec = LabSpec::load(None, &Overrides { engine: Some(EngineKind::Etcd), nodes: None }).unwrap();
+        let spec = LabSpec::load(None, &Overrides { engine: Some(EngineKind::Etcd), ..Default::default() }).unwrap();
         let e = Etcd::new(&spec);
         let lab = Lab::new("/lab").unwrap();
         let ms: Vec<Member> = (1..=4).map(|id| Member { id, ports: e.node_ports(id), engine_id: None }).collect();
@@ -518,7 +573,7 @@ mod tests {
         .unwrap();
         assert_eq!(list.members[0].id, 10276657743932975437);
         assert_eq!(list.members[1].id, 7);
-        let p = NodePorts { service: 1, http: 1, peer: Some(23892) };
+        let p = NodePorts::loopback(1, 1, Some(23892));
         assert_eq!(find_member(&list, &p).unwrap().id, 7);
     }
 }

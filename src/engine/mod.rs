@@ -225,15 +225,15 @@ pub fn find_binary(env_var: &str, configured: Option<&Path>, default_name: &str,
     }
 }
 
-/// An HTTP client for node admin endpoints: loopback only, short timeouts, no proxy.
+/// An HTTP client for node admin endpoints: the lab's own addresses only, short timeouts, no proxy.
 pub fn http_client(timeout: Duration) -> reqwest::Client {
     reqwest::Client::builder().timeout(timeout).connect_timeout(timeout).no_proxy().build().expect("a plain HTTP client builds")
 }
 
-/// GET `http://127.0.0.1:{port}{path}` and judge it with the engine; transport errors are
+/// GET `http://{http_addr}{path}` and judge it with the engine; transport errors are
 /// "not ready" with the error as detail.
-pub async fn probe_readiness(engine: &dyn Engine, client: &reqwest::Client, http_port: u16) -> Readiness {
-    let url = format!("http://127.0.0.1:{http_port}{}", engine.readiness_path());
+pub async fn probe_readiness(engine: &dyn Engine, client: &reqwest::Client, http_addr: &str) -> Readiness {
+    let url = format!("http://{http_addr}{}", engine.readiness_path());
     match client.get(&url).send().await {
         Ok(resp) => {
             let status = resp.status().as_u16();
@@ -261,9 +261,9 @@ pub fn describe_http_error(e: &reqwest::Error) -> String {
     }
 }
 
-/// GET `http://127.0.0.1:{port}{path}`; the body on 2xx, else a short reason.
-pub async fn fetch_text(client: &reqwest::Client, port: u16, path: &str) -> std::result::Result<String, String> {
-    let url = format!("http://127.0.0.1:{port}{path}");
+/// GET `http://{addr}{path}` (`addr` is `host:port`); the body on 2xx, else a short reason.
+pub async fn fetch_text(client: &reqwest::Client, addr: String, path: &str) -> std::result::Result<String, String> {
+    let url = format!("http://{addr}{path}");
     match client.get(&url).send().await {
         Ok(r) if r.status().is_success() => r.text().await.map_err(|e| describe_http_error(&e)),
         Ok(r) => Err(format!("HTTP {}", r.status().as_u16())),

@@ -171,7 +171,10 @@ impl Supervisor {
             std::fs::create_dir_all(&dir).map_err(|e| Error::io(format!("cannot create {}", dir.display()), e))?;
         }
         let args = engine.start_args(&StartContext { lab, node: me, members, mode });
-        let mut spawned = process::spawn(&bin, &args, &engine.node_env(), &lab.node_log(node))?;
+        let topology = &self.inner.topology;
+        topology.prepare_node(node)?;
+        let netns = topology.netns_path(node);
+        let mut spawned = process::spawn(&bin, &args, &engine.node_env(), &lab.node_log(node), netns.as_deref())?;
         let id = spawned.identity;
         {
             let mut rt = self.runtime();
@@ -212,6 +215,9 @@ impl Supervisor {
     }
 
     pub(super) fn check_node_ports(&self, nodes: &[NodeId]) -> Result<()> {
+        if !self.inner.topology.nodes_share_host_ports() {
+            return Ok(()); // each node binds in a namespace of its own
+        }
         let claims: Vec<_> = nodes.iter().flat_map(|&n| self.inner.engine.port_claims(n)).collect();
         ports::check_free(&claims)
     }

@@ -40,10 +40,13 @@ use crate::{Error, Result};
 
 mod children;
 mod drain;
+mod net;
 mod poller;
 mod proxy;
 mod requests;
 mod status;
+
+pub use net::{check_sides, describe_sides, NetStatus};
 
 /// How often `node stop` and `down` report drain progress.
 const PROGRESS_EVERY: Duration = Duration::from_secs(5);
@@ -87,11 +90,26 @@ struct WatchState {
     lost_reported: bool,
     /// (underreplicated, unavailable) last reported.
     ranges: Option<(Option<u64>, Option<u64>)>,
+    /// Since when the cluster's quorum probe has failed without a break.
+    quorum_failing_since: Option<Instant>,
+    /// Per node: since when its own quorum probe has failed without a break.
+    node_failing_since: HashMap<NodeId, Instant>,
+    /// Nodes with a `node_quorum` false event outstanding.
+    node_lost_reported: std::collections::HashSet<NodeId>,
 }
+
+/// How long an observed quorum probe must keep failing before the watcher calls it lost
+/// (the cluster's `quorum_lost`, a node's `node_quorum` false): a leader election is not
+/// quorum loss. etcd's election timeout is 1 s by default, randomized up to 2 s, so an
+/// election after a leader dies completes well within 3 s; `status` shows the probes as
+/// they are at once.
+pub const QUORUM_CONFIRM: Duration = Duration::from_secs(3);
 
 struct Inner {
     lab: Lab,
     engine: Arc<dyn Engine>,
+    /// Where nodes live on the network: the topology seam.
+    topology: crate::topology::Topology,
     bus: EventBus,
     state: Mutex<LabState>,
     runtime: Mutex<HashMap<NodeId, NodeRuntime>>,
@@ -131,11 +149,13 @@ impl Supervisor {
             bus.emit(EventKind::Warning { message: w });
         }
         let engine = engine::for_spec(&state.spec);
+        let topology = crate::topology::Topology::for_lab(&state.spec, &lab);
         let poll = state.spec.timeouts.poll;
         let sup = Supervisor {
             inner: Arc::new(Inner {
                 lab,
                 engine,
+                topology,
                 bus,
                 state: Mutex::new(state),
                 runtime: Mutex::new(HashMap::new()),

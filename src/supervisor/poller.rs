@@ -24,14 +24,15 @@ impl Supervisor {
     /// One round, every request bounded by the poll client's timeout: readiness of every live
     /// node and the engine's observation (in parallel), then HAProxy's server states.
     pub async fn poll_once(&self) {
-        let live: Vec<(NodeId, u16)> = self.state().nodes.iter().filter(|n| n.process.is_some()).map(|n| (n.id, n.ports.http)).collect();
+        let live: Vec<(NodeId, String)> =
+            self.state().nodes.iter().filter(|n| n.process.is_some()).map(|n| (n.id, n.ports.http_addr())).collect();
         let all = self.members();
         let live_members: Vec<Member> = all.iter().copied().filter(|m| live.iter().any(|(id, _)| *id == m.id)).collect();
         let engine = self.inner.engine.clone();
         let client = &self.inner.http;
-        let probes = futures_util::future::join_all(live.iter().map(|&(id, port)| {
+        let probes = futures_util::future::join_all(live.iter().map(|(id, addr)| {
             let engine = engine.clone();
-            async move { (id, engine::probe_readiness(engine.as_ref(), client, port).await) }
+            async move { (*id, engine::probe_readiness(engine.as_ref(), client, addr).await) }
         }));
         let observe = engine.observe(client, &live_members, &all);
         let (results, observation) = futures_util::join!(probes, observe);
@@ -82,18 +83,41 @@ impl Supervisor {
                 events.push(EventKind::LeaderChanged { from: w.last.cluster.leader, to: c.leader, term: c.term });
             }
             if initialized {
-                match (w.quorum_ok, quorum.ok) {
-                    (Some(true), false) => {
-                        w.lost_reported = true;
-                        events.push(EventKind::QuorumLost { up: quorum.up, needed: quorum.needed, detail: quorum.detail.clone() });
-                    }
-                    (Some(false), true) if w.lost_reported => {
-                        w.lost_reported = false;
-                        events.push(EventKind::QuorumRegained { up: quorum.up, needed: quorum.needed, detail: quorum.detail.clone() });
-                    }
-                    _ => {}
+                // Lost once it has failed for QUORUM_CONFIRM without a break (an election is
+                // not a loss); regained at the first success after a reported loss.
+                let now = Instant::now();
+                if quorum.ok {
+                    w.quorum_failing_since = None;
+                } else {
+                    w.quorum_failing_since.get_or_insert(now);
+                }
+                let confirmed_lost = w.quorum_failing_since.is_some_and(|t| now.duration_since(t) >= QUORUM_CONFIRM);
+                if confirmed_lost && !w.lost_reported && w.quorum_ok.is_some() {
+                    w.lost_reported = true;
+                    events.push(EventKind::QuorumLost { up: quorum.up, needed: quorum.needed, detail: quorum.detail.clone() });
+                } else if quorum.ok && w.lost_reported {
+                    w.lost_reported = false;
+                    events.push(EventKind::QuorumRegained { up: quorum.up, needed: quorum.needed, detail: quorum.detail.clone() });
                 }
                 w.quorum_ok = Some(quorum.ok);
+                // Each node's own view, the same way: under a partition this tells the sides apart.
+                for (node, f) in &obs.nodes {
+                    let Some(sees) = f.sees_quorum else { continue };
+                    if sees {
+                        w.node_failing_since.remove(node);
+                        if w.node_lost_reported.remove(node) {
+                            events.push(EventKind::NodeQuorum { node: *node, sees_quorum: true, detail: f.quorum_detail.clone() });
+                        }
+                    } else {
+                        let since = *w.node_failing_since.entry(*node).or_insert(now);
+                        if now.duration_since(since) >= QUORUM_CONFIRM && w.node_lost_reported.insert(*node) {
+                            events.push(EventKind::NodeQuorum { node: *node, sees_quorum: false, detail: f.quorum_detail.clone() });
+                        }
+                    }
+                }
+                // A node no longer probed (stopped) starts afresh.
+                w.node_failing_since.retain(|n, _| obs.nodes.get(n).is_some_and(|f| f.sees_quorum.is_some()));
+                w.node_lost_reported.retain(|n| obs.nodes.get(n).is_some_and(|f| f.sees_quorum.is_some()));
             }
             w.last = obs;
         }

@@ -38,7 +38,7 @@ impl Supervisor {
                 haproxy::reset_server_state(&self.inner.lab.haproxy_state())?;
                 std::fs::create_dir_all(self.inner.lab.logs_dir()).map_err(|e| Error::io("cannot create logs dir", e))?;
                 let permit = self.spawn_permit()?;
-                let mut spawned = process::spawn(&bin, &haproxy::start_args(&cfg), &[], &self.inner.lab.haproxy_log())?;
+                let mut spawned = process::spawn(&bin, &haproxy::start_args(&cfg), &[], &self.inner.lab.haproxy_log(), None)?;
                 let id = spawned.identity;
                 if let Err(e) = self.update(|st| st.haproxy = Some(id)) {
                     // Unrecorded, it would outlive every later daemon unseen: stop it again.

@@ -18,6 +18,7 @@ impl Supervisor {
         let spec = self.spec();
         self.inner.engine.binary()?;
         haproxy::binary(&spec.haproxy)?;
+        self.inner.topology.check_prerequisites()?;
         let v = self.inner.engine.version().await?;
         self.emit(EventKind::Note { message: format!("{} {}", spec.engine, v.version) });
         if let Some(w) = v.warning {
@@ -154,7 +155,7 @@ impl Supervisor {
         }
         self.inner.engine.binary()?;
         self.check_node_ports(&[node])?;
-        let ports = self.inner.engine.node_ports(node);
+        let ports = crate::node::NodePorts { host: crate::topology::Topology::node_host(&self.spec(), node), ..self.inner.engine.node_ports(node) };
         let new = Member { id: node, ports, engine_id: None };
         let mut members: Vec<Member> = self.members().into_iter().filter(|m| self.is_ready(m.id)).collect();
         if members.is_empty() {
@@ -223,6 +224,10 @@ impl Supervisor {
         } else {
             None
         };
+        // A decommissioned node never runs again: its namespace goes with it.
+        if let Err(e) = self.inner.topology.remove_node(node) {
+            self.emit(EventKind::Warning { message: format!("node {node}: its network namespace could not be removed: {e}") });
+        }
         Ok(serde_json::json!({ "node": node, "stop": stop }))
     }
 
@@ -267,6 +272,9 @@ impl Supervisor {
     async fn down_locked(&self, fast: bool) -> Result<serde_json::Value> {
         let spec = self.spec();
         self.emit(EventKind::Command { command: if fast { "down --fast".into() } else { "down".into() }, by: crate::events::requester() });
+        // Partitioned nodes drain and exit as they would anyway, but a healed network lets a
+        // graceful stop hand off cleanly: heal first.
+        self.heal_for("down");
         let nodes: Vec<NodeId> = self.state().nodes.iter().filter(|n| n.process.is_some()).map(|n| n.id).collect();
         let outcomes = if fast {
             let mut out = self.stop_nodes(&nodes, Signal::SIGKILL, KILL_WAIT, &[]).await?;
@@ -297,6 +305,10 @@ impl Supervisor {
             self.stop_nodes(&nodes, Signal::SIGTERM, spec.timeouts.down_grace, &esc).await?
         };
         self.stop_haproxy().await?;
+        // With every process gone, nothing holds a namespace: remove what the lab created.
+        for what in self.inner.topology.teardown()? {
+            self.emit(EventKind::Note { message: format!("network: {what}") });
+        }
         self.update(|st| st.daemon = None)?;
         Ok(serde_json::json!({ "nodes": outcomes }))
     }

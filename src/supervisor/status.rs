@@ -69,6 +69,9 @@ impl Supervisor {
                     replicas: figures.nodes.get(&n.id).and_then(|f| f.replicas).filter(|_| live),
                     leaseholders: figures.nodes.get(&n.id).and_then(|f| f.leaseholders).filter(|_| live),
                     is_leader: figures.nodes.get(&n.id).and_then(|f| f.is_leader).filter(|_| live),
+                    host: n.ports.host.to_string(),
+                    sees_quorum: figures.nodes.get(&n.id).and_then(|f| f.sees_quorum).filter(|_| live),
+                    quorum_detail: figures.nodes.get(&n.id).and_then(|f| f.quorum_detail.clone()).filter(|_| live),
                 }
             })
             .collect();
@@ -89,7 +92,15 @@ impl Supervisor {
                 c
             },
             quorum_rule: self.inner.engine.quorum_rule(st.members().count()),
+            network: self.network_status(),
         }
+    }
+
+    /// The topology and the faults in force, from the record (no probing).
+    fn network_status(&self) -> crate::api::NetworkStatus {
+        let topology = self.inner.topology.kind().to_string();
+        let rec = self.inner.topology.netns().ok().and_then(|n| n.record().ok()).unwrap_or_default();
+        crate::api::NetworkStatus { topology, sides: rec.sides, cuts: rec.cuts.len(), shaped: rec.shaped.keys().copied().collect() }
     }
 
     pub(super) fn haproxy_status(&self, st: &LabState) -> HaproxyStatus {

@@ -102,7 +102,7 @@ fn rendered_haproxy_configs_pass_haproxy_check() {
     let lab = roachlab::lab::Lab::new(dir.path()).unwrap();
     let rt = tokio::runtime::Runtime::new().unwrap();
     for engine in [EngineKind::Cockroach, EngineKind::Etcd] {
-        let spec = LabSpec::load(None, &Overrides { engine: Some(engine), nodes: Some(5) }).unwrap();
+        let spec = LabSpec::load(None, &Overrides { engine: Some(engine), nodes: Some(5), ..Default::default() }).unwrap();
         let e = roachlab::engine::for_spec(&spec);
         let backends: Vec<_> = (1..=5).map(|id| roachlab::haproxy::Backend::new(id, &e.node_ports(id))).collect();
         let text = roachlab::haproxy::render(&lab, &spec.haproxy, e.as_ref(), &backends).unwrap();

@@ -29,7 +29,7 @@ fn a_reused_pid_in_stale_state_is_never_signalled() {
     // State left by an earlier daemon: node 1 ran as `pid`, but started at another time
     // (PID reuse). Node 2 claims the same PID with the right start time would be a different
     // story; here every record is stale.
-    let spec = LabSpec::load(Some(&lab.config), &Overrides { engine: Some(EngineKind::Etcd), nodes: None }).unwrap();
+    let spec = LabSpec::load(Some(&lab.config), &Overrides { engine: Some(EngineKind::Etcd), ..Default::default() }).unwrap();
     let mut state = LabState::new(spec);
     let stale = ProcIdentity { pid, start_time: real.start_time - 1000 };
     state.nodes[0].process = Some(stale);

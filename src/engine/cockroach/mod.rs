@@ -77,13 +77,13 @@ impl Cockroach {
     }
 
     fn host_flag(member: &Member) -> String {
-        format!("--host=127.0.0.1:{}", member.ports.service)
+        format!("--host={}", member.ports.service_addr())
     }
 
     /// `--join`: the RPC addresses of the first three members (the docs' advice: the same short
     /// list everywhere).
     pub fn join_list(members: &[Member]) -> String {
-        members.iter().take(3).map(|m| format!("127.0.0.1:{}", m.ports.service)).collect::<Vec<_>>().join(",")
+        members.iter().take(3).map(|m| m.ports.service_addr()).collect::<Vec<_>>().join(",")
     }
 
     /// `server.shutdown.drain_wait` for a HAProxy that needs `down_window` (`inter × fall`) to
@@ -114,7 +114,7 @@ impl Engine for Cockroach {
 
     fn node_ports(&self, id: NodeId) -> NodePorts {
         let i = (id - 1) as u16;
-        NodePorts { service: self.ports.base + i, http: self.ports.http_base + i, peer: None }
+        NodePorts::loopback(self.ports.base + i, self.ports.http_base + i, None)
     }
 
     fn port_claims(&self, id: NodeId) -> Vec<PortClaim> {
@@ -131,8 +131,8 @@ impl Engine for Cockroach {
         let mut args = vec![
             "start".to_string(),
             "--insecure".into(),
-            format!("--listen-addr=127.0.0.1:{}", p.service),
-            format!("--http-addr=127.0.0.1:{}", p.http),
+            format!("--listen-addr={}", p.service_addr()),
+            format!("--http-addr={}", p.http_addr()),
             format!("--join={}", Self::join_list(ctx.members)),
             format!("--store=path={}", ctx.lab.store_dir(ctx.node.id).display()),
             format!("--cache={}", self.spec.cache),
@@ -216,7 +216,7 @@ impl Engine for Cockroach {
             let client = http_client(Duration::from_secs(5));
             let mut last_err = None;
             for m in members {
-                let url = format!("http://127.0.0.1:{}/_status/nodes", m.ports.http);
+                let url = format!("http://{}/_status/nodes", m.ports.http_addr());
                 match client.get(&url).send().await {
                     Ok(r) if r.status().is_success() => {
                         let body = r.text().await.map_err(|e| Error::engine("cockroach", e.to_string()))?;
@@ -271,12 +271,12 @@ impl Engine for Cockroach {
 
     fn observe<'a>(&'a self, client: &'a reqwest::Client, live: &'a [Member], all: &'a [Member]) -> BoxFuture<'a, Observation> {
         Box::pin(async move {
-            let vars = futures_util::future::join_all(live.iter().map(|m| fetch_text(client, m.ports.http, "/_status/vars")));
+            let vars = futures_util::future::join_all(live.iter().map(|m| fetch_text(client, m.ports.http_addr(), "/_status/vars")));
             // Liveness is served from gossip and answered during quorum loss on v20.1, but it can
             // hang on other versions: ask one node at a time, each bounded by the client timeout.
             let liveness = async {
                 for m in live {
-                    if let Ok(body) = fetch_text(client, m.ports.http, "/_admin/v1/liveness").await {
+                    if let Ok(body) = fetch_text(client, m.ports.http_addr(), "/_admin/v1/liveness").await {
                         if let Ok(l) = parse_liveness(&body) {
                             return Some(l);
                         }
@@ -312,7 +312,17 @@ impl Engine for Cockroach {
             } else {
                 cluster.live_nodes = max_live;
             }
-            cluster.quorum = probe;
+            if let Some((quorum, answers)) = probe {
+                for (id, r) in answers {
+                    let f = obs.nodes.entry(id).or_default();
+                    f.sees_quorum = Some(r.is_ok());
+                    f.quorum_detail = Some(match r {
+                        Ok(d) => format!("SQL probe in {} ms", d.as_millis()),
+                        Err(e) => format!("SQL probe: {e}"),
+                    });
+                }
+                cluster.quorum = Some(quorum);
+            }
             obs.cluster = cluster;
             obs
         })
@@ -380,7 +390,7 @@ impl Engine for Cockroach {
     ) -> BoxFuture<'a, Result<Vec<String>>> {
         Box::pin(async move {
             let facts = self.facts().await;
-            let host = format!("127.0.0.1:{}", node.ports.service);
+            let host = node.ports.service_addr();
             let bin = self.binary()?;
             let start = std::time::Instant::now();
             let mut args = facts.drain_args(&host);

@@ -24,7 +24,7 @@ use crate::{Error, Result};
 /// The SQL URL of one node (not through HAProxy: the prediction and the probe are about that
 /// node).
 pub fn node_url(m: &Member) -> String {
-    format!("postgresql://root@127.0.0.1:{}/defaultdb?sslmode=disable", m.ports.service)
+    format!("postgresql://root@{}/defaultdb?sslmode=disable", m.ports.service_addr())
 }
 
 /// A read that needs the quorum of a system range (`system.users`): it hangs, and times out,
@@ -150,9 +150,13 @@ pub fn verdict(
     }
 }
 
+/// One node's probe answer: the time it took, or why it failed.
+pub type ProbeAnswer = (NodeId, std::result::Result<Duration, String>);
+
 /// Quorum observed: [`PROBE`] through every live node at once, each bounded by `timeout`. Ok
-/// when any node answers. `needed` is a range's majority at replication factor `rf`.
-pub async fn probe(live: &[Member], rf: u32, timeout: Duration) -> Option<Quorum> {
+/// when any node answers. `needed` is a range's majority at replication factor `rf`. Also
+/// returns each node's answer (its own view: under a partition, the minority's fail).
+pub async fn probe(live: &[Member], rf: u32, timeout: Duration) -> Option<(Quorum, Vec<ProbeAnswer>)> {
     if live.is_empty() {
         return None;
     }
@@ -184,7 +188,7 @@ pub async fn probe(live: &[Member], rf: u32, timeout: Duration) -> Option<Quorum
             format!("SQL probe failed on every live node ({})", why.join("; "))
         }
     };
-    Some(Quorum { up, needed, ok: up > 0, detail: Some(detail) })
+    Some((Quorum { up, needed, ok: up > 0, detail: Some(detail) }, answers))
 }
 
 #[cfg(test)]

@@ -16,6 +16,8 @@ use crate::state::LabState;
 use crate::supervisor::StopOutcome;
 use crate::{Error, Result};
 
+pub mod net;
+
 /// roachlab: local CockroachDB and etcd clusters behind HAProxy, for fault-tolerance drills.
 #[derive(Debug, Parser)]
 #[command(name = "roachlab", version, about, max_term_width = 100)]
@@ -40,6 +42,10 @@ pub enum Command {
         /// Number of nodes, overriding the config.
         #[arg(long)]
         nodes: Option<u32>,
+        /// Where nodes live on the network, overriding the config: `netns` puts every node in
+        /// its own network namespace (needs root) so `roachlab net` can partition them.
+        #[arg(long, value_enum)]
+        topology: Option<crate::topology::TopologyKind>,
     },
     /// Show every node's process, readiness and HAProxy state.
     Status {
@@ -81,6 +87,11 @@ pub enum Command {
     Node {
         #[command(subcommand)]
         command: NodeCommand,
+    },
+    /// Network faults (netns topology): partition, isolate, delay, loss, heal, status.
+    Net {
+        #[command(subcommand)]
+        command: net::NetCommand,
     },
     /// Stop every node and HAProxy, then the daemon.
     Down {
@@ -262,7 +273,7 @@ pub async fn run(cli: Cli) -> Result<i32> {
             crate::daemon::run(lab, shutdown_signal()).await?;
             Ok(0)
         }
-        Command::Up { config, engine, nodes } => up(&lab, config.as_deref(), Overrides { engine, nodes }).await,
+        Command::Up { config, engine, nodes, topology } => up(&lab, config.as_deref(), Overrides { engine, nodes, topology }).await,
         Command::Status { json, ranges } => {
             let client = crate::launch::ensure_daemon(&lab).await?;
             let s: StatusReport = client.get("/v1/status").await?;
@@ -308,6 +319,7 @@ pub async fn run(cli: Cli) -> Result<i32> {
             Ok(0)
         }
         Command::Node { command } => node(&lab, command).await,
+        Command::Net { command } => net::run(&lab, command).await,
         Command::Workload { command } => workload(&lab, command).await,
         Command::Drill { command, node, seed, baseline } => {
             let mut extra_ids = Vec::new();
@@ -369,8 +381,12 @@ pub async fn run(cli: Cli) -> Result<i32> {
 }
 
 async fn up(lab: &Lab, config: Option<&Path>, overrides: Overrides) -> Result<i32> {
-    let asked = config.is_some() || overrides.engine.is_some() || overrides.nodes.is_some();
+    let asked = config.is_some() || overrides.engine.is_some() || overrides.nodes.is_some() || overrides.topology.is_some();
     let requested = LabSpec::load(config, &overrides)?;
+    // Before anything is created or started: a netns lab without the privileges for it.
+    if !LabState::load(&lab.state_file()).ok().flatten().is_some_and(|s| s.spec.topology.kind != requested.topology.kind) {
+        crate::topology::Topology::for_lab(&requested, lab).check_prerequisites()?;
+    }
     // Create the lab if there is none — atomically: of two `up`s racing on a new directory,
     // one creates it and the other finds it (and, asked for another shape, is refused).
     std::fs::create_dir_all(lab.dir()).map_err(|e| Error::io(format!("cannot create {}", lab.dir().display()), e))?;
@@ -431,7 +447,11 @@ async fn up(lab: &Lab, config: Option<&Path>, overrides: Overrides) -> Result<i3
 /// A lab created with a config matches a later `up --config` of the same shape: engine, node
 /// count and ports. (Timeouts may differ; the stored ones win.)
 fn same_shape(a: &LabSpec, b: &LabSpec) -> bool {
-    a.engine == b.engine && a.nodes == b.nodes && a.ports == b.ports && a.haproxy.frontend_port == b.haproxy.frontend_port
+    a.engine == b.engine
+        && a.nodes == b.nodes
+        && a.topology.kind == b.topology.kind
+        && a.ports == b.ports
+        && a.haproxy.frontend_port == b.haproxy.frontend_port
 }
 
 /// Where a workload runs: a PostgreSQL-wire server, or etcd's KV API.
@@ -567,7 +587,7 @@ async fn demo(lab: &Lab, config: Option<&Path>) -> Result<i32> {
     let client = Client::new(&lab.socket());
     let running = LabState::load(&lab.state_file())?.is_some() && client.is_up().await;
     if !running {
-        match up(lab, config, Overrides { engine: Some(engine), nodes: Some(3) }).await {
+        match up(lab, config, Overrides { engine: Some(engine), nodes: Some(3), topology: None }).await {
             Ok(_) => {}
             Err(Error::LabMismatch { .. }) | Err(Error::LabRunning { .. }) => {}
             Err(e) => return Err(e),
@@ -816,6 +836,11 @@ async fn down(lab: &Lab, wipe: bool, fast: bool) -> Result<i32> {
                 Ok(()) => println!("pid {}: SIGKILL (found by its command line)", id.pid),
                 Err(e) => eprintln!("warning: pid {}: {e}", id.pid),
             }
+        }
+        // The processes are gone: what a netns lab made on the network goes too.
+        match crate::topology::netns::teardown_recorded(lab) {
+            Ok(done) => done.iter().for_each(|d| println!("network: {d}")),
+            Err(e) => eprintln!("warning: the lab's network namespaces could not all be removed: {e}"),
         }
     }
     if wipe {
