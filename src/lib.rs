@@ -20,6 +20,7 @@ pub mod drill;
 pub mod engine;
 pub mod error;
 pub mod events;
+pub mod fault;
 pub mod haproxy;
 pub mod lab;
 pub mod launch;

@@ -155,6 +155,14 @@ pub enum DrillCommand {
         #[arg(long)]
         to: Option<usize>,
     },
+    /// Cut one member (a follower, or --node) off from its peers: the majority keeps writing
+    /// (netns topology).
+    PartitionMinority,
+    /// Cut the leader (etcd: Raft leader; CockroachDB: the bank's leaseholder; or --node) off
+    /// from its peers: a new leader on the majority side (netns topology).
+    PartitionLeader,
+    /// Split the members evenly (2|2 of 4, 2|2|1 of 5): no side may write (netns topology).
+    SplitBrain,
     /// Run a scenario file (see configs/drills/ and docs/DRILLS.md).
     Run { file: PathBuf },
 }
@@ -348,6 +356,26 @@ pub async fn run(cli: Cli) -> Result<i32> {
                     let (text, ids) = crate::drill::scale_scenario(members, state.next_id(), to);
                     extra_ids = ids;
                     (text, "<built-in scale>".to_string())
+                }
+                DrillCommand::PartitionMinority | DrillCommand::PartitionLeader | DrillCommand::SplitBrain => {
+                    let state = LabState::load(&lab.state_file())?.ok_or_else(|| Error::NoLab { dir: lab.dir().to_path_buf() })?;
+                    crate::topology::Topology::for_lab(&state.spec, &lab).netns()?;
+                    let ids: Vec<NodeId> = state.members().map(|n| n.id).collect();
+                    if ids.len() < 3 {
+                        return Err(Error::Refused(format!(
+                            "partition drills need at least 3 members (a majority and a minority); this lab has {} (`roachlab node add`)",
+                            ids.len()
+                        )));
+                    }
+                    match &command {
+                        DrillCommand::PartitionMinority => {
+                            (crate::drill::partitions::partition_minority_scenario(ids.len(), node), "<built-in partition-minority>".into())
+                        }
+                        DrillCommand::PartitionLeader => {
+                            (crate::drill::partitions::partition_leader_scenario(ids.len(), node), "<built-in partition-leader>".into())
+                        }
+                        _ => (crate::drill::partitions::split_brain_scenario(&ids), "<built-in split-brain>".into()),
+                    }
                 }
                 DrillCommand::Run { file } => (
                     std::fs::read_to_string(file).map_err(|e| Error::io(format!("cannot read {}", file.display()), e))?,

@@ -42,6 +42,10 @@ pub struct PhaseMetrics {
     pub haproxy_down_after_fault_ms: Option<u64>,
     /// From the fault to the first liveness or leader change.
     pub liveness_change_after_fault_ms: Option<u64>,
+    /// From the fault to a leader being elected (a `leader_changed` event naming a new
+    /// leader): after a partition isolates the leader, the majority side's election (etcd).
+    #[serde(default)]
+    pub new_leader_after_fault_ms: Option<u64>,
     /// From the fault to under-replicated (or unavailable) ranges rising above 0, and from
     /// then back to 0 (CockroachDB).
     pub ranges_degraded_after_fault_ms: Option<u64>,
@@ -126,6 +130,7 @@ pub fn compute(marks: &[PhaseMark], ops: &[OpRecord], events: &[Event], t0_mono_
             };
             let haproxy_down = first_event(&|k| matches!(k, EventKind::BackendState { state, .. } if state == "DOWN"));
             let liveness = first_event(&|k| matches!(k, EventKind::LivenessChanged { .. } | EventKind::LeaderChanged { .. }));
+            let new_leader = first_event(&|k| matches!(k, EventKind::LeaderChanged { to: Some(to), from, .. } if from.as_ref() != Some(to)));
             let degraded = first_event(&|k| {
                 matches!(k, EventKind::RangesChanged { underreplicated, unavailable, .. } if underreplicated.unwrap_or(0) > 0 || unavailable.unwrap_or(0) > 0)
             });
@@ -166,6 +171,7 @@ pub fn compute(marks: &[PhaseMark], ops: &[OpRecord], events: &[Event], t0_mono_
                 first_error_after_fault_ms: first_error,
                 haproxy_down_after_fault_ms: haproxy_down,
                 liveness_change_after_fault_ms: liveness,
+                new_leader_after_fault_ms: new_leader,
                 ranges_degraded_after_fault_ms: degraded,
                 ranges_restored_after_degraded_ms: restored,
                 throughput_recovered_after_ms: recovered,

@@ -5,10 +5,12 @@
 //! (`configs/drills/*.toml`).
 
 pub mod metrics;
+pub mod partitions;
 pub mod predict;
 pub mod report;
 pub mod runner;
 pub mod scenario;
+pub mod steps;
 pub mod story;
 
 /// The `scale` drill for a lab whose members are `members` and whose next node id is

@@ -10,9 +10,10 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use super::metrics::{self, PhaseMark, PhaseMetrics, Series};
+use super::metrics::{self, PhaseMetrics, Series};
 use super::predict::{self, Prediction};
-use super::scenario::{Action, Condition, Figure, NodeRef, Scenario};
+use super::scenario::Scenario;
+use super::steps::Ctx;
 use crate::api::{Client, StatusReport};
 use crate::events::Event;
 use crate::lab::Lab;
@@ -108,259 +109,6 @@ pub enum StepKind {
 enum Target {
     Sql(String),
     Etcd(String),
-}
-
-struct Ctx<'a> {
-    /// Replaced by a new daemon's client if the daemon dies mid-drill.
-    client: Client,
-    opts: &'a DrillOptions,
-    rng: fastrand::Rng,
-    last: Option<NodeId>,
-    /// Nodes this drill stopped, killed or decommissioned, in order.
-    downed: Vec<NodeId>,
-    t0: Instant,
-    marks: Vec<PhaseMark>,
-    failures: Vec<String>,
-    log: Vec<StepLog>,
-    predictions: Vec<Prediction>,
-    /// Made by [`Ctx::predict`], taken by the next [`Ctx::fault`].
-    pending_prediction: Option<crate::watch::LossPrediction>,
-    line: usize,
-    say: &'a mut (dyn FnMut(String) + Send),
-}
-
-impl Ctx<'_> {
-    fn now_ms(&self) -> u64 {
-        self.t0.elapsed().as_millis() as u64
-    }
-
-    async fn status(&self) -> Result<StatusReport> {
-        self.client.get("/v1/status").await
-    }
-
-    async fn resolve(&mut self, r: &NodeRef) -> Result<NodeId> {
-        let s = self.status().await?;
-        let running: Vec<NodeId> = s.nodes.iter().filter(|n| n.pid.is_some() && !n.decommissioned).map(|n| n.id).collect();
-        let id = match r {
-            NodeRef::Id(id) => *id,
-            NodeRef::Same => {
-                self.last.ok_or_else(|| Error::Refused("`same` names the node of an earlier step, and there is none".into()))?
-            }
-            NodeRef::Leader => s.cluster.leader.ok_or_else(|| Error::Refused("no leader is known right now".into()))?,
-            NodeRef::Random => {
-                if running.is_empty() {
-                    return Err(Error::Refused("no running node to choose from".into()));
-                }
-                running[self.rng.usize(0..running.len())]
-            }
-            NodeRef::Stopped => {
-                let stopped = stopped_members(&s);
-                let recent = self.downed.iter().rev().find(|id| stopped.contains(id)).copied();
-                recent.or_else(|| stopped.first().copied()).ok_or_else(|| Error::Refused("no stopped node to start".into()))?
-            }
-            NodeRef::LeaseholderOf { table, key } => {
-                let q = format!("/v1/leaseholder?table={table}&key={key}");
-                let v: serde_json::Value = self.client.get(&q).await?;
-                v["node"].as_u64().ok_or_else(|| Error::Refused(format!("no leaseholder for {table} row {key}")))? as NodeId
-            }
-            NodeRef::Target => match self.opts.node {
-                Some(id) => id,
-                None => {
-                    s.cluster.leader.or_else(|| running.iter().copied().max()).ok_or_else(|| Error::Refused("no running node".into()))?
-                }
-            },
-        };
-        self.last = Some(id);
-        Ok(id)
-    }
-
-    async fn holds(&mut self, c: &Condition) -> Result<(bool, String)> {
-        let s = self.status().await?;
-        Ok(match c {
-            Condition::Compare { figure, cmp, value } => {
-                let observed = figure_value(&s, *figure);
-                (observed.is_some_and(|o| cmp.holds(o, *value)), observed.map(|o| o.to_string()).unwrap_or_else(|| "unknown".into()))
-            }
-            Condition::Backend { node, state } => {
-                let id = self.resolve(node).await?;
-                let b = s.nodes.iter().find(|n| n.id == id).and_then(|n| n.backend.clone()).unwrap_or_default();
-                (b.split_whitespace().next() == Some(state.as_str()), b)
-            }
-            Condition::Ready { node, ready } => {
-                let id = self.resolve(node).await?;
-                let r = s.nodes.iter().find(|n| n.id == id).is_some_and(|n| n.ready);
-                (r == *ready, if r { "ready".into() } else { "not ready".into() })
-            }
-        })
-    }
-
-    async fn node_request(&mut self, what: &str, path: String, body: serde_json::Value) -> Result<()> {
-        let say = &mut *self.say;
-        self.client
-            .stream(&path, &body, |e| {
-                if !matches!(e.kind, crate::events::EventKind::NodePhase { .. }) {
-                    say(format!("    {}", e.describe()));
-                }
-            })
-            .await
-            .map(|_| ())
-            .map_err(|e| Error::Refused(format!("{what}: {e}")))
-    }
-
-    fn record(&mut self, kind: StepKind, what: String) {
-        let at_ms = self.now_ms();
-        (self.say)(format!("  step at line {}: {what}", self.line));
-        self.log.push(StepLog { at_ms, line: self.line, what, kind });
-    }
-
-    /// States what taking `id` down (with the members already down) will do to quorum,
-    /// before the fault runs; [`Ctx::fault`] records it with the fault's time. A prediction
-    /// the daemon cannot make is said, not fatal.
-    async fn predict(&mut self, id: NodeId) {
-        let mut down = match self.status().await {
-            Ok(s) => stopped_members(&s),
-            Err(_) => Vec::new(),
-        };
-        if !down.contains(&id) {
-            down.push(id);
-        }
-        down.sort_unstable();
-        let q = format!("/v1/predict?down={}", down.iter().map(|n| n.to_string()).collect::<Vec<_>>().join(","));
-        match self.client.get::<crate::watch::LossPrediction>(&q).await {
-            Ok(p) => {
-                (self.say)(format!("  prediction: {}", p.text));
-                self.pending_prediction = Some(p);
-            }
-            Err(e) => (self.say)(format!("  no prediction for node(s) {down:?} down: {e}")),
-        }
-    }
-
-    fn fault(&mut self, what: String) {
-        if let Some(id) = self.last {
-            self.downed.push(id);
-        }
-        self.record(StepKind::Fault, what.clone());
-        let now = self.now_ms();
-        if let Some(prediction) = self.pending_prediction.take() {
-            self.predictions.push(Prediction { line: self.line, at_ms: now, until_ms: now, prediction });
-        }
-        if let Some(m) = self.marks.last_mut() {
-            if m.fault_ms.is_none() {
-                m.fault_ms = Some(now);
-                m.fault = Some(what);
-            }
-        }
-    }
-
-    fn recovery(&mut self, what: String) {
-        self.record(StepKind::Recovery, what);
-        let now = self.now_ms();
-        if let Some(m) = self.marks.last_mut() {
-            if m.fault_ms.is_some() && m.recover_ms.is_none() {
-                m.recover_ms = Some(now);
-            }
-        }
-    }
-
-    fn phase(&mut self, name: &str) {
-        let now = self.now_ms();
-        if let Some(m) = self.marks.last_mut() {
-            m.end_ms = now;
-        }
-        self.marks.push(PhaseMark { name: name.to_string(), start_ms: now, end_ms: now, fault_ms: None, fault: None, recover_ms: None });
-        (self.say)(format!("── phase {name}"));
-    }
-
-    async fn step(&mut self, a: &Action) -> Result<()> {
-        match a {
-            Action::Phase { name } => self.phase(name),
-            Action::Stop { node, grace, drain } => {
-                let id = self.resolve(node).await?;
-                self.predict(id).await;
-                self.fault(if *drain { format!("graceful stop of node {id}") } else { format!("SIGTERM of node {id} (no drain)") });
-                let body = serde_json::json!({ "grace_ms": grace.map(|g| g.as_millis() as u64), "no_drain": !drain });
-                self.node_request(&format!("stop node {id}"), format!("/v1/nodes/{id}/stop"), body).await?;
-            }
-            Action::Kill { node } => {
-                let id = self.resolve(node).await?;
-                self.predict(id).await;
-                self.fault(format!("SIGKILL of node {id}"));
-                self.node_request(&format!("kill node {id}"), format!("/v1/nodes/{id}/kill"), serde_json::json!({})).await?;
-            }
-            Action::Decommission { node, force } => {
-                let id = self.resolve(node).await?;
-                self.predict(id).await;
-                self.fault(format!("decommission of node {id}"));
-                let body = serde_json::json!({ "force": force });
-                self.node_request(&format!("decommission node {id}"), format!("/v1/nodes/{id}/decommission"), body).await?;
-            }
-            Action::Start { node, wait } => {
-                let id = self.resolve(node).await?;
-                self.recovery(format!("start node {id}"));
-                let body = serde_json::json!({ "no_wait": !wait });
-                self.node_request(&format!("start node {id}"), format!("/v1/nodes/{id}/start"), body).await?;
-            }
-            Action::StartAll => {
-                self.recovery("start every stopped member".into());
-                for id in stopped_members(&self.status().await?) {
-                    self.node_request(&format!("start node {id}"), format!("/v1/nodes/{id}/start"), serde_json::json!({})).await?;
-                }
-            }
-            Action::Add => {
-                self.record(StepKind::Other, "add a node".into());
-                self.node_request("add a node", "/v1/nodes/add".into(), serde_json::json!({})).await?;
-            }
-            Action::Set { setting, value } => {
-                self.record(StepKind::Other, format!("set {setting} = {value}"));
-                let body = serde_json::json!({ "name": setting, "value": value });
-                self.node_request(&format!("set {setting}"), "/v1/settings".into(), body).await?;
-            }
-            Action::Wait { duration } => tokio::time::sleep(*duration).await,
-            Action::WaitUntil { condition, timeout } => {
-                let start = Instant::now();
-                loop {
-                    let (ok, observed) = self.holds(condition).await?;
-                    if ok {
-                        (self.say)(format!("    {condition}: after {:.1} s", start.elapsed().as_secs_f64()));
-                        break;
-                    }
-                    if start.elapsed() > *timeout {
-                        return Err(Error::Timeout {
-                            what: format!("{condition} (last seen: {observed})"),
-                            after_ms: timeout.as_millis() as u64,
-                        });
-                    }
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                }
-            }
-            Action::Assert { condition } => {
-                let (ok, observed) = self.holds(condition).await?;
-                if !ok {
-                    self.failures.push(format!("assertion `{condition}` did not hold (observed {observed})"));
-                }
-                (self.say)(format!("    assert {condition}: {} (observed {observed})", if ok { "holds" } else { "FAILED" }));
-            }
-        }
-        Ok(())
-    }
-}
-
-fn figure_value(s: &StatusReport, f: Figure) -> Option<i64> {
-    let c = &s.cluster;
-    match f {
-        // Processes running, whatever the cluster thinks of them (quorum is its own figure).
-        Figure::MembersUp => Some(s.nodes.iter().filter(|n| n.pid.is_some() && !n.decommissioned).count() as i64),
-        Figure::ReadyNodes => Some(s.nodes.iter().filter(|n| n.ready).count() as i64),
-        Figure::LiveNodes => c.live_nodes.map(|v| v as i64),
-        Figure::RangesUnderreplicated => c.ranges_underreplicated.map(|v| v as i64),
-        Figure::RangesUnavailable => c.ranges_unavailable.map(|v| v as i64),
-        Figure::HasLeader => c.has_leader.map(i64::from),
-        Figure::Quorum => c.quorum.as_ref().map(|q| i64::from(q.ok)),
-    }
-}
-
-fn stopped_members(s: &StatusReport) -> Vec<NodeId> {
-    s.nodes.iter().filter(|n| n.pid.is_none() && !n.decommissioned).map(|n| n.id).collect()
 }
 
 /// The signals that interrupt a drill like Ctrl-C does — SIGTERM (CI timeouts, `kill`) and
@@ -522,6 +270,7 @@ pub async fn run(
         log: Vec::new(),
         predictions: Vec::new(),
         pending_prediction: None,
+        pending: crate::fault::Pending::default(),
         line: 0,
         say,
     };
@@ -566,19 +315,8 @@ pub async fn run(
         }
     };
     match restorable {
-        Ok(s) => {
-            let stopped = stopped_members(&s);
-            if !stopped.is_empty() {
-                (ctx.say)(format!("── restoring node(s) {}", stopped.iter().map(|n| n.to_string()).collect::<Vec<_>>().join(", ")));
-                for id in stopped {
-                    let start =
-                        ctx.node_request(&format!("restore node {id}"), format!("/v1/nodes/{id}/start"), serde_json::json!({})).await;
-                    if let Err(e) = start {
-                        ctx.failures.push(format!("could not restore node {id}: {e}"));
-                    }
-                }
-            }
-        }
+        // Every pending fault recovered through its lifecycle, then anything left over.
+        Ok(_) => ctx.restore().await,
         Err(e) => ctx.failures.push(format!("could not restore the cluster: {e}")),
     }
     let restored_at = ctx.now_ms();

@@ -12,7 +12,10 @@
 //! name = "graceful"
 //! [[step]]
 //! action = "stop"         # stop | kill | start | add | decommission
-//! node = 2                # an id, "leader" (etcd), or "random"
+//! node = 2                # an id, "leader", "follower", "random", ...
+//! [[step]]
+//! action = "partition"    # partition | isolate | heal | delay | loss (netns topology)
+//! sides = [["leader"], ["rest"]]
 //! [[step]]
 //! action = "wait_until"
 //! condition = "backend 2 DOWN"
@@ -122,6 +125,30 @@ enum RawStep {
         setting: String,
         value: String,
     },
+    Isolate {
+        node: NodeRefRaw,
+        #[serde(default)]
+        from_clients: bool,
+    },
+    Partition {
+        sides: Vec<Vec<NodeRefRaw>>,
+        #[serde(default)]
+        one_way: bool,
+        #[serde(default)]
+        from_clients: bool,
+    },
+    Heal {},
+    Delay {
+        node: NodeRefRaw,
+        #[serde(with = "humantime_serde")]
+        delay: Duration,
+        #[serde(default, with = "humantime_serde")]
+        jitter: Option<Duration>,
+    },
+    Loss {
+        node: NodeRefRaw,
+        percent: f64,
+    },
 }
 
 #[derive(Debug, Deserialize)]
@@ -152,10 +179,12 @@ pub enum Metric {
     ThroughputRecoveredAfterMs,
     HaproxyDownAfterFaultMs,
     Committed,
+    FirstErrorAfterFaultMs,
+    NewLeaderAfterFaultMs,
 }
 
 impl Metric {
-    const ALL: [(&'static str, Metric); 10] = [
+    const ALL: [(&'static str, Metric); 12] = [
         ("ok", Metric::Ok),
         ("fail", Metric::Fail),
         ("ambiguous", Metric::Ambiguous),
@@ -166,6 +195,8 @@ impl Metric {
         ("throughput_recovered_after_ms", Metric::ThroughputRecoveredAfterMs),
         ("haproxy_down_after_fault_ms", Metric::HaproxyDownAfterFaultMs),
         ("committed", Metric::Committed),
+        ("first_error_after_fault_ms", Metric::FirstErrorAfterFaultMs),
+        ("new_leader_after_fault_ms", Metric::NewLeaderAfterFaultMs),
     ];
 
     fn name(self) -> &'static str {
@@ -186,6 +217,8 @@ impl Metric {
             Metric::ThroughputRecoveredAfterMs => p.throughput_recovered_after_ms.map(|v| v as f64),
             Metric::HaproxyDownAfterFaultMs => p.haproxy_down_after_fault_ms.map(|v| v as f64),
             Metric::Committed => Some(p.committed as f64),
+            Metric::FirstErrorAfterFaultMs => p.first_error_after_fault_ms.map(|v| v as f64),
+            Metric::NewLeaderAfterFaultMs => p.new_leader_after_fault_ms.map(|v| v as f64),
         }
     }
 }
@@ -257,8 +290,14 @@ enum NodeRefRaw {
 #[serde(rename_all = "snake_case")]
 pub enum NodeRef {
     Id(NodeId),
-    /// The Raft leader (etcd), as the watcher sees it when the step runs.
+    /// The node that leads the workload's writes when the step runs: the Raft leader where
+    /// the engine has one cluster-wide leader (etcd), else the leaseholder of the bank's first
+    /// row (CockroachDB: `leaseholder-of bank.bank 0`).
     Leader,
+    /// A running member that is not the leader, chosen with the drill's seed.
+    Follower,
+    /// In a partition's sides: every member not named on another side.
+    Rest,
     /// A random running node, from the drill's seed.
     Random,
     /// The node a previous step chose (so "restart the node we killed" works with `leader`).
@@ -281,6 +320,8 @@ impl std::fmt::Display for NodeRef {
         match self {
             NodeRef::Id(id) => write!(f, "node {id}"),
             NodeRef::Leader => f.write_str("the leader"),
+            NodeRef::Follower => f.write_str("a follower"),
+            NodeRef::Rest => f.write_str("the rest"),
             NodeRef::Random => f.write_str("a random node"),
             NodeRef::Same => f.write_str("the same node"),
             NodeRef::Target => f.write_str("the target node"),
@@ -353,6 +394,10 @@ pub enum Condition {
     Compare { figure: Figure, cmp: Cmp, value: i64 },
     Backend { node: NodeRef, state: String },
     Ready { node: NodeRef, ready: bool },
+    /// `node <ref> sees quorum` / `node <ref> sees no quorum`: the node's own quorum read.
+    SeesQuorum { node: NodeRef, sees: bool },
+    /// `leader == <ref>` / `leader != <ref>`: who leads now (as [`NodeRef::Leader`]).
+    Leader { cmp: Cmp, node: NodeRef },
 }
 
 impl std::fmt::Display for Condition {
@@ -364,6 +409,8 @@ impl std::fmt::Display for Condition {
             }
             Condition::Backend { node, state } => write!(f, "HAProxy has {node} {state}"),
             Condition::Ready { node, ready } => write!(f, "{node} {}", if *ready { "ready" } else { "not ready" }),
+            Condition::SeesQuorum { node, sees } => write!(f, "{node} sees {}quorum", if *sees { "" } else { "no " }),
+            Condition::Leader { cmp, node } => write!(f, "leader {} {node}", cmp_str(*cmp)),
         }
     }
 }
@@ -371,6 +418,8 @@ impl std::fmt::Display for Condition {
 fn node_ref(word: &str) -> std::result::Result<NodeRef, String> {
     match word {
         "leader" => Ok(NodeRef::Leader),
+        "follower" => Ok(NodeRef::Follower),
+        "rest" => Ok(NodeRef::Rest),
         "random" => Ok(NodeRef::Random),
         "same" => Ok(NodeRef::Same),
         "target" => Ok(NodeRef::Target),
@@ -388,7 +437,7 @@ fn node_ref(word: &str) -> std::result::Result<NodeRef, String> {
         w => w
             .parse::<u32>()
             .map(NodeRef::Id)
-            .map_err(|_| format!("`{w}` is not a node: use an id, \"target\", \"leader\", \"random\" or \"same\"")),
+            .map_err(|_| format!("`{w}` is not a node: use an id, \"target\", \"leader\", \"follower\", \"random\", \"same\" or \"stopped\"")),
     }
 }
 
@@ -405,6 +454,9 @@ pub fn parse_condition(text: &str) -> std::result::Result<Condition, String> {
         }
         ["node", node, "ready"] => Ok(Condition::Ready { node: node_ref(node)?, ready: true }),
         ["node", node, "not", "ready"] => Ok(Condition::Ready { node: node_ref(node)?, ready: false }),
+        ["node", node, "sees", "quorum"] => Ok(Condition::SeesQuorum { node: node_ref(node)?, sees: true }),
+        ["node", node, "sees", "no", "quorum"] => Ok(Condition::SeesQuorum { node: node_ref(node)?, sees: false }),
+        ["leader", op @ ("==" | "!="), node] => Ok(Condition::Leader { cmp: parse_cmp(op)?, node: node_ref(node)? }),
         [figure, op, value] => {
             let figure = Figure::ALL.iter().find(|(n, _)| n == figure).map(|(_, f)| *f).ok_or_else(|| {
                 format!("unknown figure `{figure}`; known: {}", Figure::ALL.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", "))
@@ -414,7 +466,8 @@ pub fn parse_condition(text: &str) -> std::result::Result<Condition, String> {
             Ok(Condition::Compare { figure, cmp, value })
         }
         _ => Err(format!(
-            "cannot read condition `{text}`: write `<figure> <op> <number>` (e.g. `live_nodes == 2`), `backend <node> DOWN`, or `node <node> ready`"
+            "cannot read condition `{text}`: write `<figure> <op> <number>` (e.g. `live_nodes == 2`), `backend <node> DOWN`, \
+             `node <node> ready`, `node <node> sees quorum`, `node <node> sees no quorum`, or `leader != <node>`"
         )),
     }
 }
@@ -470,6 +523,30 @@ pub enum Action {
     Set {
         setting: String,
         value: String,
+    },
+    /// Cuts `node` off from every other member (netns topology).
+    Isolate {
+        node: NodeRef,
+        from_clients: bool,
+    },
+    /// Splits the members into sides; traffic between them is dropped (netns topology).
+    Partition {
+        sides: Vec<Vec<NodeRef>>,
+        one_way: bool,
+        from_clients: bool,
+    },
+    /// Undoes every network fault.
+    Heal,
+    /// Latency (and jitter) on a node's outgoing traffic (needs `sch_netem`).
+    Delay {
+        node: NodeRef,
+        delay: Duration,
+        jitter: Duration,
+    },
+    /// Packet loss, percent, on a node's outgoing traffic (needs `sch_netem`).
+    Loss {
+        node: NodeRef,
+        percent: f64,
     },
 }
 
@@ -535,6 +612,33 @@ impl Scenario {
                 },
                 RawStep::Assert { condition: c } => Action::Assert { condition: condition(&c)? },
                 RawStep::Set { setting, value } => Action::Set { setting, value },
+                RawStep::Isolate { node: n, from_clients } => Action::Isolate { node: node(&n)?, from_clients },
+                RawStep::Partition { sides, one_way, from_clients } => {
+                    if sides.len() < 2 || sides.iter().any(|s| s.is_empty()) {
+                        return Err(bad("a partition needs at least two non-empty sides, e.g. sides = [[\"leader\"], [\"rest\"]]".into()));
+                    }
+                    if one_way && sides.len() != 2 {
+                        return Err(bad("one_way takes exactly two sides: the first cannot send to the second".into()));
+                    }
+                    let sides = sides.iter().map(|s| s.iter().map(&node).collect::<Result<Vec<_>>>()).collect::<Result<Vec<_>>>()?;
+                    if sides.iter().flatten().filter(|r| **r == NodeRef::Rest).count() > 1 {
+                        return Err(bad("`rest` may stand on one side only".into()));
+                    }
+                    Action::Partition { sides, one_way, from_clients }
+                }
+                RawStep::Heal {} => Action::Heal,
+                RawStep::Delay { node: n, delay, jitter } => {
+                    if delay > Duration::from_secs(60) || jitter.is_some_and(|j| j > Duration::from_secs(60)) {
+                        return Err(bad("delay and jitter: at most 60s".into()));
+                    }
+                    Action::Delay { node: node(&n)?, delay, jitter: jitter.unwrap_or_default() }
+                }
+                RawStep::Loss { node: n, percent } => {
+                    if !(0.0..=100.0).contains(&percent) {
+                        return Err(bad(format!("percent = {percent}: a loss from 0 to 100")));
+                    }
+                    Action::Loss { node: node(&n)?, percent }
+                }
             };
             steps.push(Step { line, action });
         }

@@ -14,11 +14,34 @@ fn secs(ms: u64) -> String {
 pub fn tell(phases: &[PhaseMetrics], events: &[Event], t0_mono: u64) -> Vec<String> {
     let mut out = Vec::new();
     for p in phases {
-        let (Some(fault_ms), Some(fault)) = (p.mark.fault_ms, p.mark.fault.as_deref()) else { continue };
+        // A phase is told from its fault, or — a phase that only recovers, like `healed` after a
+        // partition — from its recovery.
+        let (fault_ms, fault) = match (p.mark.fault_ms, p.mark.fault.as_deref(), p.mark.recover_ms) {
+            (Some(at), Some(f), _) => (at, f),
+            (None, _, Some(at)) => (at, "recovery"),
+            _ => continue,
+        };
+        // The term the last elected leader had before this phase's reference point.
+        let mut last_term: Option<u64> = events
+            .iter()
+            .filter(|e| e.mono_ms.saturating_sub(t0_mono) < fault_ms)
+            .filter_map(|e| match &e.kind {
+                EventKind::LeaderChanged { to: Some(_), term, .. } => *term,
+                _ => None,
+            })
+            .last();
+        // A fault is told until it is recovered, also across the phases that follow it (a
+        // partition measured in a phase of its own, `split`, after the one that made it).
+        let until = if fault == "recovery" {
+            p.mark.end_ms
+        } else {
+            phases.iter().filter_map(|q| q.mark.recover_ms).filter(|r| *r > fault_ms).min().unwrap_or(p.mark.end_ms)
+        };
         let in_phase = |e: &&Event| {
             let at = e.mono_ms.saturating_sub(t0_mono);
-            at + 200 >= fault_ms && at < p.mark.end_ms.max(fault_ms)
+            at + 200 >= fault_ms && at < until.max(fault_ms)
         };
+        let marked_down = events.iter().filter(in_phase).any(|e| matches!(&e.kind, EventKind::BackendState { state, .. } if state == "DOWN"));
         let mut steps: Vec<String> = Vec::new();
         for e in events.iter().filter(in_phase) {
             let at = e.mono_ms.saturating_sub(t0_mono).saturating_sub(fault_ms);
@@ -28,6 +51,28 @@ pub fn tell(phases: &[PhaseMetrics], events: &[Event], t0_mono: u64) -> Vec<Stri
                 }
                 EventKind::NodeSignalled { node, signal, .. } => steps.push(format!("{signal} to node {node} at +{}", secs(at))),
                 EventKind::NodeExited { node, status, .. } => steps.push(format!("node {node} exited ({status}) at +{}", secs(at))),
+                EventKind::NetPartitioned { .. } => steps.push(format!("network cut at +{}", secs(at))),
+                EventKind::NetHealed { .. } => steps.push(format!("network healed at +{}", secs(at))),
+                EventKind::LeaderChanged { to: Some(to), term, .. } => {
+                    // A jump of several terms at once: members cut off from the leader kept
+                    // campaigning, each time with a higher term (Raft without PreVote, etcd
+                    // 3.4's default); when they rejoin, that term deposes the leader.
+                    let jump = match (last_term, term) {
+                        (Some(a), Some(b)) if *b > a + 1 && fault == "recovery" => {
+                            format!(" (term {a} → {b}: a member cut off from the leader kept campaigning, and its higher term deposed the leader when it rejoined — Raft without PreVote)")
+                        }
+                        _ => String::new(),
+                    };
+                    last_term = *term;
+                    let term = term.map(|t| format!(", term {t}")).unwrap_or_default();
+                    steps.push(format!("node {to} leads at +{}{term}{jump}", secs(at)))
+                }
+                EventKind::LeaderChanged { to: None, .. } => steps.push(format!("no leader at +{}", secs(at))),
+                EventKind::NodeQuorum { node, sees_quorum: false, .. } => steps.push(format!("node {node} lost quorum at +{}", secs(at))),
+                EventKind::NodeQuorum { node, sees_quorum: true, .. } => steps.push(format!("node {node} sees quorum again at +{}", secs(at))),
+                EventKind::BackendState { node, state, .. } if fault.starts_with("partition") || fault == "recovery" => {
+                    steps.push(format!("HAProxy marked node {node} {state} at +{}", secs(at)))
+                }
                 _ => {}
             }
         }
@@ -46,6 +91,14 @@ pub fn tell(phases: &[PhaseMetrics], events: &[Event], t0_mono: u64) -> Vec<Stri
             (None, Some(down)) => format!(" HAProxy marked the node DOWN after {} (no client error).", secs(down)),
             (Some(err), None) => format!(" The first client error came {} after the fault.", secs(err)),
             (None, None) => String::new(),
+        };
+        let detection = if fault.starts_with("partition") && !marked_down {
+            format!(
+                "{detection} HAProxy never marked a node DOWN during the partition: every node's health check kept passing, \
+                 so clients were still routed to the cut-off side."
+            )
+        } else {
+            detection
         };
         out.push(format!(
             "{} — {fault}: {}.{detection} {clients}",
@@ -86,10 +139,43 @@ mod tests {
             first_error_after_fault_ms: None,
             haproxy_down_after_fault_ms: down,
             liveness_change_after_fault_ms: None,
+            new_leader_after_fault_ms: None,
             ranges_degraded_after_fault_ms: None,
             ranges_restored_after_degraded_ms: None,
             throughput_recovered_after_ms: None,
         }
+    }
+
+    #[test]
+    fn a_partition_is_told_until_its_heal_and_a_deposing_rejoin_is_explained() {
+        let t0 = 0;
+        let leader = |at, to, term| ev(at, EventKind::LeaderChanged { from: None, to, term: Some(term) });
+        let events = vec![
+            leader(500, Some(1), 2),
+            ev(5000, EventKind::NetPartitioned { sides: vec![vec![1], vec![2, 3]], one_way: false, from_clients: false, cuts: 4 }),
+            leader(7000, Some(2), 3),
+            // In the next phase (`split`), before the heal: still part of the partition's story.
+            ev(8000, EventKind::NodeQuorum { node: 1, sees_quorum: false, detail: None }),
+            ev(12_000, EventKind::NetHealed { detail: "removed 4 cut(s)".into() }),
+            leader(12_500, None, 9),
+            leader(13_000, Some(3), 10),
+        ];
+        let mut cut = phase("partitioned", "partition 1 | 2,3", 5000, 6000, Counts::default(), None);
+        cut.mark.start_ms = 4990;
+        let mut split = phase("split", "x", 6000, 12_000, Counts::default(), None);
+        split.mark.fault_ms = None;
+        split.mark.fault = None;
+        let mut healed = phase("healed", "x", 12_000, 20_000, Counts::default(), None);
+        healed.mark.fault_ms = None;
+        healed.mark.fault = None;
+        healed.mark.recover_ms = Some(12_000);
+        let told = tell(&[cut, split, healed], &events, t0);
+        assert_eq!(told.len(), 2, "{told:#?}");
+        assert!(told[0].contains("node 2 leads at +2.0 s, term 3; node 1 lost quorum at +3.0 s"), "{}", told[0]);
+        assert!(told[0].contains("HAProxy never marked a node DOWN"), "{}", told[0]);
+        assert!(!told[0].contains("network healed"), "the heal belongs to the next paragraph: {}", told[0]);
+        assert!(told[1].starts_with("healed — recovery: network healed at +0.0 s"), "{}", told[1]);
+        assert!(told[1].contains("term 3 → 10") && told[1].contains("without PreVote"), "{}", told[1]);
     }
 
     #[test]

@@ -1,0 +1,464 @@
+//! A drill's steps, run one at a time against the daemon: node references resolved when the
+//! step runs, conditions checked on the watcher's status, and every fault walked through
+//! [`crate::fault`]'s lifecycle, so whatever is pending when the drill ends (done, failed,
+//! interrupted) is recovered by the runner.
+
+use std::time::{Duration, Instant};
+
+use super::metrics::PhaseMark;
+use super::predict::Prediction;
+use super::runner::{DrillOptions, StepKind, StepLog};
+use super::scenario::{Action, Condition, Figure, NodeRef};
+use crate::api::{Client, StatusReport};
+use crate::events::Event;
+use crate::fault::{Failer, Fault, Pending};
+use crate::node::NodeId;
+use crate::watch::{LossPrediction, Writes};
+use crate::{Error, Result};
+
+/// The running drill's state, step to step.
+pub(super) struct Ctx<'a> {
+    /// Replaced by a new daemon's client if the daemon dies mid-drill.
+    pub client: Client,
+    pub opts: &'a DrillOptions,
+    pub rng: fastrand::Rng,
+    pub last: Option<NodeId>,
+    /// Nodes this drill stopped, killed or decommissioned, in order.
+    pub downed: Vec<NodeId>,
+    pub t0: Instant,
+    pub marks: Vec<PhaseMark>,
+    pub failures: Vec<String>,
+    pub log: Vec<StepLog>,
+    pub predictions: Vec<Prediction>,
+    /// Made by [`Ctx::predict`], taken by the next [`Ctx::fault`].
+    pub pending_prediction: Option<LossPrediction>,
+    /// Faults injected and not yet recovered.
+    pub pending: Pending,
+    pub line: usize,
+    pub say: &'a mut (dyn FnMut(String) + Send),
+}
+
+/// How long a fault step waits for its fault to take effect.
+const PROPAGATE_WAIT: Duration = Duration::from_secs(60);
+
+impl Ctx<'_> {
+    pub fn now_ms(&self) -> u64 {
+        self.t0.elapsed().as_millis() as u64
+    }
+
+    pub async fn status(&self) -> Result<StatusReport> {
+        self.client.get("/v1/status").await
+    }
+
+    /// A printer for a request's events (drain progress left out).
+    fn printer(say: &mut (dyn FnMut(String) + Send)) -> impl FnMut(&Event) + Send + '_ {
+        move |e: &Event| {
+            if !matches!(e.kind, crate::events::EventKind::NodePhase { .. }) {
+                say(format!("    {}", e.describe()));
+            }
+        }
+    }
+
+    async fn resolve(&mut self, r: &NodeRef) -> Result<NodeId> {
+        let s = self.status().await?;
+        let running: Vec<NodeId> = s.nodes.iter().filter(|n| n.pid.is_some() && !n.decommissioned).map(|n| n.id).collect();
+        let id = match r {
+            NodeRef::Id(id) => *id,
+            NodeRef::Same => {
+                self.last.ok_or_else(|| Error::Refused("`same` names the node of an earlier step, and there is none".into()))?
+            }
+            NodeRef::Leader => self.leader(&s).await?,
+            NodeRef::Follower => {
+                let leader = self.leader(&s).await.ok();
+                let followers: Vec<NodeId> = running.iter().copied().filter(|n| Some(*n) != leader).collect();
+                if followers.is_empty() {
+                    return Err(Error::Refused("no running member other than the leader".into()));
+                }
+                followers[self.rng.usize(0..followers.len())]
+            }
+            NodeRef::Rest => return Err(Error::Refused("`rest` stands only on a side of a partition".into())),
+            NodeRef::Random => {
+                if running.is_empty() {
+                    return Err(Error::Refused("no running node to choose from".into()));
+                }
+                running[self.rng.usize(0..running.len())]
+            }
+            NodeRef::Stopped => {
+                let stopped = stopped_members(&s);
+                let recent = self.downed.iter().rev().find(|id| stopped.contains(id)).copied();
+                recent.or_else(|| stopped.first().copied()).ok_or_else(|| Error::Refused("no stopped node to start".into()))?
+            }
+            NodeRef::LeaseholderOf { table, key } => self.leaseholder(table, *key).await?,
+            NodeRef::Target => match self.opts.node {
+                Some(id) => id,
+                None => match self.leader(&s).await {
+                    Ok(l) => l,
+                    Err(_) => running.iter().copied().max().ok_or_else(|| Error::Refused("no running node".into()))?,
+                },
+            },
+        };
+        self.last = Some(id);
+        Ok(id)
+    }
+
+    /// The Raft leader where the engine has one, else the leaseholder of the bank's first row.
+    async fn leader(&self, s: &StatusReport) -> Result<NodeId> {
+        if let Some(l) = s.cluster.leader {
+            return Ok(l);
+        }
+        if s.cluster.has_leader.is_some() {
+            return Err(Error::Refused("no leader is known right now".into()));
+        }
+        self.leaseholder("bank.bank", 0).await
+    }
+
+    async fn leaseholder(&self, table: &str, key: i64) -> Result<NodeId> {
+        let v: serde_json::Value = self.client.get(&format!("/v1/leaseholder?table={table}&key={key}")).await?;
+        Ok(v["node"].as_u64().ok_or_else(|| Error::Refused(format!("no leaseholder for {table} row {key}")))? as NodeId)
+    }
+
+    /// The sides of a partition with every reference resolved (`rest`: the members named
+    /// nowhere else).
+    async fn resolve_sides(&mut self, sides: &[Vec<NodeRef>]) -> Result<Vec<Vec<NodeId>>> {
+        let mut out: Vec<Vec<NodeId>> = Vec::new();
+        for side in sides {
+            let mut ids = Vec::new();
+            for r in side.iter().filter(|r| **r != NodeRef::Rest) {
+                ids.push(self.resolve(r).await?);
+            }
+            out.push(ids);
+        }
+        let s = self.status().await?;
+        let named: Vec<NodeId> = out.iter().flatten().copied().collect();
+        let rest: Vec<NodeId> = s.nodes.iter().filter(|n| !n.decommissioned && !named.contains(&n.id)).map(|n| n.id).collect();
+        for (side, refs) in out.iter_mut().zip(sides) {
+            if refs.contains(&NodeRef::Rest) {
+                side.extend(&rest);
+            }
+            side.sort_unstable();
+            side.dedup();
+        }
+        Ok(out)
+    }
+
+    async fn holds(&mut self, c: &Condition) -> Result<(bool, String)> {
+        let s = self.status().await?;
+        Ok(match c {
+            Condition::Compare { figure, cmp, value } => {
+                let observed = figure_value(&s, *figure);
+                (observed.is_some_and(|o| cmp.holds(o, *value)), observed.map(|o| o.to_string()).unwrap_or_else(|| "unknown".into()))
+            }
+            Condition::Backend { node, state } => {
+                let id = self.resolve(node).await?;
+                let b = s.nodes.iter().find(|n| n.id == id).and_then(|n| n.backend.clone()).unwrap_or_default();
+                (b.split_whitespace().next() == Some(state.as_str()), b)
+            }
+            Condition::Ready { node, ready } => {
+                let id = self.resolve(node).await?;
+                let r = s.nodes.iter().find(|n| n.id == id).is_some_and(|n| n.ready);
+                (r == *ready, if r { "ready".into() } else { "not ready".into() })
+            }
+            Condition::SeesQuorum { node, sees } => {
+                let id = self.resolve(node).await?;
+                let v = s.nodes.iter().find(|n| n.id == id).and_then(|n| n.sees_quorum);
+                // Not probed (unreachable, not running) is not seeing quorum.
+                (v.unwrap_or(false) == *sees, match v {
+                    Some(true) => "sees quorum".into(),
+                    Some(false) => "sees no quorum".into(),
+                    None => "not probed".into(),
+                })
+            }
+            Condition::Leader { cmp, node } => {
+                let want = self.resolve(node).await?;
+                let now = self.leader(&s).await.ok();
+                (now.is_some_and(|l| cmp.holds(l, want)), now.map(|l| format!("node {l}")).unwrap_or_else(|| "none".into()))
+            }
+        })
+    }
+
+    async fn node_request(&mut self, what: &str, path: String, body: serde_json::Value) -> Result<()> {
+        let mut print = Self::printer(&mut *self.say);
+        self.client.stream(&path, &body, &mut print).await.map(|_| ()).map_err(|e| Error::Refused(format!("{what}: {e}")))
+    }
+
+    fn record(&mut self, kind: StepKind, what: String) {
+        let at_ms = self.now_ms();
+        (self.say)(format!("  step at line {}: {what}", self.line));
+        self.log.push(StepLog { at_ms, line: self.line, what, kind });
+    }
+
+    async fn ask_prediction(&self, down: &[NodeId]) -> Result<LossPrediction> {
+        let q = format!("/v1/predict?down={}", down.iter().map(|n| n.to_string()).collect::<Vec<_>>().join(","));
+        self.client.get::<LossPrediction>(&q).await
+    }
+
+    /// States what taking `id` down (with the members already down) will do to quorum,
+    /// before the fault runs; [`Ctx::fault`] records it with the fault's time. A prediction
+    /// the daemon cannot make is said, not fatal.
+    async fn predict(&mut self, id: NodeId) {
+        let mut down = match self.status().await {
+            Ok(s) => stopped_members(&s),
+            Err(_) => Vec::new(),
+        };
+        if !down.contains(&id) {
+            down.push(id);
+        }
+        down.sort_unstable();
+        match self.ask_prediction(&down).await {
+            Ok(p) => {
+                (self.say)(format!("  prediction: {}", p.text));
+                self.pending_prediction = Some(p);
+            }
+            Err(e) => (self.say)(format!("  no prediction for node(s) {down:?} down: {e}")),
+        }
+    }
+
+    /// A partition's prediction: clients reach every side (but the sides cut from them), and
+    /// a transfer commits where its gateway's side holds a majority of what it writes. So
+    /// each reachable side is predicted as if the rest were down, and writes continue if they
+    /// continue on some side.
+    async fn predict_partition(&mut self, sides: &[Vec<NodeId>], from_clients: bool) {
+        let Ok(s) = self.status().await else { return };
+        let members: Vec<NodeId> = s.nodes.iter().filter(|n| !n.decommissioned).map(|n| n.id).collect();
+        let majority = members.len() / 2 + 1;
+        let mut best: Option<LossPrediction> = None;
+        let mut texts = Vec::new();
+        for side in sides.iter().filter(|side| !from_clients || side.len() >= majority) {
+            let down: Vec<NodeId> = members.iter().copied().filter(|m| !side.contains(m)).collect();
+            match self.ask_prediction(&down).await {
+                Ok(p) => {
+                    texts.push(format!("side {side:?}: {}", p.text));
+                    let rank = |w: Writes| match w {
+                        Writes::Continue => 2,
+                        Writes::Some => 1,
+                        Writes::Stop => 0,
+                    };
+                    if best.as_ref().is_none_or(|b| rank(p.writes) > rank(b.writes)) {
+                        best = Some(p);
+                    }
+                }
+                Err(e) => {
+                    (self.say)(format!("  no prediction for side {side:?}: {e}"));
+                    return;
+                }
+            }
+        }
+        let Some(mut p) = best else {
+            (self.say)("  prediction: every side is cut from the clients; nothing can commit".into());
+            return;
+        };
+        p.text = format!("partitioned, as seen from each side clients reach — {}", texts.join("; "));
+        (self.say)(format!("  prediction: {}", p.text));
+        self.pending_prediction = Some(p);
+    }
+
+    fn fault(&mut self, what: String) {
+        if let Some(id) = self.last {
+            self.downed.push(id);
+        }
+        self.record(StepKind::Fault, what.clone());
+        let now = self.now_ms();
+        if let Some(prediction) = self.pending_prediction.take() {
+            self.predictions.push(Prediction { line: self.line, at_ms: now, until_ms: now, prediction });
+        }
+        if let Some(m) = self.marks.last_mut() {
+            if m.fault_ms.is_none() {
+                m.fault_ms = Some(now);
+                m.fault = Some(what);
+            }
+        }
+    }
+
+    /// Records a recovery step; the phase's first one is where its throughput recovery is
+    /// measured from (also in a phase of its own, like a `healed` phase after a partition).
+    fn recovery(&mut self, what: String) {
+        self.record(StepKind::Recovery, what);
+        let now = self.now_ms();
+        if let Some(m) = self.marks.last_mut() {
+            if m.recover_ms.is_none() {
+                m.recover_ms = Some(now);
+            }
+        }
+    }
+
+    pub fn phase(&mut self, name: &str) {
+        let now = self.now_ms();
+        if let Some(m) = self.marks.last_mut() {
+            m.end_ms = now;
+        }
+        self.marks.push(PhaseMark { name: name.to_string(), start_ms: now, end_ms: now, fault_ms: None, fault: None, recover_ms: None });
+        (self.say)(format!("── phase {name}"));
+    }
+
+    /// Injects `fault` (recorded as the phase's fault), waits until it has taken effect, and
+    /// keeps it pending for recovery.
+    async fn inject(&mut self, fault: Fault) -> Result<()> {
+        self.fault(fault.describe());
+        let mut f = Failer::new(fault);
+        let res = {
+            let mut print = Self::printer(&mut *self.say);
+            f.inject(&self.client, &mut print).await
+        };
+        let describe = f.fault.describe();
+        if f.is_pending() {
+            self.pending.push(f.clone());
+        }
+        res.map_err(|e| Error::Refused(format!("{describe}: {e}")))?;
+        let took = f.wait_propagated(&self.client, PROPAGATE_WAIT).await?;
+        (self.say)(format!("    took effect after {:.1} s", took.as_secs_f64()));
+        Ok(())
+    }
+
+    pub async fn step(&mut self, a: &Action) -> Result<()> {
+        match a {
+            Action::Phase { name } => self.phase(name),
+            Action::Stop { node, grace, drain } => {
+                let id = self.resolve(node).await?;
+                self.predict(id).await;
+                self.inject(Fault::Stop { node: id, grace: *grace, drain: *drain }).await?;
+            }
+            Action::Kill { node } => {
+                let id = self.resolve(node).await?;
+                self.predict(id).await;
+                self.inject(Fault::Kill { node: id }).await?;
+            }
+            Action::Isolate { node, from_clients } => {
+                let id = self.resolve(node).await?;
+                let sides = self.resolve_sides(&[vec![NodeRef::Id(id)], vec![NodeRef::Rest]]).await?;
+                self.predict_partition(&sides, *from_clients).await;
+                self.inject(Fault::Partition { sides, one_way: false, from_clients: *from_clients }).await?;
+            }
+            Action::Partition { sides, one_way, from_clients } => {
+                let sides = self.resolve_sides(sides).await?;
+                if !one_way {
+                    self.predict_partition(&sides, *from_clients).await;
+                }
+                self.inject(Fault::Partition { sides, one_way: *one_way, from_clients: *from_clients }).await?;
+            }
+            Action::Delay { node, delay, jitter } => {
+                let id = self.resolve(node).await?;
+                let shaping = crate::topology::Shaping { delay_ms: delay.as_millis() as u32, jitter_ms: jitter.as_millis() as u32, loss_pct: 0.0 };
+                self.inject(Fault::Shape { node: id, shaping }).await?;
+            }
+            Action::Loss { node, percent } => {
+                let id = self.resolve(node).await?;
+                self.inject(Fault::Shape { node: id, shaping: crate::topology::Shaping { delay_ms: 0, jitter_ms: 0, loss_pct: *percent } }).await?;
+            }
+            Action::Heal => {
+                self.recovery("heal the network".into());
+                let mut healed = self.pending.take(Fault::is_network);
+                if healed.is_empty() {
+                    self.node_request("heal", "/v1/net/heal".into(), serde_json::json!({})).await?;
+                } else {
+                    let mut print = Self::printer(&mut *self.say);
+                    healed[0].recover(&self.client, &mut print).await?;
+                    drop(print);
+                    let took = healed[0].wait_recovered(&self.client, PROPAGATE_WAIT).await?;
+                    (self.say)(format!("    every member sees quorum again after {:.1} s", took.as_secs_f64()));
+                }
+            }
+            Action::Decommission { node, force } => {
+                let id = self.resolve(node).await?;
+                self.predict(id).await;
+                self.fault(format!("decommission of node {id}"));
+                let body = serde_json::json!({ "force": force });
+                self.node_request(&format!("decommission node {id}"), format!("/v1/nodes/{id}/decommission"), body).await?;
+            }
+            Action::Start { node, wait } => {
+                let id = self.resolve(node).await?;
+                self.recovery(format!("start node {id}"));
+                // The start recovers the stop or kill of this node, if one is pending.
+                self.pending.take(|f| f.downs() == [id]);
+                let body = serde_json::json!({ "no_wait": !wait });
+                self.node_request(&format!("start node {id}"), format!("/v1/nodes/{id}/start"), body).await?;
+            }
+            Action::StartAll => {
+                self.recovery("start every stopped member".into());
+                self.pending.take(|f| !f.downs().is_empty());
+                for id in stopped_members(&self.status().await?) {
+                    self.node_request(&format!("start node {id}"), format!("/v1/nodes/{id}/start"), serde_json::json!({})).await?;
+                }
+            }
+            Action::Add => {
+                self.record(StepKind::Other, "add a node".into());
+                self.node_request("add a node", "/v1/nodes/add".into(), serde_json::json!({})).await?;
+            }
+            Action::Set { setting, value } => {
+                self.record(StepKind::Other, format!("set {setting} = {value}"));
+                let body = serde_json::json!({ "name": setting, "value": value });
+                self.node_request(&format!("set {setting}"), "/v1/settings".into(), body).await?;
+            }
+            Action::Wait { duration } => tokio::time::sleep(*duration).await,
+            Action::WaitUntil { condition, timeout } => {
+                let start = Instant::now();
+                loop {
+                    let (ok, observed) = self.holds(condition).await?;
+                    if ok {
+                        (self.say)(format!("    {condition}: after {:.1} s", start.elapsed().as_secs_f64()));
+                        break;
+                    }
+                    if start.elapsed() > *timeout {
+                        return Err(Error::Timeout {
+                            what: format!("{condition} (last seen: {observed})"),
+                            after_ms: timeout.as_millis() as u64,
+                        });
+                    }
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+            Action::Assert { condition } => {
+                let (ok, observed) = self.holds(condition).await?;
+                if !ok {
+                    self.failures.push(format!("assertion `{condition}` did not hold (observed {observed})"));
+                }
+                (self.say)(format!("    assert {condition}: {} (observed {observed})", if ok { "holds" } else { "FAILED" }));
+            }
+        }
+        Ok(())
+    }
+
+    /// The restore: every pending fault recovered, newest first (the network healed, killed
+    /// and stopped nodes started), each waited for; then any member still stopped is started
+    /// and any network fault still in force (injected outside the drill) healed. Whatever
+    /// could not be undone becomes a failure.
+    pub async fn restore(&mut self) {
+        let mut print = Self::printer(&mut *self.say);
+        let failed = self.pending.recover_all(&self.client, Duration::from_secs(120), &mut print).await;
+        drop(print);
+        self.failures.extend(failed);
+        let Ok(s) = self.status().await else { return };
+        if s.network.cuts > 0 || !s.network.shaped.is_empty() {
+            if let Err(e) = self.node_request("heal the network", "/v1/net/heal".into(), serde_json::json!({})).await {
+                self.failures.push(format!("could not heal the network: {e}"));
+            }
+        }
+        let stopped = stopped_members(&s);
+        if !stopped.is_empty() {
+            (self.say)(format!("── restoring node(s) {}", stopped.iter().map(|n| n.to_string()).collect::<Vec<_>>().join(", ")));
+            for id in stopped {
+                let start = self.node_request(&format!("restore node {id}"), format!("/v1/nodes/{id}/start"), serde_json::json!({})).await;
+                if let Err(e) = start {
+                    self.failures.push(format!("could not restore node {id}: {e}"));
+                }
+            }
+        }
+    }
+}
+
+fn figure_value(s: &StatusReport, f: Figure) -> Option<i64> {
+    let c = &s.cluster;
+    match f {
+        // Processes running, whatever the cluster thinks of them (quorum is its own figure).
+        Figure::MembersUp => Some(s.nodes.iter().filter(|n| n.pid.is_some() && !n.decommissioned).count() as i64),
+        Figure::ReadyNodes => Some(s.nodes.iter().filter(|n| n.ready).count() as i64),
+        Figure::LiveNodes => c.live_nodes.map(|v| v as i64),
+        Figure::RangesUnderreplicated => c.ranges_underreplicated.map(|v| v as i64),
+        Figure::RangesUnavailable => c.ranges_unavailable.map(|v| v as i64),
+        Figure::HasLeader => c.has_leader.map(i64::from),
+        Figure::Quorum => c.quorum.as_ref().map(|q| i64::from(q.ok)),
+    }
+}
+
+pub(super) fn stopped_members(s: &StatusReport) -> Vec<NodeId> {
+    s.nodes.iter().filter(|n| n.pid.is_none() && !n.decommissioned).map(|n| n.id).collect()
+}
