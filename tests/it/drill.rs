@@ -6,18 +6,18 @@ use serde_json::Value;
 
 use crate::helpers::*;
 
-fn results_of(out: &str) -> (std::path::PathBuf, Value) {
+pub(crate) fn results_of(out: &str) -> (std::path::PathBuf, Value) {
     let report = out.lines().find_map(|l| l.strip_prefix("report: ")).unwrap_or_else(|| panic!("no report line in:\n{out}"));
     let dir = std::path::Path::new(report).parent().unwrap().to_path_buf();
     let v = serde_json::from_str(&std::fs::read_to_string(dir.join("results.json")).unwrap()).unwrap();
     (dir, v)
 }
 
-fn phase<'a>(r: &'a Value, name: &str) -> &'a Value {
+pub(crate) fn phase<'a>(r: &'a Value, name: &str) -> &'a Value {
     r["phases"].as_array().unwrap().iter().find(|p| p["name"] == name).unwrap_or_else(|| panic!("no phase {name}"))
 }
 
-fn validate(results: &Value) {
+pub(crate) fn validate(results: &Value) {
     let schema: Value = serde_json::from_str(include_str!("../../docs/drill-results.schema.json")).unwrap();
     let validator = jsonschema::validator_for(&schema).expect("the schema compiles");
     let errors: Vec<String> = validator.iter_errors(results).map(|e| format!("{} at {}", e, e.instance_path())).collect();

@@ -48,6 +48,26 @@ pub struct TestLab {
     pub dir: tempfile::TempDir,
     pub config: PathBuf,
     pub ports: Ports,
+    /// The netns lab's subnet claim (a directory held while the lab lives).
+    pub subnet: Option<(String, PathBuf)>,
+}
+
+/// Claims a /24 in 198.18.0.0/15 no other test process holds (an atomically created
+/// directory under /tmp) and no interface of this host uses. Returns `(subnet, claim)`.
+fn claim_subnet() -> (String, PathBuf) {
+    let root = Path::new("/tmp/roachlab-test-subnets");
+    std::fs::create_dir_all(root).expect("claims dir");
+    let used = std::process::Command::new("ip").args(["-4", "-o", "addr", "show"]).output().map(|o| text(&o.stdout)).unwrap_or_default();
+    let seed = std::process::id();
+    for k in 0..230u32 {
+        let x = 20 + (seed.wrapping_mul(13) + k) % 230;
+        let prefix = format!("198.18.{x}.");
+        let claim = root.join(x.to_string());
+        if !used.contains(&prefix) && std::fs::create_dir(&claim).is_ok() {
+            return (format!("198.18.{x}.0/24"), claim);
+        }
+    }
+    panic!("no free test subnet in 198.18.20.0–198.18.249.0");
 }
 
 impl TestLab {
@@ -64,7 +84,31 @@ impl TestLab {
             ports.base, ports.http_base, ports.peer_base, ports.frontend, ports.admin, ports.stats
         );
         std::fs::write(&config, text).expect("write config");
-        Self { dir, config, ports }
+        Self { dir, config, ports, subnet: None }
+    }
+
+    /// A lab like [`TestLab::new`] in the netns topology, on a subnet of its own.
+    pub fn netns(engine: &str, nodes: u32) -> Self {
+        let mut lab = Self::new(engine, nodes);
+        let (subnet, claim) = claim_subnet();
+        let mut text = std::fs::read_to_string(&lab.config).unwrap();
+        text = format!("topology = \"netns\"\n{text}\n[netns]\nsubnet = \"{subnet}\"\n");
+        std::fs::write(&lab.config, text).unwrap();
+        lab.subnet = Some((subnet, claim));
+        lab
+    }
+
+    /// The lab's tag in the names of its namespaces and interfaces.
+    pub fn net_tag(&self) -> String {
+        roachlab::topology::netns::tag_of(&self.lab_dir())
+    }
+
+    /// Namespaces and links on this host whose names carry the lab's tag.
+    pub fn net_leftovers(&self) -> Vec<String> {
+        let tag = self.net_tag();
+        let netns = std::process::Command::new("ip").args(["netns", "list"]).output().map(|o| text(&o.stdout)).unwrap_or_default();
+        let links = std::process::Command::new("ip").args(["-o", "link", "show"]).output().map(|o| text(&o.stdout)).unwrap_or_default();
+        netns.lines().chain(links.lines()).filter(|l| l.contains(&tag)).map(str::to_string).collect()
     }
 
     /// The lab directory (`--dir`).
@@ -154,6 +198,9 @@ impl TestLab {
 impl Drop for TestLab {
     fn drop(&mut self) {
         if !self.lab_dir().join("state.json").exists() {
+            if let Some((_, claim)) = &self.subnet {
+                let _ = std::fs::remove_dir(claim);
+            }
             return;
         }
         let seen = self.recorded_processes();
@@ -162,6 +209,13 @@ impl Drop for TestLab {
         // start time still matches (never by name).
         for id in seen.into_iter().chain(self.recorded_processes()) {
             let _ = roachlab::process::signal(&id, nix::sys::signal::Signal::SIGKILL);
+        }
+        // And what the lab recorded on the network (by the record's names only).
+        if let Ok(lab) = roachlab::lab::Lab::new(self.lab_dir()) {
+            let _ = roachlab::topology::netns::teardown_recorded(&lab);
+        }
+        if let Some((_, claim)) = &self.subnet {
+            let _ = std::fs::remove_dir(claim);
         }
     }
 }

@@ -9,6 +9,7 @@ mod drill;
 mod helpers;
 mod interleavings;
 mod lab_etcd;
+mod net;
 mod pg;
 mod safety;
 mod watch;
