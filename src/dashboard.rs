@@ -23,7 +23,12 @@ use crate::{Error, Result};
 /// Samples kept for each sparkline.
 const HISTORY: usize = 120;
 
-/// A one-line summary of the cluster: quorum, leader, ranges.
+/// A node's own view of quorum: `sees`, `NONE`, or `None` when not probed.
+pub fn quorum_word(n: &crate::api::NodeStatus) -> Option<&'static str> {
+    n.sees_quorum.map(|q| if q { "sees" } else { "NONE" })
+}
+
+/// The cluster in one line: quorum, leader, live nodes, ranges.
 pub fn cluster_line(s: &StatusReport) -> String {
     let c = &s.cluster;
     let mut parts = Vec::new();
@@ -109,12 +114,13 @@ async fn plain(client: &Client, interval: Duration, count: Option<u64>) -> Resul
             .iter()
             .map(|n| {
                 format!(
-                    "n{} {}{} {} {}",
+                    "n{} {}{} {} {}{}",
                     n.id,
                     process_word(n),
                     if n.ready { " ready" } else { "" },
                     n.backend.as_deref().unwrap_or("-"),
-                    liveness_word(n)
+                    liveness_word(n),
+                    quorum_word(n).map(|q| format!(" quorum:{q}")).unwrap_or_default()
                 )
             })
             .collect();
@@ -239,12 +245,18 @@ fn draw(f: &mut ratatui::Frame, s: Option<&StatusReport>, h: &History, tail: &Ta
     let lost = s.cluster.quorum.as_ref().is_some_and(|q| !q.ok);
     let title = format!(" roachlab · {} lab · {} ", s.engine, s.dir.display());
     f.render_widget(
-        Paragraph::new(format!("{}\n{}", cluster_line(s), s.quorum_rule.first().map(String::as_str).unwrap_or("")))
+        Paragraph::new(format!(
+            "{}\n{}",
+            cluster_line(s),
+            crate::reporter::network_line(s)
+                .map(|l| format!("network: {l}"))
+                .unwrap_or_else(|| s.quorum_rule.first().cloned().unwrap_or_default())
+        ))
             .style(if lost { Style::default().fg(Color::Red).add_modifier(Modifier::BOLD) } else { Style::default() })
             .block(Block::default().borders(Borders::ALL).title(title)),
         head,
     );
-    let header = Row::new(["node", "process", "pid", "ready", "haproxy", "liveness", "replicas", "leases", "leader"])
+    let header = Row::new(["node", "process", "pid", "ready", "haproxy", "liveness", "replicas", "leases", "leader", "quorum"])
         .style(Style::default().add_modifier(Modifier::BOLD));
     let rows = s.nodes.iter().map(|n| {
         let opt = |v: Option<u64>| v.map(|v| v.to_string()).unwrap_or_else(|| "-".into());
@@ -265,6 +277,10 @@ fn draw(f: &mut ratatui::Frame, s: Option<&StatusReport>, h: &History, tail: &Ta
             Cell::from(opt(n.replicas)),
             Cell::from(opt(n.leaseholders)),
             Cell::from(if n.is_leader == Some(true) { "★" } else { "" }),
+            Cell::from(quorum_word(n).unwrap_or("-")).style(Style::default().fg(match n.sees_quorum {
+                Some(false) => Color::Red,
+                _ => Color::Reset,
+            })),
         ])
     });
     let widths = [
@@ -277,6 +293,7 @@ fn draw(f: &mut ratatui::Frame, s: Option<&StatusReport>, h: &History, tail: &Ta
         Constraint::Length(9),
         Constraint::Length(7),
         Constraint::Length(6),
+        Constraint::Length(7),
     ];
     f.render_widget(Table::new(rows, widths).header(header).block(Block::default().borders(Borders::ALL).title(" nodes ")), table);
     let [a, b, c, d] = Layout::horizontal([Constraint::Ratio(1, 4); 4]).areas(sparks);

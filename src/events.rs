@@ -172,7 +172,7 @@ impl Event {
                 format!("leader: {} → {}{term}", name(from), name(to))
             }
             EventKind::QuorumLost { detail: Some(d), .. } => {
-                format!("QUORUM LOST: {d}; writes to the ranges that lost their majority cannot commit")
+                format!("QUORUM LOST: {d}; writes that need the lost majority cannot commit")
             }
             EventKind::QuorumLost { up, needed, detail: None } => {
                 format!("QUORUM LOST: {up} member(s) up, a majority needs {needed}; writes cannot commit")

@@ -135,11 +135,7 @@ pub fn status_table(s: &StatusReport, ranges: bool) -> String {
             let opt = |v: Option<u64>| v.map(|v| v.to_string()).unwrap_or_else(|| "-".into());
             row.push_str(&format!(" {:<24} {:<8} {:<6}", liveness_word(n), opt(n.replicas), opt(n.leaseholders)));
         }
-        row.push_str(&format!(" {:<7}", match n.sees_quorum {
-            Some(true) => "sees",
-            Some(false) => "NONE",
-            None => "-",
-        }));
+        row.push_str(&format!(" {:<7}", crate::dashboard::quorum_word(n).unwrap_or("-")));
         row.push_str(&format!(" {}", n.since.as_deref().unwrap_or("-")));
         out.push_str(&row);
         out.push('\n');
@@ -180,6 +176,12 @@ pub fn network_line(s: &StatusReport) -> Option<String> {
     } else {
         let sides: Vec<String> = n.sides.iter().map(|s| s.iter().map(|x| x.to_string()).collect::<Vec<_>>().join(",")).collect();
         parts.push(format!("netns topology, PARTITIONED {} ({} cut(s); `roachlab net heal` undoes it)", sides.join(" | "), n.cuts));
+        let seeing: Vec<String> = s.nodes.iter().filter(|n| n.sees_quorum == Some(true)).map(|n| n.id.to_string()).collect();
+        parts.push(if seeing.is_empty() {
+            "no node sees quorum: no side holds a majority".to_string()
+        } else {
+            format!("quorum reads answer through node(s) {}", seeing.join(", "))
+        });
     }
     if !n.shaped.is_empty() {
         parts.push(format!("delay/loss on node(s) {}", n.shaped.iter().map(|x| x.to_string()).collect::<Vec<_>>().join(", ")));

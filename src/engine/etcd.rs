@@ -504,7 +504,10 @@ pub fn observed_quorum(obs: &Observation, running: usize, members: usize) -> cra
             .iter()
             .filter_map(|(id, f)| f.quorum_detail.as_ref().map(|d| format!("node {id}: {d}")))
             .collect();
-        format!("no linearizable read answered through the {running} running member(s) of {members}; a majority needs {needed} connected ({})", why.join("; "))
+        format!(
+            "{running} of {members} member(s) running, a majority needs {needed} connected: no linearizable read answered ({})",
+            why.join("; ")
+        )
     } else {
         format!("linearizable reads answered through node(s) {} ({running} of {members} members running)", answered.join(", "))
     };
@@ -544,6 +547,40 @@ mod tests {
         let ms: Vec<Member> = (1..=4).map(|id| Member { id, ports: e.node_ports(id), engine_id: None }).collect();
         let ctx = StartContext { lab: &lab, node: ms[3], members: &ms, mode: StartMode::Join };
         insta::assert_snapshot!(e.start_args(&ctx).join(" \\\n  "));
+    }
+
+    #[test]
+    fn in_the_netns_topology_urls_carry_the_members_own_addresses() {
+        let o = Overrides { engine: Some(EngineKind::Etcd), topology: Some(crate::topology::TopologyKind::Netns), ..Default::default() };
+        let spec = LabSpec::load(None, &o).unwrap();
+        let e = Etcd::new(&spec);
+        let lab = Lab::new("/lab").unwrap();
+        let ms: Vec<Member> = (1..=3)
+            .map(|id| Member { id, ports: NodePorts { host: crate::topology::Topology::node_host(&spec, id), ..e.node_ports(id) }, engine_id: None })
+            .collect();
+        let args = e.start_args(&StartContext { lab: &lab, node: ms[2], members: &ms, mode: StartMode::Initial });
+        assert!(args.contains(&"--listen-client-urls=http://198.18.7.13:23793".to_string()), "{args:?}");
+        assert!(args.contains(&"--listen-peer-urls=http://198.18.7.13:23893".to_string()), "{args:?}");
+        assert!(args.iter().any(|a| a.starts_with("--initial-cluster=node-1=http://198.18.7.11:23891,")), "{args:?}");
+    }
+
+    #[test]
+    fn quorum_is_observed_from_linearizable_reads() {
+        let mut obs = Observation::default();
+        for (id, sees) in [(1, true), (2, true), (3, false)] {
+            let f = obs.nodes.entry(id).or_default();
+            f.sees_quorum = Some(sees);
+            f.quorum_detail = Some(if sees { "linearizable read in 2 ms".into() } else { "linearizable read: timed out".into() });
+        }
+        let q = observed_quorum(&obs, 3, 3);
+        assert!(q.ok && q.up == 3 && q.needed == 2);
+        assert!(q.detail.unwrap().contains("answered through node(s) 1, 2"));
+        for f in obs.nodes.values_mut() {
+            f.sees_quorum = Some(false);
+        }
+        let q = observed_quorum(&obs, 4, 4);
+        assert!(!q.ok && q.needed == 3, "a 2|2 split: no read answers");
+        assert!(q.detail.unwrap().contains("node 3: linearizable read: timed out"));
     }
 
     #[test]

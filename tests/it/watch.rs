@@ -63,7 +63,7 @@ fn killing_the_leader_then_a_second_member_is_recorded_in_order() {
     });
     wait_for("a leader again", Duration::from_secs(15), || lab.status()["cluster"]["leader"].as_u64());
     let text = lab.ok(&["events", "--since", "10m"]);
-    assert!(text.contains("QUORUM LOST: 1 member(s) up, a majority needs 2"), "{text}");
+    assert!(text.contains("QUORUM LOST: 1 of 3 member(s) running, a majority needs 2 connected: no linearizable read answered"), "{text}");
     assert!(text.contains("quorum regained"), "{text}");
     let json = lab.ok(&["events", "--json"]);
     assert_eq!(json.lines().count(), lab.events().len());
@@ -125,6 +125,10 @@ async fn probes_and_observation_give_up_on_a_stalled_endpoint() {
         assert!(!r.ready);
         assert_eq!(r.detail.as_deref(), Some("timed out"));
         let obs = tokio::time::timeout(Duration::from_secs(10), e.observe(&client, &[member], &[member])).await.expect("observe returns");
+        // The node's own quorum probe (etcd: linearizable read; CockroachDB: SQL) gave up too,
+        // and says so: a stalled node does not see quorum.
+        assert_eq!(obs.nodes.get(&1).and_then(|f| f.sees_quorum), Some(false), "{kind:?}: {obs:?}");
+        assert_eq!(obs.cluster.quorum.as_ref().map(|q| q.ok), Some(false), "{kind:?}");
         assert!(obs.cluster.ranges.is_none() && obs.cluster.leader.is_none(), "{kind}: nothing observed from a stalled node");
         assert!(start.elapsed() < Duration::from_secs(10));
     }
