@@ -62,7 +62,7 @@ fn cockroach_drills() {
     let out = lab.ok(&["drill", "quorum-loss", "--baseline", "5s"]);
     assert!(out.contains("met:     quorum-lost: committed == 0"), "{out}");
     assert!(out.contains("range(s) keep fewer than a majority of their replicas"), "{out}");
-    assert!(!out.contains("not met"), "every prediction and expectation holds: {out}");
+    assert!(!out.contains("NOT MET"), "every prediction and expectation holds: {out}");
 }
 
 #[test]
@@ -74,7 +74,7 @@ fn cockroach_scale_out_and_decommission() {
     let lab = TestLab::new("cockroach", 3);
     lab.up();
     let out = lab.ok(&["drill", "scale", "--to", "4", "--baseline", "5s"]);
-    assert!(!out.contains("not met"), "{out}");
+    assert!(!out.contains("NOT MET"), "{out}");
     let status = lab.ok(&["status"]);
     assert!(status.contains("decommissioned"), "{status}");
     assert!(status.contains("quorum ok (SQL probe answered"), "quorum is observed, not counted: {status}");
