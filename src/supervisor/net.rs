@@ -34,6 +34,15 @@ pub struct NetStatus {
 }
 
 impl Supervisor {
+    /// Runs a topology operation (`ip`/`tc` commands) off the async threads.
+    async fn on_topology<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&crate::topology::Topology) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let topology = self.inner.topology.clone();
+        tokio::task::spawn_blocking(move || f(&topology)).await.map_err(|e| Error::Refused(format!("a network operation failed: {e}")))?
+    }
+
     /// Heals the network if any fault is in force, saying so; errors become warnings (for
     /// `down` and restores, which must go on).
     pub(super) fn heal_for(&self, why: &str) {
@@ -49,12 +58,13 @@ impl Supervisor {
     /// `net partition SIDE SIDE…` (and `net isolate N`, a partition of N from the rest).
     pub async fn net_partition(&self, sides: Vec<Vec<NodeId>>, one_way: bool, from_clients: bool) -> Result<serde_json::Value> {
         let _op = self.begin_op().await?;
-        let n = self.inner.topology.netns()?;
+        self.inner.topology.netns()?;
         let members: Vec<NodeId> = self.members().iter().map(|m| m.id).collect();
         check_sides(&sides, &members, one_way)?;
         let text = describe_sides(&sides, one_way, from_clients);
         self.emit(EventKind::Command { command: format!("net partition {text}"), by: crate::events::requester() });
-        let cuts = n.partition(&sides, one_way, from_clients, members.len())?;
+        let (s, count) = (sides.clone(), members.len());
+        let cuts = self.on_topology(move |t| t.netns()?.partition(&s, one_way, from_clients, count)).await?;
         self.emit(EventKind::NetPartitioned { sides: sides.clone(), one_way, from_clients, cuts: cuts.len() });
         Ok(serde_json::json!({ "sides": sides, "cuts": cuts }))
     }
@@ -62,7 +72,7 @@ impl Supervisor {
     /// `net delay N 100ms` / `net loss N 5%`: latency and loss on node N's outgoing traffic.
     pub async fn net_shape(&self, node: NodeId, shaping: Shaping) -> Result<serde_json::Value> {
         let _op = self.begin_op().await?;
-        let n = self.inner.topology.netns()?;
+        self.inner.topology.netns()?;
         self.state().node(node)?;
         if shaping.loss_pct < 0.0 || shaping.loss_pct > 100.0 || shaping.loss_pct.is_nan() {
             return Err(Error::Refused(format!("loss {}%: give a percentage from 0 to 100", shaping.loss_pct)));
@@ -71,7 +81,7 @@ impl Supervisor {
             command: format!("net shape {node}: delay {} ms ± {} ms, loss {}%", shaping.delay_ms, shaping.jitter_ms, shaping.loss_pct),
             by: crate::events::requester(),
         });
-        n.shape(node, shaping)?;
+        self.on_topology(move |t| t.netns()?.shape(node, shaping)).await?;
         self.emit(EventKind::NetShaped { node, delay_ms: shaping.delay_ms, jitter_ms: shaping.jitter_ms, loss_pct: shaping.loss_pct });
         Ok(serde_json::json!({ "node": node }))
     }
@@ -80,7 +90,7 @@ impl Supervisor {
     pub async fn net_heal(&self) -> Result<serde_json::Value> {
         let _op = self.begin_op().await?;
         self.emit(EventKind::Command { command: "net heal".into(), by: crate::events::requester() });
-        let done = self.inner.topology.heal()?;
+        let done = self.on_topology(|t| t.heal()).await?;
         let detail = if done.is_empty() { "nothing was in force".to_string() } else { done.join("; ") };
         self.emit(EventKind::NetHealed { detail: detail.clone() });
         Ok(serde_json::json!({ "healed": done }))
@@ -104,8 +114,8 @@ impl Supervisor {
             nodes.iter().filter(|(_, _, live)| *live).map(|(id, p, _)| (*id, SocketAddr::from((p.host, p.service)))).collect();
         let subnet = n.subnet().to_string();
         let probe = {
-            let n = crate::topology::netns::Netns::new(&self.inner.lab, n.subnet());
-            tokio::task::spawn_blocking(move || n.reachability(&targets, REACH_TIMEOUT))
+            let topology = self.inner.topology.clone();
+            tokio::task::spawn_blocking(move || topology.netns().and_then(|n| n.reachability(&targets, REACH_TIMEOUT)))
         };
         let reach = probe.await.map_err(|e| Error::Refused(format!("the reachability probe failed: {e}")))??;
         Ok(NetStatus {

@@ -35,6 +35,12 @@ impl Supervisor {
         for &n in &to_start {
             self.spawn_node(n, mode, &members)?;
         }
+        let paths: Vec<(NodeId, std::net::SocketAddr)> =
+            members.iter().map(|m| (m.id, std::net::SocketAddr::from((m.ports.host, m.ports.service)))).collect();
+        let topology = self.inner.topology.clone();
+        tokio::task::spawn_blocking(move || topology.check_paths(&paths))
+            .await
+            .map_err(|e| Error::Refused(format!("the network check failed: {e}")))??;
         if !initialized {
             if let Some(detail) = self.inner.engine.bootstrap(&self.inner.lab, &members).await? {
                 self.emit(EventKind::ClusterInitialized { detail });

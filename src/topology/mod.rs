@@ -144,11 +144,11 @@ impl Default for TopologySpec {
     }
 }
 
-/// The topology of one lab: the seam the supervisor talks to.
-#[derive(Debug)]
+/// The topology of one lab: the seam the supervisor talks to. Cheap to clone.
+#[derive(Debug, Clone)]
 pub enum Topology {
     Loopback,
-    Netns(netns::Netns),
+    Netns(std::sync::Arc<netns::Netns>),
 }
 
 impl Topology {
@@ -156,7 +156,7 @@ impl Topology {
     pub fn for_lab(spec: &LabSpec, lab: &Lab) -> Self {
         match spec.topology.kind {
             TopologyKind::Loopback => Topology::Loopback,
-            TopologyKind::Netns => Topology::Netns(netns::Netns::new(lab, spec.topology.subnet)),
+            TopologyKind::Netns => Topology::Netns(std::sync::Arc::new(netns::Netns::new(lab, spec.topology.subnet))),
         }
     }
 
@@ -206,6 +206,16 @@ impl Topology {
         match self {
             Topology::Loopback => None,
             Topology::Netns(n) => Some(n.netns_path(id)),
+        }
+    }
+
+    /// Checks, once nodes' network exists, that packets flow between them and from the host
+    /// (`targets`: node id and service address); a firewall dropping bridged traffic is
+    /// named with the way to allow it. Nothing to check on loopback.
+    pub fn check_paths(&self, targets: &[(NodeId, std::net::SocketAddr)]) -> Result<()> {
+        match self {
+            Topology::Loopback => Ok(()),
+            Topology::Netns(n) => n.check_paths(targets),
         }
     }
 

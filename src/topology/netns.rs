@@ -395,6 +395,39 @@ impl Netns {
         Ok(out)
     }
 
+    /// Checks that packets cross the bridge: a TCP connect from the first node's namespace to
+    /// the second node, and from the host to the first (a refused connection counts: an RST
+    /// came back). Bridged traffic can be dropped by the host's firewall when
+    /// `net.bridge.bridge-nf-call-iptables` is 1 (Docker hosts set it, with a FORWARD policy
+    /// of DROP); the error says how to allow it.
+    pub fn check_paths(&self, targets: &[(NodeId, SocketAddr)]) -> Result<()> {
+        if targets.len() < 2 {
+            return Ok(());
+        }
+        let reach = self.reachability(&targets[..2], Duration::from_secs(1))?;
+        let blocked: Vec<&Reach> = reach
+            .iter()
+            .filter(|r| !r.ok && (r.from == Peer::Clients && r.to == Peer::Node(targets[0].0) || r.from == Peer::Node(targets[0].0)))
+            .collect();
+        if blocked.is_empty() {
+            return Ok(());
+        }
+        let bridge = self.bridge_name();
+        let nf = std::fs::read_to_string("/proc/sys/net/bridge/bridge-nf-call-iptables").map(|s| s.trim() == "1").unwrap_or(false);
+        let why: Vec<String> = blocked.iter().map(|r| format!("{} → {}: {}", r.from, r.to, r.detail)).collect();
+        Err(Error::Refused(format!(
+            "packets do not cross the lab's bridge {bridge} ({}).{} Allow traffic on it, e.g. `iptables -I FORWARD -i {bridge} \
+             -o {bridge} -j ACCEPT`, then run `roachlab up` again (the nodes started so far are kept)",
+            why.join("; "),
+            if nf {
+                " net.bridge.bridge-nf-call-iptables is 1 here, so bridged traffic passes the host's iptables FORWARD chain \
+                 (a Docker host drops it by default)."
+            } else {
+                ""
+            }
+        )))
+    }
+
     /// See [`super::Topology::teardown`]: heals, then removes every namespace, veth and the
     /// bridge the record names, then the record.
     pub fn teardown(&self) -> Result<Vec<String>> {
