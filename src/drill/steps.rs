@@ -422,6 +422,14 @@ impl Ctx<'_> {
     /// and any network fault still in force (injected outside the drill) healed. Whatever
     /// could not be undone becomes a failure.
     pub async fn restore(&mut self) {
+        let nodes: Vec<String> = self.pending.faults().flat_map(Fault::downs).map(|n| n.to_string()).collect();
+        let network: Vec<String> = self.pending.faults().filter(|f| f.is_network()).map(Fault::describe).collect();
+        if !network.is_empty() {
+            (self.say)(format!("── healing the network ({})", network.join("; ")));
+        }
+        if !nodes.is_empty() {
+            (self.say)(format!("── restoring node(s) {}", nodes.join(", ")));
+        }
         let mut print = Self::printer(&mut *self.say);
         let failed = self.pending.recover_all(&self.client, Duration::from_secs(120), &mut print).await;
         drop(print);

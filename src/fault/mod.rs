@@ -139,13 +139,17 @@ impl Fault {
         r.map(|_| ())
     }
 
-    /// Whether the cluster is whole again as far as this fault goes: the node runs and is
-    /// ready; the network is whole and every running member's quorum read answers.
+    /// Whether the cluster is whole again as far as this fault goes: the node runs, is ready
+    /// and UP in HAProxy (when HAProxy runs); the network is whole and every running
+    /// member's quorum read answers.
     pub fn recovered(&self, s: &StatusReport) -> (bool, String) {
         match self {
             Fault::Stop { node, .. } | Fault::Kill { node } => {
+                // Ready, and back in service in HAProxy when it runs (as `node start` waits).
                 let n = s.nodes.iter().find(|n| n.id == *node);
-                (n.is_some_and(|n| n.ready), format!("node {node} {}", if n.is_some_and(|n| n.ready) { "ready" } else { "not ready" }))
+                let up = n.is_some_and(|n| n.ready && n.backend.as_deref().is_none_or(|b| b.split_whitespace().next() == Some("UP")));
+                let seen = n.map(|n| format!("ready {}, HAProxy {}", n.ready, n.backend.as_deref().unwrap_or("-"))).unwrap_or_default();
+                (up, format!("node {node}: {seen}"))
             }
             Fault::Partition { .. } | Fault::Shape { .. } => {
                 let whole = s.network.cuts == 0 && s.network.shaped.is_empty();
