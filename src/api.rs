@@ -64,6 +64,14 @@ pub struct StopRequest {
     pub no_drain: bool,
 }
 
+/// Body of `POST /v1/up` (optional): `{"restart": "on-failure"}` sets the lab's restart
+/// policy (kept in its state) before it comes up.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct UpRequest {
+    #[serde(default)]
+    pub restart: Option<crate::config::RestartPolicy>,
+}
+
 /// Body of `POST /v1/net/partition`: `{"sides": [[1,2],[3,4,5]]}`. Traffic between sides
 /// is dropped both ways (`one_way`: only from the first side to the second); `from_clients`
 /// also cuts HAProxy and the daemon from every side without a majority.
@@ -218,6 +226,22 @@ pub struct NodeStatus {
     /// The probe's answer in words.
     #[serde(default)]
     pub quorum_detail: Option<String>,
+    /// The node's locality (`zone=a`; the config's `localities`, node N taking entry
+    /// (N−1) mod len), for both engines.
+    #[serde(default)]
+    pub locality: Option<String>,
+    /// A CPU quota in force (`node throttle`), percent of one core.
+    #[serde(default)]
+    pub cpu_quota_pct: Option<u32>,
+    /// Automatic restarts by the restart policy since this daemon started.
+    #[serde(default)]
+    pub restarts: u32,
+    /// When the pending automatic restart is due (RFC 3339), if one is.
+    #[serde(default)]
+    pub next_restart_at: Option<String>,
+    /// `crash-loop (restart 5 in 40 s)` while the node keeps exiting.
+    #[serde(default)]
+    pub crash_loop: Option<String>,
 }
 
 /// HAProxy in `status`.

@@ -58,6 +58,10 @@ pub struct RawConfig {
     pub cockroach: RawCockroach,
     #[serde(default)]
     pub etcd: RawEtcd,
+    /// `"never"` (default), `"on-failure"` or `"always"`: see [`RestartPolicy`].
+    pub restart: Option<RestartPolicy>,
+    #[serde(default)]
+    pub restart_backoff: RawBackoff,
 }
 
 /// `[netns]`: the netns topology's addresses.
@@ -156,6 +160,49 @@ pub struct RawEtcd {
     /// Extra arguments appended to every `etcd` command line.
     #[serde(default)]
     pub extra_args: Vec<String>,
+    /// roachlab-side locality labels, written as CockroachDB's (`"zone=a"`); node N takes
+    /// entry `(N-1) % len`. etcd itself knows nothing of them: they select nodes
+    /// (`--locality zone=a`) and shape the zone drills.
+    #[serde(default)]
+    pub localities: Vec<String>,
+}
+
+/// When the supervisor restarts a node that exited without being asked to (Kubernetes'
+/// `restartPolicy`): `never` (default), `on-failure` (a non-zero exit code, or a signal the
+/// lab did not send to stop it — a `node kill` is a crash and counts), `always` (any exit
+/// the lab did not ask for).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum RestartPolicy {
+    #[default]
+    Never,
+    OnFailure,
+    Always,
+}
+
+impl std::fmt::Display for RestartPolicy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            RestartPolicy::Never => "never",
+            RestartPolicy::OnFailure => "on-failure",
+            RestartPolicy::Always => "always",
+        })
+    }
+}
+
+/// `[restart_backoff]`: the wait before each automatic restart (CrashLoopBackOff's shape).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBackoff {
+    /// Before the first restart (default `"1s"`); doubled for each further one.
+    #[serde(default, with = "humantime_serde")]
+    pub initial: Option<Duration>,
+    /// At most this (default `"30s"`).
+    #[serde(default, with = "humantime_serde")]
+    pub max: Option<Duration>,
+    /// A node that stays ready this long starts over from `initial` (default `"10s"`).
+    #[serde(default, with = "humantime_serde")]
+    pub reset_after: Option<Duration>,
 }
 
 /// Command-line flags that override the config (`roachlab up --engine etcd --nodes 5`).
@@ -164,6 +211,7 @@ pub struct Overrides {
     pub engine: Option<EngineKind>,
     pub nodes: Option<u32>,
     pub topology: Option<crate::topology::TopologyKind>,
+    pub restart: Option<RestartPolicy>,
 }
 
 /// A validated lab: what `up` builds. Persisted in `state.json` so a lab keeps its shape.
@@ -180,6 +228,35 @@ pub struct LabSpec {
     pub timeouts: Timeouts,
     pub cockroach: CockroachSpec,
     pub etcd: EtcdSpec,
+    /// Automatic restarts (labs made before restart policies: never).
+    #[serde(default)]
+    pub restart: RestartSpec,
+}
+
+/// The restart policy and its backoff.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RestartSpec {
+    pub policy: RestartPolicy,
+    #[serde(with = "humantime_serde")]
+    pub initial: Duration,
+    #[serde(with = "humantime_serde")]
+    pub max: Duration,
+    #[serde(with = "humantime_serde")]
+    pub reset_after: Duration,
+}
+
+impl Default for RestartSpec {
+    fn default() -> Self {
+        Self { policy: RestartPolicy::Never, initial: Duration::from_secs(1), max: Duration::from_secs(30), reset_after: Duration::from_secs(10) }
+    }
+}
+
+impl RestartSpec {
+    /// The wait before restart number `n` (1-based): `initial × 2^(n−1)`, at most `max`.
+    pub fn backoff(&self, n: u32) -> Duration {
+        let factor = 2u32.saturating_pow(n.saturating_sub(1).min(20));
+        self.initial.saturating_mul(factor).min(self.max)
+    }
 }
 
 /// Base ports; node N uses `base + N - 1`.
@@ -245,6 +322,8 @@ pub struct CockroachSpec {
 pub struct EtcdSpec {
     pub binary: Option<PathBuf>,
     pub extra_args: Vec<String>,
+    #[serde(default)]
+    pub localities: Vec<String>,
 }
 
 /// Most nodes a lab may have (port blocks are laid out for this many).
@@ -328,12 +407,27 @@ impl RawConfig {
         if cockroach.replication_factor == 0 {
             return Err(invalid("cockroach.replication_factor must be at least 1".into()));
         }
-        let etcd = EtcdSpec { binary: self.etcd.binary, extra_args: self.etcd.extra_args };
+        let etcd = EtcdSpec { binary: self.etcd.binary, extra_args: self.etcd.extra_args, localities: self.etcd.localities };
+        for (key, list) in [("cockroach.localities", &cockroach.localities), ("etcd.localities", &etcd.localities)] {
+            for l in list {
+                check_locality(l).map_err(|e| invalid(format!("{key}: {e}")))?;
+            }
+        }
+        let b = self.restart_backoff;
+        let restart = RestartSpec {
+            policy: overrides.restart.or(self.restart).unwrap_or_default(),
+            initial: b.initial.unwrap_or(Duration::from_secs(1)),
+            max: b.max.unwrap_or(Duration::from_secs(30)),
+            reset_after: b.reset_after.unwrap_or(Duration::from_secs(10)),
+        };
+        if restart.initial < Duration::from_millis(100) || restart.max < restart.initial {
+            return Err(invalid("restart_backoff: initial at least 100ms, and max at least initial".into()));
+        }
         let topology = crate::topology::TopologySpec {
             kind: overrides.topology.or(self.topology).unwrap_or_default(),
             subnet: self.netns.subnet.unwrap_or(crate::topology::DEFAULT_SUBNET),
         };
-        let spec = LabSpec { engine, nodes, topology, ports, haproxy, timeouts, cockroach, etcd };
+        let spec = LabSpec { engine, nodes, topology, ports, haproxy, timeouts, cockroach, etcd, restart };
         spec.check_port_layout().map_err(invalid)?;
         Ok(spec)
     }
@@ -354,6 +448,17 @@ impl LabSpec {
             crate::topology::TopologyKind::Loopback => format!("{}, {} nodes", self.engine, self.nodes),
             k => format!("{}, {} nodes, {k} topology", self.engine, self.nodes),
         }
+    }
+
+    /// Node `id`'s locality, e.g. `zone=a`: entry (id−1) mod len of the engine's
+    /// `localities` (CockroachDB passes it as `--locality`; for etcd it is a roachlab-side
+    /// label). `None` when none are configured.
+    pub fn locality_of(&self, id: crate::node::NodeId) -> Option<String> {
+        let l = match self.engine {
+            EngineKind::Cockroach => &self.cockroach.localities,
+            EngineKind::Etcd => &self.etcd.localities,
+        };
+        (!l.is_empty()).then(|| l[(id as usize - 1) % l.len()].clone())
     }
 
     /// Checks that no two roles share a port for up to [`MAX_NODES`] nodes.
@@ -397,6 +502,25 @@ impl LabSpec {
         }
         Ok(())
     }
+}
+
+/// A locality as CockroachDB's `--locality` takes it: `key=value` tiers joined by commas
+/// (`region=us-east1,zone=a`); keys and values non-empty, without spaces.
+pub fn check_locality(l: &str) -> std::result::Result<(), String> {
+    for tier in l.split(',') {
+        match tier.split_once('=') {
+            Some((k, v)) if !k.is_empty() && !v.is_empty() && !tier.contains(char::is_whitespace) && !v.contains('=') => {}
+            _ => return Err(format!("`{l}` is not a locality like \"zone=a\" or \"region=us-east1,zone=a\"")),
+        }
+    }
+    Ok(())
+}
+
+/// Whether a node's locality (`region=r1,zone=a`) matches a selector (`zone=a`, or several
+/// tiers, all of which must match).
+pub fn locality_matches(locality: &str, selector: &str) -> bool {
+    let tiers: Vec<&str> = locality.split(',').collect();
+    selector.split(',').all(|want| tiers.contains(&want))
 }
 
 /// 1-based line and column (in characters) of byte offset `pos` in `text`.
@@ -446,7 +570,7 @@ mod tests {
 
     #[test]
     fn flags_override_the_file_and_etcd_gets_its_own_ports() {
-        let o = Overrides { engine: Some(EngineKind::Etcd), nodes: Some(5), topology: None };
+        let o = Overrides { engine: Some(EngineKind::Etcd), nodes: Some(5), ..Default::default() };
         let spec = LabSpec::load(None, &o).unwrap();
         assert_eq!(spec.nodes, 5);
         assert_eq!(spec.haproxy.frontend_port, 23790);
@@ -481,6 +605,27 @@ mod tests {
         assert!(err.starts_with("t.toml:2:10:") && err.contains("write 198.18.9.0/24"), "{err}");
         let err = RawConfig::parse("topology = \"docker\"\n", "t.toml").unwrap_err().to_string();
         assert!(err.starts_with("t.toml:1:12:") && err.contains("loopback") && err.contains("netns"), "{err}");
+    }
+
+    #[test]
+    fn localities_and_restart_policies_resolve_with_positions_for_mistakes() {
+        let text = "engine = \"etcd\"\nnodes = 5\nrestart = \"on-failure\"\n[etcd]\nlocalities = [\"zone=a\", \"zone=b\", \"zone=c\"]\n";
+        let spec = RawConfig::parse(text, "t.toml").unwrap().resolve(&Overrides::default(), "t.toml").unwrap();
+        assert_eq!(spec.restart.policy, RestartPolicy::OnFailure);
+        assert_eq!((1..=5).map(|n| spec.locality_of(n).unwrap()).collect::<Vec<_>>(), ["zone=a", "zone=b", "zone=c", "zone=a", "zone=b"]);
+        assert_eq!(
+            (1..=6).map(|n| spec.restart.backoff(n).as_secs()).collect::<Vec<_>>(),
+            [1, 2, 4, 8, 16, 30],
+            "doubling from 1 s, capped at 30 s"
+        );
+        assert_eq!(spec.restart.backoff(u32::MAX), Duration::from_secs(30), "no overflow");
+        let err = RawConfig::parse("restart = \"sometimes\"\n", "t.toml").unwrap_err().to_string();
+        assert!(err.starts_with("t.toml:1:11:") && err.contains("on-failure"), "{err}");
+        let err = RawConfig::parse("[etcd]\nlocalities = [\"zone a\"]\n", "t.toml").unwrap().resolve(&Overrides::default(), "t.toml").unwrap_err();
+        assert!(err.to_string().contains("etcd.localities: `zone a` is not a locality"), "{err}");
+        assert!(locality_matches("region=r1,zone=a", "zone=a") && !locality_matches("region=r1,zone=a", "zone=b"));
+        assert!(locality_matches("region=r1,zone=a", "region=r1,zone=a"));
+        assert_eq!(LabSpec::load(None, &Overrides::default()).unwrap().locality_of(1), None);
     }
 
     #[test]

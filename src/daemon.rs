@@ -21,6 +21,7 @@ use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use crate::api::{ApiError, DecommissionRequest, DownRequest, SettingRequest, StartRequest, StopRequest, StreamItem, CLIENT_HEADER};
+use crate::fault::NodesRequest;
 use crate::events::{write_timeline, EventBus};
 use crate::lab::Lab;
 use crate::node::NodeId;
@@ -162,7 +163,8 @@ fn router(state: AppState) -> Router {
         .route("/v1/haproxy", get(|State(s): State<AppState>| async move { Json(s.sup.haproxy_report().await) }))
         .route(
             "/v1/up",
-            post(|State(s): State<AppState>, h: HeaderMap| async move {
+            post(|State(s): State<AppState>, h: HeaderMap, body: Option<Json<crate::api::UpRequest>>| async move {
+                let restart = body.and_then(|Json(b)| b.restart);
                 // An `up` that failed with nothing running leaves no reason for this daemon to
                 // stay — and the next `up` gets a new one, with that command's environment
                 // (a corrected $ROACHLAB_ETCD, say), not this one's.
@@ -171,7 +173,7 @@ fn router(state: AppState) -> Router {
                     &s,
                     &h,
                     move |sup| async move {
-                        let r = sup.up().await;
+                        let r = sup.up(restart).await;
                         if r.is_err() && sup.runs_nothing() {
                             exit.cancel();
                         }
@@ -215,6 +217,48 @@ fn router(state: AppState) -> Router {
             "/v1/settings",
             post(|State(s): State<AppState>, h: HeaderMap, Json(r): Json<SettingRequest>| async move {
                 streamed(&s, &h, move |sup| async move { sup.set_setting(&r.name, &r.value).await }, false)
+            }),
+        )
+        .route(
+            "/v1/nodes/kill",
+            post(|State(s): State<AppState>, h: HeaderMap, Json(r): Json<NodesRequest>| async move {
+                streamed(&s, &h, move |sup| async move { sup.kill_nodes(&r.nodes).await }, false)
+            }),
+        )
+        .route(
+            "/v1/nodes/stop",
+            post(|State(s): State<AppState>, h: HeaderMap, Json(r): Json<NodesRequest>| async move {
+                streamed(&s, &h, move |sup| async move { sup.stop_many(&r.nodes, r.grace_ms.map(Duration::from_millis)).await }, false)
+            }),
+        )
+        .route(
+            "/v1/nodes/start",
+            post(|State(s): State<AppState>, h: HeaderMap, Json(r): Json<NodesRequest>| async move {
+                streamed(&s, &h, move |sup| async move { sup.start_many(&r.nodes, r.no_wait).await }, false)
+            }),
+        )
+        .route(
+            "/v1/nodes/pause",
+            post(|State(s): State<AppState>, h: HeaderMap, Json(r): Json<NodesRequest>| async move {
+                streamed(&s, &h, move |sup| async move { sup.pause_nodes(&r.nodes).await }, false)
+            }),
+        )
+        .route(
+            "/v1/nodes/resume",
+            post(|State(s): State<AppState>, h: HeaderMap, Json(r): Json<NodesRequest>| async move {
+                streamed(&s, &h, move |sup| async move { sup.resume_nodes(&r.nodes).await }, false)
+            }),
+        )
+        .route(
+            "/v1/nodes/throttle",
+            post(|State(s): State<AppState>, h: HeaderMap, Json(r): Json<NodesRequest>| async move {
+                streamed(&s, &h, move |sup| async move { sup.throttle_nodes(&r.nodes, r.cpu_pct.unwrap_or(0)).await }, false)
+            }),
+        )
+        .route(
+            "/v1/nodes/unthrottle",
+            post(|State(s): State<AppState>, h: HeaderMap, Json(r): Json<NodesRequest>| async move {
+                streamed(&s, &h, move |sup| async move { sup.unthrottle_nodes(&r.nodes).await }, false)
             }),
         )
         .route(

@@ -77,9 +77,15 @@ pub fn process_word(n: &NodeStatus) -> String {
     if n.decommissioned && n.pid.is_none() {
         return "decommissioned".into();
     }
-    match &n.exit {
+    let base = match &n.exit {
         Some(e) => format!("exited ({e})"),
         None => n.state.clone(),
+    };
+    match (&n.crash_loop, &n.next_restart_at) {
+        (Some(l), _) => format!("{l}"),
+        (None, Some(_)) => format!("{base}, restarting"),
+        _ if n.cpu_quota_pct.is_some() => format!("{base}, cpu {}%", n.cpu_quota_pct.unwrap_or(0)),
+        _ => base,
     }
 }
 

@@ -46,6 +46,16 @@ pub enum EventKind {
     NodePhase { node: NodeId, phase: String },
     /// The node's readiness probe changed (`GET /health?ready=1` for CockroachDB, `GET /health` for etcd).
     NodeReady { node: NodeId, ready: bool, detail: Option<String> },
+    /// The node was paused (SIGSTOP to its process group).
+    NodePaused { node: NodeId, pid: u32 },
+    /// The node was resumed (SIGCONT).
+    NodeResumed { node: NodeId, pid: u32 },
+    /// A CPU quota was put on the node (cgroup), percent of one core; `None`: removed.
+    NodeThrottled { node: NodeId, cpu_pct: Option<u32> },
+    /// The restart policy will start the node again after `in_ms` (restart number `attempt`).
+    NodeRestartScheduled { node: NodeId, attempt: u32, in_ms: u64, reason: String },
+    /// The node keeps exiting: `restarts` restarts within `window_s` s; its last log lines.
+    NodeCrashLoop { node: NodeId, restarts: u32, window_s: u64, last_lines: Vec<String> },
     /// roachlab sent a signal to the node's process group.
     NodeSignalled { node: NodeId, pid: u32, signal: String },
     /// The node's process ended; `after_ms` is the time since roachlab first signalled it.
@@ -124,6 +134,11 @@ impl Event {
             | EventKind::BackendState { node, .. }
             | EventKind::LivenessChanged { node, .. }
             | EventKind::NetShaped { node, .. }
+            | EventKind::NodePaused { node, .. }
+            | EventKind::NodeResumed { node, .. }
+            | EventKind::NodeThrottled { node, .. }
+            | EventKind::NodeRestartScheduled { node, .. }
+            | EventKind::NodeCrashLoop { node, .. }
             | EventKind::NodeQuorum { node, .. } => Some(*node),
             _ => None,
         }
@@ -143,6 +158,17 @@ impl Event {
                 None => format!("node {node}: not ready"),
             },
             EventKind::NodeSignalled { node, pid, signal } => format!("node {node}: sent {signal} to pid {pid}"),
+            EventKind::NodePaused { node, pid } => format!("node {node}: PAUSED (SIGSTOP to pid {pid}): it holds its sockets and answers nothing"),
+            EventKind::NodeResumed { node, pid } => format!("node {node}: resumed (SIGCONT to pid {pid})"),
+            EventKind::NodeThrottled { node, cpu_pct: Some(p) } => format!("node {node}: CPU throttled to {p}% of a core"),
+            EventKind::NodeThrottled { node, cpu_pct: None } => format!("node {node}: CPU throttle removed"),
+            EventKind::NodeRestartScheduled { node, attempt, in_ms, reason } => {
+                format!("node {node}: {reason}; restart {attempt} in {:.1} s (restart policy)", *in_ms as f64 / 1000.0)
+            }
+            EventKind::NodeCrashLoop { node, restarts, window_s, last_lines } => format!(
+                "node {node}: CRASH-LOOP (restart {restarts} in {window_s} s); last log lines: {}",
+                last_lines.join(" ⏎ ")
+            ),
             EventKind::NodeExited { node, pid, status, after_ms } => match after_ms {
                 Some(ms) => format!("node {node}: exited ({status}) {:.1} s after the signal (pid {pid})", *ms as f64 / 1000.0),
                 None => format!("node {node}: exited ({status}) (pid {pid})"),

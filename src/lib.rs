@@ -12,6 +12,7 @@
 //!   timeline file (`DIR/events.jsonl`) consume it.
 
 pub mod api;
+pub mod cgroup;
 pub mod cli;
 pub mod config;
 pub mod daemon;

@@ -74,6 +74,15 @@ pub enum NodeState {
         #[serde(with = "time::serde::rfc3339")]
         since: OffsetDateTime,
     },
+    /// Stopped with SIGSTOP (`node pause`): the process and its sockets exist, it answers
+    /// nothing until SIGCONT (`node resume`). `was_ready`: it had been ready since its start.
+    Paused {
+        pid: u32,
+        #[serde(with = "time::serde::rfc3339")]
+        since: OffsetDateTime,
+        #[serde(default)]
+        was_ready: bool,
+    },
     /// Signalled to stop; escalates to SIGKILL at `deadline`.
     Stopping {
         pid: u32,
@@ -90,12 +99,14 @@ pub enum NodeState {
 }
 
 impl NodeState {
-    /// The short name `status` shows: `stopped`, `starting`, `running`, `stopping`, `exited`.
+    /// The short name `status` shows: `stopped`, `starting`, `running`, `paused`, `stopping`,
+    /// `exited`.
     pub fn name(&self) -> &'static str {
         match self {
             NodeState::Stopped => "stopped",
             NodeState::Starting { .. } => "starting",
             NodeState::Running { .. } => "running",
+            NodeState::Paused { .. } => "paused",
             NodeState::Stopping { .. } => "stopping",
             NodeState::Exited { .. } => "exited",
         }
@@ -104,7 +115,10 @@ impl NodeState {
     /// The PID while a process exists.
     pub fn pid(&self) -> Option<u32> {
         match self {
-            NodeState::Starting { pid, .. } | NodeState::Running { pid, .. } | NodeState::Stopping { pid, .. } => Some(*pid),
+            NodeState::Starting { pid, .. }
+            | NodeState::Running { pid, .. }
+            | NodeState::Paused { pid, .. }
+            | NodeState::Stopping { pid, .. } => Some(*pid),
             _ => None,
         }
     }

@@ -67,6 +67,14 @@ impl ProcIdentity {
     pub fn is_alive(&self) -> bool {
         self.liveness() == Liveness::Alive
     }
+
+    /// True when the process is stopped by a signal (SIGSTOP: state `T` in `/proc/PID/stat`).
+    pub fn is_stopped(&self) -> bool {
+        let Ok(mut sys) = System::new() else { return false };
+        let p = sysinfo::Pid::from_u32(self.pid);
+        sys.refresh_processes_specifics(ProcessesToUpdate::Some(&[p]), true, ProcessRefreshKind::nothing());
+        sys.process(p).is_some_and(|proc_| proc_.start_time() == self.start_time && proc_.status() == ProcessStatus::Stop)
+    }
 }
 
 /// Sends `sig` to the process group led by `id`, after checking that `id.pid` is still the

@@ -142,6 +142,11 @@ pub fn status_table(s: &StatusReport, ranges: bool) -> String {
         if let Some(d) = &n.ready_detail {
             out.push_str(&format!("      not ready: {d}\n"));
         }
+        if n.restarts > 0 || n.next_restart_at.is_some() {
+            let next = n.next_restart_at.as_deref().map(|t| format!("; next restart at {t}")).unwrap_or_default();
+            let looping = n.crash_loop.as_deref().map(|l| format!("; {l} — see its log")).unwrap_or_default();
+            out.push_str(&format!("      restarted {} time(s) by the restart policy{next}{looping}\n", n.restarts));
+        }
     }
     out.push_str(&format!("cluster: {}\n", cluster_line(s)));
     if let Some(line) = network_line(s) {

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
 
-use crate::api::{Client, DecommissionRequest, DownRequest, HaproxyReport, StatusReport, StopRequest};
+use crate::api::{Client, DownRequest, HaproxyReport, StatusReport};
 use crate::config::{EngineKind, LabSpec, Overrides};
 use crate::lab::Lab;
 use crate::node::NodeId;
@@ -17,6 +17,7 @@ use crate::supervisor::StopOutcome;
 use crate::{Error, Result};
 
 pub mod net;
+pub mod node;
 
 /// roachlab: local CockroachDB and etcd clusters behind HAProxy, for fault-tolerance drills.
 #[derive(Debug, Parser)]
@@ -46,6 +47,10 @@ pub enum Command {
         /// its own network namespace (needs root) so `roachlab net` can partition them.
         #[arg(long, value_enum)]
         topology: Option<crate::topology::TopologyKind>,
+        /// Restart nodes that exit unasked, overriding the config: `on-failure` (a non-zero
+        /// exit or a crash signal, `node kill` included) or `always`; backoff 1 s doubling to 30 s.
+        #[arg(long, value_enum)]
+        restart: Option<crate::config::RestartPolicy>,
     },
     /// Show every node's process, readiness and HAProxy state.
     Status {
@@ -86,7 +91,7 @@ pub enum Command {
     /// Act on one node.
     Node {
         #[command(subcommand)]
-        command: NodeCommand,
+        command: node::NodeCommand,
     },
     /// Network faults (netns topology): partition, isolate, delay, loss, heal, status.
     Net {
@@ -238,40 +243,6 @@ pub enum WorkloadCommand {
     },
 }
 
-#[derive(Debug, Subcommand)]
-pub enum NodeCommand {
-    /// Graceful stop: the node's server goes to DRAIN in HAProxy, its client sessions leave,
-    /// leadership (etcd) or leases (CockroachDB: `cockroach node drain`) move away, then
-    /// SIGTERM; SIGKILL if it has not exited after --grace.
-    Stop {
-        id: NodeId,
-        /// Time from SIGTERM to SIGKILL, e.g. 90s (default: the lab's timeouts.grace, 60s).
-        #[arg(long, value_parser = crate::config::parse_duration)]
-        grace: Option<Duration>,
-        /// SIGTERM at once: no HAProxy drain and no hand-off (for comparison drills).
-        #[arg(long)]
-        no_drain: bool,
-    },
-    /// SIGKILL the node now: no drain.
-    Kill { id: NodeId },
-    /// Restart a stopped node on its store and wait until it is ready.
-    Start {
-        id: NodeId,
-        /// Return once the process runs (a lone member cannot be ready while quorum is lost).
-        #[arg(long)]
-        no_wait: bool,
-    },
-    /// Add a new node to the cluster and to HAProxy.
-    Add,
-    /// Remove a node from the cluster for good (CockroachDB decommission, etcd member remove), then stop it.
-    Decommission {
-        id: NodeId,
-        /// Proceed even if fewer nodes than the replication factor would remain.
-        #[arg(long)]
-        force: bool,
-    },
-}
-
 /// Runs a parsed command. Returns the process exit code.
 pub async fn run(cli: Cli) -> Result<i32> {
     let lab = Lab::new(&cli.dir).map_err(|e| Error::io("cannot resolve --dir", e))?;
@@ -281,7 +252,9 @@ pub async fn run(cli: Cli) -> Result<i32> {
             crate::daemon::run(lab, shutdown_signal()).await?;
             Ok(0)
         }
-        Command::Up { config, engine, nodes, topology } => up(&lab, config.as_deref(), Overrides { engine, nodes, topology }).await,
+        Command::Up { config, engine, nodes, topology, restart } => {
+            up(&lab, config.as_deref(), Overrides { engine, nodes, topology, restart }).await
+        }
         Command::Status { json, ranges } => {
             let client = crate::launch::ensure_daemon(&lab).await?;
             let s: StatusReport = client.get("/v1/status").await?;
@@ -326,7 +299,7 @@ pub async fn run(cli: Cli) -> Result<i32> {
             }
             Ok(0)
         }
-        Command::Node { command } => node(&lab, command).await,
+        Command::Node { command } => node::run(&lab, command).await,
         Command::Net { command } => net::run(&lab, command).await,
         Command::Workload { command } => workload(&lab, command).await,
         Command::Drill { command, node, seed, baseline } => {
@@ -440,7 +413,7 @@ async fn up(lab: &Lab, config: Option<&Path>, overrides: Overrides) -> Result<i3
         let s: StatusReport = client.get("/v1/status").await?;
         let all_up = s.haproxy.pid.is_some() && s.nodes.iter().filter(|n| !n.decommissioned).all(|n| n.pid.is_some());
         exiting = s.daemon.exiting;
-        if all_up && !exiting {
+        if all_up && !exiting && overrides.restart.is_none() {
             println!("the lab in {} is already up (daemon pid {})", lab.dir().display(), s.daemon.pid);
             print!("{}", reporter::status_table(&s, false));
             return Ok(0);
@@ -449,7 +422,8 @@ async fn up(lab: &Lab, config: Option<&Path>, overrides: Overrides) -> Result<i3
     } else {
         crate::launch::start_daemon(lab).await?
     };
-    let sent = if exiting { Err(Error::DaemonExiting) } else { stream(&client, "/v1/up", &serde_json::json!({})).await.map(|_| ()) };
+    let body = crate::api::UpRequest { restart: overrides.restart };
+    let sent = if exiting { Err(Error::DaemonExiting) } else { stream(&client, "/v1/up", &body).await.map(|_| ()) };
     let client = match sent {
         // Queued behind a `down` (refused, or the daemon closed its socket as the request
         // came): wait for that daemon to exit, then a new one brings the lab up.
@@ -459,7 +433,7 @@ async fn up(lab: &Lab, config: Option<&Path>, overrides: Overrides) -> Result<i3
             println!("the lab's daemon is finishing a `down`; waiting for it to exit, then starting the lab again");
             crate::launch::wait_lab_unlocked(lab, Duration::from_secs(60)).await;
             let client = crate::launch::start_daemon(lab).await?;
-            stream(&client, "/v1/up", &serde_json::json!({})).await?;
+            stream(&client, "/v1/up", &body).await?;
             client
         }
         other => {
@@ -615,7 +589,7 @@ async fn demo(lab: &Lab, config: Option<&Path>) -> Result<i32> {
     let client = Client::new(&lab.socket());
     let running = LabState::load(&lab.state_file())?.is_some() && client.is_up().await;
     if !running {
-        match up(lab, config, Overrides { engine: Some(engine), nodes: Some(3), topology: None }).await {
+        match up(lab, config, Overrides { engine: Some(engine), nodes: Some(3), ..Default::default() }).await {
             Ok(_) => {}
             Err(Error::LabMismatch { .. }) | Err(Error::LabRunning { .. }) => {}
             Err(e) => return Err(e),
@@ -783,31 +757,6 @@ async fn workload(lab: &Lab, command: WorkloadCommand) -> Result<i32> {
     }
 }
 
-async fn node(lab: &Lab, command: NodeCommand) -> Result<i32> {
-    let client = crate::launch::ensure_daemon(lab).await?;
-    let empty = serde_json::json!({});
-    let result = match command {
-        NodeCommand::Stop { id, grace, no_drain } => {
-            let req = StopRequest { grace_ms: grace.map(|g| g.as_millis() as u64), no_drain };
-            stream(&client, &format!("/v1/nodes/{id}/stop"), &req).await?
-        }
-        NodeCommand::Kill { id } => stream(&client, &format!("/v1/nodes/{id}/kill"), &empty).await?,
-        NodeCommand::Start { id, no_wait } => {
-            stream(&client, &format!("/v1/nodes/{id}/start"), &crate::api::StartRequest { no_wait }).await?
-        }
-        NodeCommand::Add => stream(&client, "/v1/nodes/add", &empty).await?,
-        NodeCommand::Decommission { id, force } => {
-            stream(&client, &format!("/v1/nodes/{id}/decommission"), &DecommissionRequest { force }).await?
-        }
-    };
-    if let Ok(o) = serde_json::from_value::<StopOutcome>(result.clone()) {
-        println!("{}", describe_stop(&o));
-    } else if let Some(n) = result.get("node") {
-        println!("node {n}: done");
-    }
-    Ok(0)
-}
-
 async fn down(lab: &Lab, wipe: bool, fast: bool) -> Result<i32> {
     // A live daemon first, without reading state.json: it may be damaged, and the daemon has
     // the state in memory (and writes it again).
@@ -887,7 +836,7 @@ async fn down(lab: &Lab, wipe: bool, fast: bool) -> Result<i32> {
 }
 
 /// `node 2: drained: SIGTERM, exited (code 0) after 3.2 s`.
-fn describe_stop(o: &StopOutcome) -> String {
+pub(crate) fn describe_stop(o: &StopOutcome) -> String {
     if o.signals.is_empty() {
         return format!("node {}: {}", o.node, o.outcome);
     }
@@ -897,7 +846,7 @@ fn describe_stop(o: &StopOutcome) -> String {
 
 /// Follows a streamed request with the reporter. Ctrl-C stops waiting (the request goes on
 /// in the daemon) and says what is still going on: [`Error::StoppedWaiting`], exit 130.
-async fn stream(client: &Client, path: &str, body: &impl serde::Serialize) -> Result<serde_json::Value> {
+pub(crate) async fn stream(client: &Client, path: &str, body: &impl serde::Serialize) -> Result<serde_json::Value> {
     let mut reporter = Reporter::new(std::io::stdout().is_terminal());
     let res = tokio::select! {
         r = client.stream(path, body, |e| reporter.event(e)) => r,

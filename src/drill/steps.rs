@@ -315,12 +315,12 @@ impl Ctx<'_> {
             Action::Stop { node, grace, drain } => {
                 let id = self.resolve(node).await?;
                 self.predict(id).await;
-                self.inject(Fault::Stop { node: id, grace: *grace, drain: *drain }).await?;
+                self.inject(Fault::Stop { nodes: vec![id], grace: *grace, drain: *drain }).await?;
             }
             Action::Kill { node } => {
                 let id = self.resolve(node).await?;
                 self.predict(id).await;
-                self.inject(Fault::Kill { node: id }).await?;
+                self.inject(Fault::Kill { nodes: vec![id] }).await?;
             }
             Action::Isolate { node, from_clients } => {
                 let id = self.resolve(node).await?;
@@ -368,13 +368,15 @@ impl Ctx<'_> {
                 let id = self.resolve(node).await?;
                 self.recovery(format!("start node {id}"));
                 // The start recovers the stop or kill of this node, if one is pending.
-                self.pending.take(|f| f.downs() == [id]);
+                self.pending.node_started(id);
                 let body = serde_json::json!({ "no_wait": !wait });
                 self.node_request(&format!("start node {id}"), format!("/v1/nodes/{id}/start"), body).await?;
             }
             Action::StartAll => {
                 self.recovery("start every stopped member".into());
-                self.pending.take(|f| !f.downs().is_empty());
+                for f in self.pending.take(|f| matches!(f, Fault::Stop { .. } | Fault::Kill { .. })) {
+                    drop(f);
+                }
                 for id in stopped_members(&self.status().await?) {
                     self.node_request(&format!("start node {id}"), format!("/v1/nodes/{id}/start"), serde_json::json!({})).await?;
                 }

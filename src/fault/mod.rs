@@ -29,11 +29,18 @@ pub const DEFAULT_WAIT: Duration = Duration::from_secs(60);
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "fault", rename_all = "snake_case")]
 pub enum Fault {
-    /// A graceful stop (drain: HAProxy, sessions, hand-off, SIGTERM) or, with `drain: false`,
-    /// a bare SIGTERM. Intentional: recovered by starting the node again.
-    Stop { node: NodeId, grace: Option<Duration>, drain: bool },
-    /// SIGKILL: a crash. Recovered by starting the node again.
-    Kill { node: NodeId },
+    /// Intentional: one node is drained first (HAProxy, sessions, hand-off) unless `drain` is
+    /// false, then SIGTERM; several nodes (a locality) get SIGTERM at the same instant. A
+    /// restart policy does not restart them. Recovered by starting them again.
+    Stop { nodes: Vec<NodeId>, grace: Option<Duration>, drain: bool },
+    /// SIGKILL, every node at the same instant: a crash (a restart policy restarts them).
+    /// Recovered by starting them again.
+    Kill { nodes: Vec<NodeId> },
+    /// SIGSTOP to each node's process group: they hold their sockets and answer nothing (the
+    /// gray failure a health check notices only after its timeout). Recovered by SIGCONT.
+    Pause { nodes: Vec<NodeId> },
+    /// A CPU quota (percent of one core) through cgroups. Recovered by removing it.
+    Throttle { nodes: Vec<NodeId>, cpu_pct: u32 },
     /// Traffic between `sides` dropped (netns topology); see [`PartitionRequest`].
     Partition { sides: Vec<Vec<NodeId>>, one_way: bool, from_clients: bool },
     /// Latency and loss on one node's outgoing traffic (netns topology, `sch_netem`).
@@ -51,13 +58,20 @@ pub enum Stage {
     CleanedUp,
 }
 
+fn list(nodes: &[NodeId]) -> String {
+    let ids: Vec<String> = nodes.iter().map(|n| n.to_string()).collect();
+    format!("node{} {}", if nodes.len() == 1 { "" } else { "s" }, ids.join(", "))
+}
+
 impl Fault {
     /// The fault in words, e.g. `SIGKILL of node 2`, `partition 1,2 | 3`.
     pub fn describe(&self) -> String {
         match self {
-            Fault::Stop { node, drain: true, .. } => format!("graceful stop of node {node}"),
-            Fault::Stop { node, drain: false, .. } => format!("SIGTERM of node {node} (no drain)"),
-            Fault::Kill { node } => format!("SIGKILL of node {node}"),
+            Fault::Stop { nodes, drain: true, .. } if nodes.len() == 1 => format!("graceful stop of {}", list(nodes)),
+            Fault::Stop { nodes, .. } => format!("SIGTERM of {} (no drain)", list(nodes)),
+            Fault::Kill { nodes } => format!("SIGKILL of {}", list(nodes)),
+            Fault::Pause { nodes } => format!("pause (SIGSTOP) of {}", list(nodes)),
+            Fault::Throttle { nodes, cpu_pct } => format!("CPU throttle of {} to {cpu_pct}% of a core", list(nodes)),
             Fault::Partition { sides, one_way, from_clients } => {
                 format!("partition {}", crate::supervisor::describe_sides(sides, *one_way, *from_clients))
             }
@@ -68,10 +82,11 @@ impl Fault {
     }
 
     /// The nodes the fault takes out of the cluster as far as a quorum prediction is
-    /// concerned: stopped and killed nodes (partitions are predicted from their sides).
+    /// concerned: stopped, killed and paused nodes (partitions are predicted from their
+    /// sides; a throttled node still votes).
     pub fn downs(&self) -> Vec<NodeId> {
         match self {
-            Fault::Stop { node, .. } | Fault::Kill { node } => vec![*node],
+            Fault::Stop { nodes, .. } | Fault::Kill { nodes } | Fault::Pause { nodes } => nodes.clone(),
             _ => Vec::new(),
         }
     }
@@ -82,13 +97,23 @@ impl Fault {
     }
 
     /// Injects it through the daemon; `on_event` sees the request's events as they happen.
-    pub async fn inject(&self, client: &Client, on_event: &mut (dyn FnMut(&Event) + Send)) -> Result<()> {
+    /// Returns the request's result (e.g. the stop outcomes).
+    pub async fn inject(&self, client: &Client, on_event: &mut (dyn FnMut(&Event) + Send)) -> Result<serde_json::Value> {
         let r = match self {
-            Fault::Stop { node, grace, drain } => {
+            Fault::Stop { nodes, grace, drain } if nodes.len() == 1 => {
                 let body = crate::api::StopRequest { grace_ms: grace.map(|g| g.as_millis() as u64), no_drain: !drain };
-                client.stream(&format!("/v1/nodes/{node}/stop"), &body, |e| on_event(e)).await
+                client.stream(&format!("/v1/nodes/{}/stop", nodes[0]), &body, |e| on_event(e)).await
             }
-            Fault::Kill { node } => client.stream(&format!("/v1/nodes/{node}/kill"), &serde_json::json!({}), |e| on_event(e)).await,
+            Fault::Stop { nodes, grace, .. } => {
+                let body = NodesRequest { nodes: nodes.clone(), grace_ms: grace.map(|g| g.as_millis() as u64), ..Default::default() };
+                client.stream("/v1/nodes/stop", &body, |e| on_event(e)).await
+            }
+            Fault::Kill { nodes } => client.stream("/v1/nodes/kill", &NodesRequest::of(nodes), |e| on_event(e)).await,
+            Fault::Pause { nodes } => client.stream("/v1/nodes/pause", &NodesRequest::of(nodes), |e| on_event(e)).await,
+            Fault::Throttle { nodes, cpu_pct } => {
+                let body = NodesRequest { nodes: nodes.clone(), cpu_pct: Some(*cpu_pct), ..Default::default() };
+                client.stream("/v1/nodes/throttle", &body, |e| on_event(e)).await
+            }
             Fault::Partition { sides, one_way, from_clients } => {
                 let body = PartitionRequest { sides: sides.clone(), one_way: *one_way, from_clients: *from_clients };
                 client.stream("/v1/net/partition", &body, |e| on_event(e)).await
@@ -98,12 +123,16 @@ impl Fault {
                 client.stream("/v1/net/shape", &body, |e| on_event(e)).await
             }
         };
-        r.map(|_| ())
+        r
     }
 
-    /// Whether the fault has taken effect as the watcher sees it, and what was seen.
+    /// Whether the fault has taken effect as the watcher sees it, compared with `before`
+    /// (the status just before injection), and what was seen.
     ///
-    /// - stop, kill: the node's process is gone.
+    /// - stop, kill: every node's process is gone (a restart policy may already have started
+    ///   a new one: a pid other than before also counts).
+    /// - pause: every node is `paused`.
+    /// - throttle: every node shows its quota.
     /// - partition: the cuts are in force, and some node on a side without a majority of the
     ///   members has lost its own quorum view (its quorum read fails, or the daemon cannot
     ///   reach it). Engine-neutral on purpose: in etcd every such node loses it; in
@@ -111,45 +140,80 @@ impl Fault {
     ///   do. What the sides could still write is the prediction's and the expectations' to
     ///   check, not the propagation's.
     /// - delay/loss: in force in the lab's network record.
-    pub fn propagated(&self, s: &StatusReport) -> (bool, String) {
+    pub fn propagated(&self, before: &StatusReport, s: &StatusReport) -> (bool, String) {
+        let node = |id: &NodeId| s.nodes.iter().find(|n| n.id == *id);
+        let pid_before = |id: &NodeId| before.nodes.iter().find(|n| n.id == *id).and_then(|n| n.pid);
         match self {
-            Fault::Stop { node, .. } | Fault::Kill { node } => {
-                let n = s.nodes.iter().find(|n| n.id == *node);
-                let gone = n.is_some_and(|n| n.pid.is_none());
-                (gone, format!("node {node} is {}", n.map(|n| n.state.as_str()).unwrap_or("unknown")))
+            Fault::Stop { nodes, .. } | Fault::Kill { nodes } => {
+                let left: Vec<NodeId> =
+                    nodes.iter().copied().filter(|id| node(id).is_some_and(|n| n.pid.is_some() && n.pid == pid_before(id))).collect();
+                (left.is_empty(), if left.is_empty() { "every process gone".into() } else { format!("{} still running", list(&left)) })
+            }
+            Fault::Pause { nodes } => {
+                let left: Vec<NodeId> = nodes.iter().copied().filter(|id| node(id).is_none_or(|n| n.state != "paused")).collect();
+                (left.is_empty(), if left.is_empty() { "paused".into() } else { format!("{} not paused", list(&left)) })
+            }
+            Fault::Throttle { nodes, cpu_pct } => {
+                let left: Vec<NodeId> =
+                    nodes.iter().copied().filter(|id| node(id).is_none_or(|n| n.cpu_quota_pct != Some(*cpu_pct))).collect();
+                (left.is_empty(), if left.is_empty() { "throttled".into() } else { format!("{} not throttled", list(&left)) })
             }
             Fault::Partition { sides, .. } => partition_propagated(sides, s),
             Fault::Shape { node, .. } => (s.network.shaped.contains(node), format!("delay/loss on node(s) {:?}", s.network.shaped)),
         }
     }
 
-    /// Undoes it through the daemon: starts the node (waiting until it is ready and UP),
-    /// or heals the network (every network fault at once: the kernel state is one).
+    /// Undoes it through the daemon: starts the nodes that are not running, resumes,
+    /// unthrottles, or heals the network (every network fault at once: the kernel state is
+    /// one).
     pub async fn recover(&self, client: &Client, on_event: &mut (dyn FnMut(&Event) + Send)) -> Result<()> {
         let r = match self {
-            Fault::Stop { node, .. } | Fault::Kill { node } => {
+            Fault::Stop { nodes, .. } | Fault::Kill { nodes } => {
                 let s: StatusReport = client.get("/v1/status").await?;
-                if s.nodes.iter().any(|n| n.id == *node && n.pid.is_some()) {
-                    return Ok(()); // started already (a `start` step, a restart policy)
+                // Started already (a `start` step, a restart policy) is recovered.
+                let down: Vec<NodeId> = nodes
+                    .iter()
+                    .copied()
+                    .filter(|id| s.nodes.iter().any(|n| n.id == *id && n.pid.is_none() && !n.decommissioned))
+                    .collect();
+                if down.is_empty() {
+                    return Ok(());
                 }
-                client.stream(&format!("/v1/nodes/{node}/start"), &serde_json::json!({ "no_wait": true }), |e| on_event(e)).await
+                client.stream("/v1/nodes/start", &NodesRequest { no_wait: true, ..NodesRequest::of(&down) }, |e| on_event(e)).await
             }
+            Fault::Pause { nodes } => {
+                let s: StatusReport = client.get("/v1/status").await?;
+                let paused: Vec<NodeId> =
+                    nodes.iter().copied().filter(|id| s.nodes.iter().any(|n| n.id == *id && n.state == "paused")).collect();
+                if paused.is_empty() {
+                    return Ok(());
+                }
+                client.stream("/v1/nodes/resume", &NodesRequest::of(&paused), |e| on_event(e)).await
+            }
+            Fault::Throttle { nodes, .. } => client.stream("/v1/nodes/unthrottle", &NodesRequest::of(nodes), |e| on_event(e)).await,
             Fault::Partition { .. } | Fault::Shape { .. } => client.stream("/v1/net/heal", &serde_json::json!({}), |e| on_event(e)).await,
         };
         r.map(|_| ())
     }
 
-    /// Whether the cluster is whole again as far as this fault goes: the node runs, is ready
-    /// and UP in HAProxy (when HAProxy runs); the network is whole and every running
-    /// member's quorum read answers.
+    /// Whether the cluster is whole again as far as this fault goes: the nodes run, are
+    /// ready, UP in HAProxy (when HAProxy runs), not paused and not throttled; the network is
+    /// whole and every running member's quorum read answers.
     pub fn recovered(&self, s: &StatusReport) -> (bool, String) {
         match self {
-            Fault::Stop { node, .. } | Fault::Kill { node } => {
-                // Ready, and back in service in HAProxy when it runs (as `node start` waits).
-                let n = s.nodes.iter().find(|n| n.id == *node);
-                let up = n.is_some_and(|n| n.ready && n.backend.as_deref().is_none_or(|b| b.split_whitespace().next() == Some("UP")));
-                let seen = n.map(|n| format!("ready {}, HAProxy {}", n.ready, n.backend.as_deref().unwrap_or("-"))).unwrap_or_default();
-                (up, format!("node {node}: {seen}"))
+            Fault::Stop { nodes, .. } | Fault::Kill { nodes } | Fault::Pause { nodes } | Fault::Throttle { nodes, .. } => {
+                let left: Vec<String> = nodes
+                    .iter()
+                    .filter_map(|id| {
+                        let n = s.nodes.iter().find(|n| n.id == *id)?;
+                        let up = n.ready
+                            && n.state != "paused"
+                            && n.cpu_quota_pct.is_none()
+                            && n.backend.as_deref().is_none_or(|b| b.split_whitespace().next() == Some("UP"));
+                        (!up).then(|| format!("node {id}: {}, ready {}, HAProxy {}", n.state, n.ready, n.backend.as_deref().unwrap_or("-")))
+                    })
+                    .collect();
+                (left.is_empty(), if left.is_empty() { "back in service".into() } else { left.join("; ") })
             }
             Fault::Partition { .. } | Fault::Shape { .. } => {
                 let whole = s.network.cuts == 0 && s.network.shaped.is_empty();
@@ -167,6 +231,28 @@ impl Fault {
                 )
             }
         }
+    }
+}
+
+/// Body of the batch node requests (`POST /v1/nodes/{kill,stop,start,pause,resume,throttle,unthrottle}`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct NodesRequest {
+    pub nodes: Vec<NodeId>,
+    /// stop: time from SIGTERM to SIGKILL, ms (default: the lab's `timeouts.grace`).
+    #[serde(default)]
+    pub grace_ms: Option<u64>,
+    /// start: return once the processes run.
+    #[serde(default)]
+    pub no_wait: bool,
+    /// throttle: percent of one core, 1–100.
+    #[serde(default)]
+    pub cpu_pct: Option<u32>,
+}
+
+impl NodesRequest {
+    /// A request naming `nodes`, every option at its default.
+    pub fn of(nodes: &[NodeId]) -> Self {
+        Self { nodes: nodes.to_vec(), ..Default::default() }
     }
 }
 
@@ -206,18 +292,21 @@ pub async fn wait_for(client: &Client, what: &str, timeout: Duration, cond: impl
 pub struct Failer {
     pub fault: Fault,
     pub stage: Stage,
+    /// The status just before injection (to tell a restarted process from the old one).
+    pub before: Option<StatusReport>,
 }
 
 impl Failer {
     pub fn new(fault: Fault) -> Self {
-        Self { fault, stage: Stage::Planned }
+        Self { fault, stage: Stage::Planned, before: None }
     }
 
-    /// Inject (once).
-    pub async fn inject(&mut self, client: &Client, on_event: &mut (dyn FnMut(&Event) + Send)) -> Result<()> {
+    /// Inject (once); returns the request's result.
+    pub async fn inject(&mut self, client: &Client, on_event: &mut (dyn FnMut(&Event) + Send)) -> Result<serde_json::Value> {
         if self.stage != Stage::Planned {
             return Err(Error::Refused(format!("{} was already injected", self.fault.describe())));
         }
+        self.before = Some(client.get("/v1/status").await?);
         // Marked before the request: a request that fails half-way (a partition with some
         // routes made) is still recovered.
         self.stage = Stage::Injected;
@@ -227,7 +316,8 @@ impl Failer {
     /// Waits until the fault has taken effect; returns how long that took.
     pub async fn wait_propagated(&mut self, client: &Client, timeout: Duration) -> Result<Duration> {
         let f = self.fault.clone();
-        let took = wait_for(client, &format!("{} to take effect", f.describe()), timeout, |s| f.propagated(s)).await?;
+        let before = self.before.clone().ok_or_else(|| Error::Refused(format!("{} was not injected", f.describe())))?;
+        let took = wait_for(client, &format!("{} to take effect", f.describe()), timeout, |s| f.propagated(s, &before)).await?;
         self.stage = Stage::Propagated;
         Ok(took)
     }
@@ -290,6 +380,19 @@ impl Pending {
             }
         }
         taken
+    }
+
+    /// A `start` step brought `id` back: it leaves the stop or kill faults naming it, and a
+    /// fault with no node left is recovered.
+    pub fn node_started(&mut self, id: NodeId) {
+        for f in self.faults.iter_mut().filter(|f| f.is_pending()) {
+            if let Fault::Stop { nodes, .. } | Fault::Kill { nodes } = &mut f.fault {
+                nodes.retain(|n| *n != id);
+                if nodes.is_empty() {
+                    f.stage = Stage::Recovered;
+                }
+            }
+        }
     }
 
     /// Recovers every pending fault, newest first (a partition injected after a kill is

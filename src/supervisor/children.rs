@@ -22,7 +22,12 @@ impl Supervisor {
                 match id.liveness() {
                     Liveness::Alive => {
                         let since = OffsetDateTime::from_unix_timestamp(id.start_time as i64).unwrap_or_else(|_| OffsetDateTime::now_utc());
-                        n.state = NodeState::Running { pid: id.pid, since };
+                        // A node paused (SIGSTOP) when the last daemon went stays paused.
+                        n.state = if id.is_stopped() {
+                            NodeState::Paused { pid: id.pid, since: OffsetDateTime::now_utc(), was_ready: true }
+                        } else {
+                            NodeState::Running { pid: id.pid, since }
+                        };
                         adopted.push((n.id, id));
                     }
                     Liveness::Gone => {
@@ -122,7 +127,8 @@ impl Supervisor {
         if let Err(e) = res {
             self.emit(EventKind::Warning { message: format!("cannot save state: {e}") });
         }
-        self.emit(EventKind::NodeExited { node, pid: id.pid, status, after_ms: signalled_at.map(|t| t.elapsed().as_millis() as u64) });
+        self.emit(EventKind::NodeExited { node, pid: id.pid, status: status.clone(), after_ms: signalled_at.map(|t| t.elapsed().as_millis() as u64) });
+        self.consider_restart(node, &status);
     }
 
     pub(super) async fn watch_haproxy(&self, id: ProcIdentity, mut child: Box<dyn process_wrap::tokio::ChildWrapper>) {
@@ -254,8 +260,17 @@ impl Supervisor {
 
     /// Sends `sig` to a node's process group after checking its identity.
     pub(super) fn signal_node(&self, node: NodeId, sig: Signal, deadline: Option<Duration>) -> Result<ProcIdentity> {
-        let id = self.state().node(node)?.process.ok_or_else(|| Error::NodeState { id: node, message: "is not running".into() })?;
+        let (id, paused) = {
+            let st = self.state();
+            let n = st.node(node)?;
+            (n.process.ok_or_else(|| Error::NodeState { id: node, message: "is not running".into() })?, matches!(n.state, NodeState::Paused { .. }))
+        };
         process::signal(&id, sig)?;
+        if paused && sig != Signal::SIGKILL {
+            // A stopped process acts on no signal but SIGKILL until it is continued.
+            process::signal(&id, Signal::SIGCONT)?;
+            self.emit(EventKind::NodeResumed { node, pid: id.pid });
+        }
         {
             let mut rt = self.runtime();
             let r = rt.entry(node).or_default();

@@ -58,7 +58,16 @@ impl Supervisor {
             command: format!("node stop {node}{} (grace {})", if drain { "" } else { " --no-drain" }, humantime::format_duration(grace)),
             by: crate::events::requester(),
         });
+        if !self.is_live(node) && self.cancel_restart(node) {
+            self.emit(EventKind::Note { message: format!("node {node}: its pending automatic restart was cancelled") });
+            return Ok(serde_json::json!({ "node": node, "signals": [], "exit": null, "elapsed_ms": 0, "outcome": "not running" }));
+        }
         self.require_live(node)?;
+        self.set_intent(&[node], super::restart::Intent::Stop);
+        if matches!(self.state().node(node)?.state, NodeState::Paused { .. }) {
+            // A paused node cannot drain: continue it first.
+            self.resume_one(node)?;
+        }
         let start = Instant::now();
         let stages = if drain { self.drain(node, start, grace).await } else { Vec::new() };
         let out = self.stop_nodes(&[node], Signal::SIGTERM, grace, &[(Signal::SIGKILL, KILL_WAIT)]).await?;

@@ -40,7 +40,9 @@ use crate::{Error, Result};
 
 mod children;
 mod drain;
+mod faults;
 mod net;
+mod restart;
 mod poller;
 mod proxy;
 mod requests;
@@ -64,6 +66,8 @@ struct NodeRuntime {
     backend_check: Option<String>,
     /// When roachlab last signalled the node (for "exited N s after the signal").
     signalled_at: Option<Instant>,
+    /// The restart policy's bookkeeping.
+    restart: restart::RestartBook,
 }
 
 /// The outcome of stopping one node, as `down` and `node stop` report it.

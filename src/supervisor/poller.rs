@@ -136,6 +136,7 @@ impl Supervisor {
     }
 
     pub(super) fn apply_readiness(&self, node: NodeId, ready: bool, detail: Option<String>) {
+        self.note_ready_for_restarts(node, ready);
         let (changed, detail_changed) = {
             let mut rt = self.runtime();
             let r = rt.entry(node).or_default();

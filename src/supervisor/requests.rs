@@ -12,9 +12,13 @@ impl Supervisor {
 
     /// `up`: starts every member that is not running, bootstraps a new cluster, starts or
     /// reloads HAProxy, and waits until all nodes are ready and UP in HAProxy.
-    pub async fn up(&self) -> Result<serde_json::Value> {
+    pub async fn up(&self, restart: Option<crate::config::RestartPolicy>) -> Result<serde_json::Value> {
         let _op = self.begin_op().await?;
         self.emit(EventKind::Command { command: "up".into(), by: crate::events::requester() });
+        if let Some(policy) = restart.filter(|p| *p != self.spec().restart.policy) {
+            self.update(|st| st.spec.restart.policy = policy)?;
+            self.emit(EventKind::Note { message: format!("restart policy: {policy}") });
+        }
         let spec = self.spec();
         self.inner.engine.binary()?;
         haproxy::binary(&spec.haproxy)?;
@@ -75,6 +79,7 @@ impl Supervisor {
         self.check_node_ports(&[node])?;
         let members = self.members();
         let mode = if self.state().initialized { StartMode::Restart } else { StartMode::Initial };
+        self.cancel_restart(node);
         self.spawn_node(node, mode, &members)?;
         if no_wait {
             return Ok(serde_json::json!({ "node": node }));
@@ -92,6 +97,7 @@ impl Supervisor {
         let _op = self.begin_op().await?;
         self.emit(EventKind::Command { command: format!("node kill {node}"), by: crate::events::requester() });
         self.require_live(node)?;
+        self.set_intent(&[node], super::restart::Intent::Crash);
         let out = self.stop_nodes(&[node], Signal::SIGKILL, KILL_WAIT, &[]).await?;
         Ok(serde_json::to_value(&out[0]).expect("serializes"))
     }
@@ -222,6 +228,7 @@ impl Supervisor {
             let grace = self.spec().timeouts.grace;
             // etcd stops by itself once removed: give it a moment before signalling.
             let _ = self.wait_until(|| "exit".into(), Duration::from_secs(2), |s| !s.is_live(node)).await;
+            self.set_intent(&[node], super::restart::Intent::Stop);
             if self.is_live(node) {
                 Some(self.stop_nodes(&[node], Signal::SIGTERM, grace, &[(Signal::SIGKILL, KILL_WAIT)]).await?.remove(0))
             } else {
@@ -282,6 +289,7 @@ impl Supervisor {
         // graceful stop hand off cleanly: heal first.
         self.heal_for("down");
         let nodes: Vec<NodeId> = self.state().nodes.iter().filter(|n| n.process.is_some()).map(|n| n.id).collect();
+        self.set_intent(&nodes, super::restart::Intent::Stop);
         let outcomes = if fast {
             let mut out = self.stop_nodes(&nodes, Signal::SIGKILL, KILL_WAIT, &[]).await?;
             // A request pre-empted mid-spawn may have recorded a node after the list was read.
@@ -311,6 +319,7 @@ impl Supervisor {
             self.stop_nodes(&nodes, Signal::SIGTERM, spec.timeouts.down_grace, &esc).await?
         };
         self.stop_haproxy().await?;
+        self.unthrottle_all();
         // With every process gone, nothing holds a namespace: remove what the lab created.
         for what in self.inner.topology.teardown()? {
             self.emit(EventKind::Note { message: format!("network: {what}") });
