@@ -168,6 +168,15 @@ pub enum DrillCommand {
     PartitionLeader,
     /// Split the members evenly (2|2 of 4, 2|2|1 of 5): no side may write (netns topology).
     SplitBrain,
+    /// Pause (SIGSTOP) the leader (etcd) / the bank's leaseholder (CockroachDB), or --node:
+    /// the cluster routes around it by timeouts; then resume it.
+    PauseLeader,
+    /// Lose every node of the largest zone at once, then the next zone; restore both (needs
+    /// `localities` in the config).
+    ZoneFailure,
+    /// SIGKILL a member and let the restart policy bring it back, against a restart by hand
+    /// (needs `up --restart on-failure` or `always`).
+    SelfHealing,
     /// Run a scenario file (see configs/drills/ and docs/DRILLS.md).
     Run { file: PathBuf },
 }
@@ -348,6 +357,42 @@ pub async fn run(cli: Cli) -> Result<i32> {
                             (crate::drill::partitions::partition_leader_scenario(ids.len(), node), "<built-in partition-leader>".into())
                         }
                         _ => (crate::drill::partitions::split_brain_scenario(&ids), "<built-in split-brain>".into()),
+                    }
+                }
+                DrillCommand::PauseLeader | DrillCommand::ZoneFailure | DrillCommand::SelfHealing => {
+                    let state = LabState::load(&lab.state_file())?.ok_or_else(|| Error::NoLab { dir: lab.dir().to_path_buf() })?;
+                    let ids: Vec<NodeId> = state.members().map(|n| n.id).collect();
+                    if ids.len() < 3 {
+                        return Err(Error::Refused(format!(
+                            "this drill needs at least 3 members (a majority survives one down); this lab has {} (`roachlab node add`)",
+                            ids.len()
+                        )));
+                    }
+                    use crate::drill::process_faults as pf;
+                    match &command {
+                        DrillCommand::PauseLeader => (pf::pause_leader_scenario(ids.len(), node), "<built-in pause-leader>".into()),
+                        DrillCommand::ZoneFailure => {
+                            if state.spec.restart.policy != crate::config::RestartPolicy::Never {
+                                return Err(Error::Refused(format!(
+                                    "zone-failure measures zones that stay down, but this lab restarts killed nodes (restart \
+                                     policy `{}`). Run `roachlab up --restart never` first (the lab keeps it), or see `drill self-healing`",
+                                    state.spec.restart.policy
+                                )));
+                            }
+                            let localities: Vec<(NodeId, String)> =
+                                ids.iter().filter_map(|&id| state.spec.locality_of(id).map(|l| (id, l))).collect();
+                            (pf::zone_failure_scenario(&localities).map_err(Error::Refused)?, "<built-in zone-failure>".into())
+                        }
+                        _ => {
+                            if state.spec.restart.policy == crate::config::RestartPolicy::Never {
+                                return Err(Error::Refused(
+                                    "self-healing needs a restart policy; this lab's is `never`. Run `roachlab up --restart on-failure` \
+                                     (the lab keeps it), then the drill again"
+                                        .into(),
+                                ));
+                            }
+                            (pf::self_healing_scenario(node), "<built-in self-healing>".into())
+                        }
                     }
                 }
                 DrillCommand::Run { file } => (

@@ -14,6 +14,9 @@ pub struct PhaseMark {
     /// When the phase's first fault step (stop, kill, decommission) ran, and what it was.
     pub fault_ms: Option<u64>,
     pub fault: Option<String>,
+    /// The nodes the fault acted on (empty for a partition).
+    #[serde(default)]
+    pub fault_nodes: Vec<crate::node::NodeId>,
     /// When the first recovery step (start) after the fault ran.
     pub recover_ms: Option<u64>,
 }
@@ -42,6 +45,10 @@ pub struct PhaseMetrics {
     pub haproxy_down_after_fault_ms: Option<u64>,
     /// From the fault to the first liveness or leader change.
     pub liveness_change_after_fault_ms: Option<u64>,
+    /// From the fault to the fault's node(s) being ready again (the last of them): after a
+    /// kill, how long a restart — by the restart policy, or by hand — took to bring it back.
+    #[serde(default)]
+    pub ready_again_after_fault_ms: Option<u64>,
     /// From the fault to a leader being elected (a `leader_changed` event naming a new
     /// leader): after a partition isolates the leader, the majority side's election (etcd).
     #[serde(default)]
@@ -130,6 +137,29 @@ pub fn compute(marks: &[PhaseMark], ops: &[OpRecord], events: &[Event], t0_mono_
             };
             let haproxy_down = first_event(&|k| matches!(k, EventKind::BackendState { state, .. } if state == "DOWN"));
             let liveness = first_event(&|k| matches!(k, EventKind::LivenessChanged { .. } | EventKind::LeaderChanged { .. }));
+            let ready_again = m.fault_ms.and_then(|f| {
+                if m.fault_nodes.is_empty() {
+                    return None;
+                }
+                // Each node's first `ready` after it went down (a not-ready or an exit) after the fault.
+                let mut last = 0;
+                for node in &m.fault_nodes {
+                    let mut down = false;
+                    let mut at = None;
+                    for (e, t) in phase_events.iter().filter(|(_, t)| *t >= f) {
+                        match &e.kind {
+                            EventKind::NodeExited { node: n, .. } | EventKind::NodeReady { node: n, ready: false, .. } if n == node => down = true,
+                            EventKind::NodeReady { node: n, ready: true, .. } if n == node && down => {
+                                at = Some(t - f);
+                                break;
+                            }
+                            _ => {}
+                        }
+                    }
+                    last = last.max(at?);
+                }
+                Some(last)
+            });
             let new_leader = first_event(&|k| matches!(k, EventKind::LeaderChanged { to: Some(to), from, .. } if from.as_ref() != Some(to)));
             let degraded = first_event(&|k| {
                 matches!(k, EventKind::RangesChanged { underreplicated, unavailable, .. } if underreplicated.unwrap_or(0) > 0 || unavailable.unwrap_or(0) > 0)
@@ -172,6 +202,7 @@ pub fn compute(marks: &[PhaseMark], ops: &[OpRecord], events: &[Event], t0_mono_
                 haproxy_down_after_fault_ms: haproxy_down,
                 liveness_change_after_fault_ms: liveness,
                 new_leader_after_fault_ms: new_leader,
+                ready_again_after_fault_ms: ready_again,
                 ranges_degraded_after_fault_ms: degraded,
                 ranges_restored_after_degraded_ms: restored,
                 throughput_recovered_after_ms: recovered,
@@ -281,6 +312,7 @@ mod tests {
             end_ms: 6000,
             fault_ms: Some(2000),
             fault: Some("kill node 2".into()),
+            fault_nodes: vec![2],
             recover_ms: Some(3500),
         };
         let m = &compute(&[mark], &ops, &[], 0, 10.0)[0];
@@ -294,7 +326,7 @@ mod tests {
     #[test]
     fn a_phase_of_a_few_milliseconds_has_no_absurd_rate() {
         let mark =
-            |name: &str, start_ms, end_ms| PhaseMark { name: name.into(), start_ms, end_ms, fault_ms: None, fault: None, recover_ms: None };
+            |name: &str, start_ms, end_ms| PhaseMark { name: name.into(), start_ms, end_ms, fault_ms: None, fault: None, fault_nodes: Vec::new(), recover_ms: None };
         // Two operations start in a 2 ms phase and complete 50 ms later, in the next one.
         let ops = vec![op(1000, 50, Outcome::Ok), op(1001, 50, Outcome::Ok)];
         let m = compute(&[mark("a", 0, 1000), mark("b", 1000, 1002), mark("c", 1002, 2000)], &ops, &[], 0, 0.0);
@@ -311,6 +343,7 @@ mod tests {
             end_ms,
             fault_ms,
             fault: fault_ms.map(|_| "stop".to_string()),
+            fault_nodes: Vec::new(),
             recover_ms: None,
         };
         let marks = [mark("baseline", 0, 5000, None), mark("graceful", 5000, 9000, Some(5002))];

@@ -7,6 +7,7 @@
 pub mod metrics;
 pub mod partitions;
 pub mod predict;
+pub mod process_faults;
 pub mod report;
 pub mod runner;
 pub mod scenario;

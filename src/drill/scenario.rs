@@ -138,6 +138,20 @@ enum RawStep {
         from_clients: bool,
     },
     Heal {},
+    Pause {
+        node: NodeRefRaw,
+    },
+    Resume {
+        node: NodeRefRaw,
+    },
+    Throttle {
+        node: NodeRefRaw,
+        /// Percent of one core, 1–100.
+        cpu: u32,
+    },
+    Unthrottle {
+        node: NodeRefRaw,
+    },
     Delay {
         node: NodeRefRaw,
         #[serde(with = "humantime_serde")]
@@ -181,10 +195,11 @@ pub enum Metric {
     Committed,
     FirstErrorAfterFaultMs,
     NewLeaderAfterFaultMs,
+    ReadyAgainAfterFaultMs,
 }
 
 impl Metric {
-    const ALL: [(&'static str, Metric); 12] = [
+    const ALL: [(&'static str, Metric); 13] = [
         ("ok", Metric::Ok),
         ("fail", Metric::Fail),
         ("ambiguous", Metric::Ambiguous),
@@ -197,6 +212,7 @@ impl Metric {
         ("committed", Metric::Committed),
         ("first_error_after_fault_ms", Metric::FirstErrorAfterFaultMs),
         ("new_leader_after_fault_ms", Metric::NewLeaderAfterFaultMs),
+        ("ready_again_after_fault_ms", Metric::ReadyAgainAfterFaultMs),
     ];
 
     fn name(self) -> &'static str {
@@ -219,6 +235,7 @@ impl Metric {
             Metric::Committed => Some(p.committed as f64),
             Metric::FirstErrorAfterFaultMs => p.first_error_after_fault_ms.map(|v| v as f64),
             Metric::NewLeaderAfterFaultMs => p.new_leader_after_fault_ms.map(|v| v as f64),
+            Metric::ReadyAgainAfterFaultMs => p.ready_again_after_fault_ms.map(|v| v as f64),
         }
     }
 }
@@ -298,6 +315,9 @@ pub enum NodeRef {
     Follower,
     /// In a partition's sides: every member not named on another side.
     Rest,
+    /// Every member whose locality matches (`locality zone=a`): for the steps that act on
+    /// several nodes at once (stop, kill, start, pause, resume, throttle, unthrottle).
+    Locality(String),
     /// A random running node, from the drill's seed.
     Random,
     /// The node a previous step chose (so "restart the node we killed" works with `leader`).
@@ -322,6 +342,7 @@ impl std::fmt::Display for NodeRef {
             NodeRef::Leader => f.write_str("the leader"),
             NodeRef::Follower => f.write_str("a follower"),
             NodeRef::Rest => f.write_str("the rest"),
+            NodeRef::Locality(l) => write!(f, "every node in {l}"),
             NodeRef::Random => f.write_str("a random node"),
             NodeRef::Same => f.write_str("the same node"),
             NodeRef::Target => f.write_str("the target node"),
@@ -424,6 +445,11 @@ fn node_ref(word: &str) -> std::result::Result<NodeRef, String> {
         "same" => Ok(NodeRef::Same),
         "target" => Ok(NodeRef::Target),
         "stopped" => Ok(NodeRef::Stopped),
+        w if w.starts_with("locality ") => {
+            let sel = w["locality ".len()..].trim();
+            crate::config::check_locality(sel)?;
+            Ok(NodeRef::Locality(sel.to_string()))
+        }
         w if w.starts_with("leaseholder-of") => {
             let parts: Vec<&str> = w.split_whitespace().collect();
             match parts.as_slice() {
@@ -537,6 +563,23 @@ pub enum Action {
     },
     /// Undoes every network fault.
     Heal,
+    /// SIGSTOP (a **fault**).
+    Pause {
+        node: NodeRef,
+    },
+    /// SIGCONT (a **recovery**).
+    Resume {
+        node: NodeRef,
+    },
+    /// A CPU quota, percent of one core (a **fault**).
+    Throttle {
+        node: NodeRef,
+        cpu: u32,
+    },
+    /// The quota removed (a **recovery**).
+    Unthrottle {
+        node: NodeRef,
+    },
     /// Latency (and jitter) on a node's outgoing traffic (needs `sch_netem`).
     Delay {
         node: NodeRef,
@@ -627,6 +670,15 @@ impl Scenario {
                     Action::Partition { sides, one_way, from_clients }
                 }
                 RawStep::Heal {} => Action::Heal,
+                RawStep::Pause { node: n } => Action::Pause { node: node(&n)? },
+                RawStep::Resume { node: n } => Action::Resume { node: node(&n)? },
+                RawStep::Throttle { node: n, cpu } => {
+                    if cpu == 0 || cpu > 100 {
+                        return Err(bad(format!("cpu = {cpu}: a share of one core from 1 to 100 (percent)")));
+                    }
+                    Action::Throttle { node: node(&n)?, cpu }
+                }
+                RawStep::Unthrottle { node: n } => Action::Unthrottle { node: node(&n)? },
                 RawStep::Delay { node: n, delay, jitter } => {
                     if delay > Duration::from_secs(60) || jitter.is_some_and(|j| j > Duration::from_secs(60)) {
                         return Err(bad("delay and jitter: at most 60s".into()));

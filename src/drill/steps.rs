@@ -77,6 +77,9 @@ impl Ctx<'_> {
                 followers[self.rng.usize(0..followers.len())]
             }
             NodeRef::Rest => return Err(Error::Refused("`rest` stands only on a side of a partition".into())),
+            NodeRef::Locality(l) => {
+                return Err(Error::Refused(format!("`locality {l}` names several nodes: use it with stop, kill, start, pause, resume or throttle")))
+            }
             NodeRef::Random => {
                 if running.is_empty() {
                     return Err(Error::Refused("no running node to choose from".into()));
@@ -99,6 +102,28 @@ impl Ctx<'_> {
         };
         self.last = Some(id);
         Ok(id)
+    }
+
+    /// The nodes a reference names: every member of a locality (those `want_running` or not,
+    /// as the step needs), else the one node.
+    async fn resolve_many(&mut self, r: &NodeRef, want_running: bool) -> Result<Vec<NodeId>> {
+        let NodeRef::Locality(sel) = r else { return Ok(vec![self.resolve(r).await?]) };
+        let s = self.status().await?;
+        let ids: Vec<NodeId> = s
+            .nodes
+            .iter()
+            .filter(|n| !n.decommissioned && n.pid.is_some() == want_running)
+            .filter(|n| n.locality.as_deref().is_some_and(|l| crate::config::locality_matches(l, sel)))
+            .map(|n| n.id)
+            .collect();
+        if ids.is_empty() {
+            return Err(Error::Refused(format!(
+                "no {} member's locality matches {sel}",
+                if want_running { "running" } else { "stopped" }
+            )));
+        }
+        self.last = ids.first().copied();
+        Ok(ids)
     }
 
     /// The Raft leader where the engine has one, else the leaseholder of the bank's first row.
@@ -192,16 +217,35 @@ impl Ctx<'_> {
         self.client.get::<LossPrediction>(&q).await
     }
 
-    /// States what taking `id` down (with the members already down) will do to quorum,
+    /// Recovers the pending faults `pick` selects on `nodes` through the fault module (and
+    /// asks `path` directly for nodes no pending fault names).
+    async fn recover_process_fault(&mut self, pick: impl Fn(&Fault) -> bool, nodes: &[NodeId], path: &str) -> Result<()> {
+        let mut taken = self.pending.take(|f| pick(f) && f.downs_or_targets().iter().any(|n| nodes.contains(n)));
+        if taken.is_empty() {
+            return self.node_request(path, path.into(), serde_json::json!({ "nodes": nodes })).await;
+        }
+        for f in &mut taken {
+            let mut print = Self::printer(&mut *self.say);
+            f.recover(&self.client, &mut print).await?;
+            drop(print);
+            f.wait_recovered(&self.client, PROPAGATE_WAIT).await?;
+            f.cleanup();
+        }
+        Ok(())
+    }
+
+    /// States what taking `ids` down (with the members already down) will do to quorum,
     /// before the fault runs; [`Ctx::fault`] records it with the fault's time. A prediction
     /// the daemon cannot make is said, not fatal.
-    async fn predict(&mut self, id: NodeId) {
+    async fn predict(&mut self, ids: &[NodeId]) {
         let mut down = match self.status().await {
             Ok(s) => stopped_members(&s),
             Err(_) => Vec::new(),
         };
-        if !down.contains(&id) {
-            down.push(id);
+        for id in ids {
+            if !down.contains(id) {
+                down.push(*id);
+            }
         }
         down.sort_unstable();
         match self.ask_prediction(&down).await {
@@ -252,10 +296,8 @@ impl Ctx<'_> {
         self.pending_prediction = Some(p);
     }
 
-    fn fault(&mut self, what: String) {
-        if let Some(id) = self.last {
-            self.downed.push(id);
-        }
+    fn fault(&mut self, what: String, nodes: &[NodeId]) {
+        self.downed.extend_from_slice(nodes);
         self.record(StepKind::Fault, what.clone());
         let now = self.now_ms();
         if let Some(prediction) = self.pending_prediction.take() {
@@ -265,6 +307,7 @@ impl Ctx<'_> {
             if m.fault_ms.is_none() {
                 m.fault_ms = Some(now);
                 m.fault = Some(what);
+                m.fault_nodes = nodes.to_vec();
             }
         }
     }
@@ -286,14 +329,22 @@ impl Ctx<'_> {
         if let Some(m) = self.marks.last_mut() {
             m.end_ms = now;
         }
-        self.marks.push(PhaseMark { name: name.to_string(), start_ms: now, end_ms: now, fault_ms: None, fault: None, recover_ms: None });
+        self.marks.push(PhaseMark {
+            name: name.to_string(),
+            start_ms: now,
+            end_ms: now,
+            fault_ms: None,
+            fault: None,
+            fault_nodes: Vec::new(),
+            recover_ms: None,
+        });
         (self.say)(format!("── phase {name}"));
     }
 
     /// Injects `fault` (recorded as the phase's fault), waits until it has taken effect, and
     /// keeps it pending for recovery.
     async fn inject(&mut self, fault: Fault) -> Result<()> {
-        self.fault(fault.describe());
+        self.fault(fault.describe(), &fault.downs_or_targets());
         let mut f = Failer::new(fault);
         let res = {
             let mut print = Self::printer(&mut *self.say);
@@ -313,14 +364,33 @@ impl Ctx<'_> {
         match a {
             Action::Phase { name } => self.phase(name),
             Action::Stop { node, grace, drain } => {
-                let id = self.resolve(node).await?;
-                self.predict(id).await;
-                self.inject(Fault::Stop { nodes: vec![id], grace: *grace, drain: *drain }).await?;
+                let nodes = self.resolve_many(node, true).await?;
+                self.predict(&nodes).await;
+                self.inject(Fault::Stop { nodes, grace: *grace, drain: *drain }).await?;
             }
             Action::Kill { node } => {
-                let id = self.resolve(node).await?;
-                self.predict(id).await;
-                self.inject(Fault::Kill { nodes: vec![id] }).await?;
+                let nodes = self.resolve_many(node, true).await?;
+                self.predict(&nodes).await;
+                self.inject(Fault::Kill { nodes }).await?;
+            }
+            Action::Pause { node } => {
+                let nodes = self.resolve_many(node, true).await?;
+                self.predict(&nodes).await;
+                self.inject(Fault::Pause { nodes }).await?;
+            }
+            Action::Throttle { node, cpu } => {
+                let nodes = self.resolve_many(node, true).await?;
+                self.inject(Fault::Throttle { nodes, cpu_pct: *cpu }).await?;
+            }
+            Action::Resume { node } => {
+                let nodes = self.resolve_many(node, true).await?;
+                self.recovery(format!("resume node(s) {nodes:?}"));
+                self.recover_process_fault(|f| matches!(f, Fault::Pause { .. }), &nodes, "/v1/nodes/resume").await?;
+            }
+            Action::Unthrottle { node } => {
+                let nodes = self.resolve_many(node, true).await?;
+                self.recovery(format!("unthrottle node(s) {nodes:?}"));
+                self.recover_process_fault(|f| matches!(f, Fault::Throttle { .. }), &nodes, "/v1/nodes/unthrottle").await?;
             }
             Action::Isolate { node, from_clients } => {
                 let id = self.resolve(node).await?;
@@ -359,18 +429,20 @@ impl Ctx<'_> {
             }
             Action::Decommission { node, force } => {
                 let id = self.resolve(node).await?;
-                self.predict(id).await;
-                self.fault(format!("decommission of node {id}"));
+                self.predict(&[id]).await;
+                self.fault(format!("decommission of node {id}"), &[id]);
                 let body = serde_json::json!({ "force": force });
                 self.node_request(&format!("decommission node {id}"), format!("/v1/nodes/{id}/decommission"), body).await?;
             }
             Action::Start { node, wait } => {
-                let id = self.resolve(node).await?;
-                self.recovery(format!("start node {id}"));
-                // The start recovers the stop or kill of this node, if one is pending.
-                self.pending.node_started(id);
-                let body = serde_json::json!({ "no_wait": !wait });
-                self.node_request(&format!("start node {id}"), format!("/v1/nodes/{id}/start"), body).await?;
+                let nodes = self.resolve_many(node, false).await?;
+                self.recovery(format!("start node(s) {}", nodes.iter().map(|n| n.to_string()).collect::<Vec<_>>().join(", ")));
+                // The start recovers the stop or kill of these nodes, if one is pending.
+                for &id in &nodes {
+                    self.pending.node_started(id);
+                }
+                let body = serde_json::json!({ "nodes": nodes, "no_wait": !wait });
+                self.node_request("start", "/v1/nodes/start".into(), body).await?;
             }
             Action::StartAll => {
                 self.recovery("start every stopped member".into());

@@ -35,7 +35,15 @@ pub fn tell(phases: &[PhaseMetrics], events: &[Event], t0_mono: u64) -> Vec<Stri
         let until = if fault == "recovery" {
             p.mark.end_ms
         } else {
-            phases.iter().filter_map(|q| q.mark.recover_ms).filter(|r| *r > fault_ms).min().unwrap_or(p.mark.end_ms)
+            // …but not into the next fault's paragraph.
+            let next_fault = phases.iter().filter_map(|q| q.mark.fault_ms).filter(|f| *f > fault_ms).min();
+            let recovered = phases.iter().filter_map(|q| q.mark.recover_ms).filter(|r| *r > fault_ms).min();
+            match (recovered, next_fault) {
+                (Some(r), Some(f)) => r.min(f),
+                (Some(r), None) => r,
+                (None, Some(f)) => f,
+                (None, None) => p.mark.end_ms,
+            }
         };
         let in_phase = |e: &&Event| {
             let at = e.mono_ms.saturating_sub(t0_mono);
@@ -52,6 +60,14 @@ pub fn tell(phases: &[PhaseMetrics], events: &[Event], t0_mono: u64) -> Vec<Stri
                 EventKind::NodeSignalled { node, signal, .. } => steps.push(format!("{signal} to node {node} at +{}", secs(at))),
                 EventKind::NodeExited { node, status, .. } => steps.push(format!("node {node} exited ({status}) at +{}", secs(at))),
                 EventKind::NetPartitioned { .. } => steps.push(format!("network cut at +{}", secs(at))),
+                EventKind::NodePaused { node, .. } => steps.push(format!("node {node} paused at +{}", secs(at))),
+                EventKind::NodeResumed { node, .. } => steps.push(format!("node {node} resumed at +{}", secs(at))),
+                EventKind::NodeRestartScheduled { node, in_ms, .. } => {
+                    steps.push(format!("the restart policy restarts node {node} in {} (at +{})", secs(*in_ms), secs(at)))
+                }
+                EventKind::NodeReady { node, ready: true, .. } if p.mark.fault_nodes.contains(node) => {
+                    steps.push(format!("node {node} ready again at +{}", secs(at)))
+                }
                 EventKind::NetHealed { .. } => steps.push(format!("network healed at +{}", secs(at))),
                 EventKind::LeaderChanged { to: Some(to), term, .. } => {
                     // A jump of several terms at once: members cut off from the leader kept
@@ -128,6 +144,7 @@ mod tests {
                 end_ms,
                 fault_ms: Some(fault_ms),
                 fault: Some(fault.into()),
+                fault_nodes: Vec::new(),
                 recover_ms: None,
             },
             counts,
@@ -140,6 +157,7 @@ mod tests {
             haproxy_down_after_fault_ms: down,
             liveness_change_after_fault_ms: None,
             new_leader_after_fault_ms: None,
+            ready_again_after_fault_ms: None,
             ranges_degraded_after_fault_ms: None,
             ranges_restored_after_degraded_ms: None,
             throughput_recovered_after_ms: None,

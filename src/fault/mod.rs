@@ -91,6 +91,15 @@ impl Fault {
         }
     }
 
+    /// The nodes the fault acts on (a partition: none in particular; delay/loss: its node).
+    pub fn downs_or_targets(&self) -> Vec<NodeId> {
+        match self {
+            Fault::Stop { nodes, .. } | Fault::Kill { nodes } | Fault::Pause { nodes } | Fault::Throttle { nodes, .. } => nodes.clone(),
+            Fault::Shape { node, .. } => vec![*node],
+            Fault::Partition { .. } => Vec::new(),
+        }
+    }
+
     /// True for faults on the network (undone together by `net heal`).
     pub fn is_network(&self) -> bool {
         matches!(self, Fault::Partition { .. } | Fault::Shape { .. })
@@ -317,7 +326,7 @@ impl Failer {
     pub async fn wait_propagated(&mut self, client: &Client, timeout: Duration) -> Result<Duration> {
         let f = self.fault.clone();
         let before = self.before.clone().ok_or_else(|| Error::Refused(format!("{} was not injected", f.describe())))?;
-        let took = wait_for(client, &format!("{} to take effect", f.describe()), timeout, |s| f.propagated(s, &before)).await?;
+        let took = wait_for(client, &format!("{} to take effect", f.describe()), timeout, |s| f.propagated(&before, s)).await?;
         self.stage = Stage::Propagated;
         Ok(took)
     }
