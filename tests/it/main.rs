@@ -6,6 +6,7 @@ mod cockroach;
 mod daemon;
 mod drain;
 mod drill;
+mod faults;
 mod helpers;
 mod interleavings;
 mod lab_etcd;
