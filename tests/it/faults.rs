@@ -71,6 +71,11 @@ fn a_paused_leader_is_routed_around_and_rejoins_as_a_follower() {
     assert!(r["expectations"].as_array().unwrap().iter().all(|e| e["met"] == true), "{}", r["expectations"]);
     assert!(r["check"]["violations"].as_array().unwrap().is_empty());
     assert!(lab.status()["nodes"].as_array().unwrap().iter().all(|n| n["state"] == "running"));
+
+    // `down` continues a paused node before stopping it: it drains on SIGTERM like the rest.
+    lab.ok(&["node", "pause", "1"]);
+    let out = lab.ok(&["down"]);
+    assert!(out.contains("node 1: drained: SIGTERM"), "{out}");
 }
 
 #[test]
