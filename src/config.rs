@@ -247,7 +247,12 @@ pub struct RestartSpec {
 
 impl Default for RestartSpec {
     fn default() -> Self {
-        Self { policy: RestartPolicy::Never, initial: Duration::from_secs(1), max: Duration::from_secs(30), reset_after: Duration::from_secs(10) }
+        Self {
+            policy: RestartPolicy::Never,
+            initial: Duration::from_secs(1),
+            max: Duration::from_secs(30),
+            reset_after: Duration::from_secs(10),
+        }
     }
 }
 
@@ -621,7 +626,10 @@ mod tests {
         assert_eq!(spec.restart.backoff(u32::MAX), Duration::from_secs(30), "no overflow");
         let err = RawConfig::parse("restart = \"sometimes\"\n", "t.toml").unwrap_err().to_string();
         assert!(err.starts_with("t.toml:1:11:") && err.contains("on-failure"), "{err}");
-        let err = RawConfig::parse("[etcd]\nlocalities = [\"zone a\"]\n", "t.toml").unwrap().resolve(&Overrides::default(), "t.toml").unwrap_err();
+        let err = RawConfig::parse("[etcd]\nlocalities = [\"zone a\"]\n", "t.toml")
+            .unwrap()
+            .resolve(&Overrides::default(), "t.toml")
+            .unwrap_err();
         assert!(err.to_string().contains("etcd.localities: `zone a` is not a locality"), "{err}");
         assert!(locality_matches("region=r1,zone=a", "zone=a") && !locality_matches("region=r1,zone=a", "zone=b"));
         assert!(locality_matches("region=r1,zone=a", "region=r1,zone=a"));

@@ -21,8 +21,8 @@ use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use crate::api::{ApiError, DecommissionRequest, DownRequest, SettingRequest, StartRequest, StopRequest, StreamItem, CLIENT_HEADER};
-use crate::fault::NodesRequest;
 use crate::events::{write_timeline, EventBus};
+use crate::fault::NodesRequest;
 use crate::lab::Lab;
 use crate::node::NodeId;
 use crate::supervisor::Supervisor;
@@ -320,7 +320,9 @@ fn router(state: AppState) -> Router {
         )
         .route(
             "/v1/net/heal",
-            post(|State(s): State<AppState>, h: HeaderMap| async move { streamed(&s, &h, |sup| async move { sup.net_heal().await }, false) }),
+            post(
+                |State(s): State<AppState>, h: HeaderMap| async move { streamed(&s, &h, |sup| async move { sup.net_heal().await }, false) },
+            ),
         )
         .fallback(|| async {
             (

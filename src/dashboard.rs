@@ -82,7 +82,7 @@ pub fn process_word(n: &NodeStatus) -> String {
         None => n.state.clone(),
     };
     match (&n.crash_loop, &n.next_restart_at) {
-        (Some(l), _) => format!("{l}"),
+        (Some(l), _) => l.to_string(),
         (None, Some(_)) => format!("{base}, restarting"),
         _ if n.cpu_quota_pct.is_some() => format!("{base}, cpu {}%", n.cpu_quota_pct.unwrap_or(0)),
         _ => base,
@@ -254,12 +254,14 @@ fn draw(f: &mut ratatui::Frame, s: Option<&StatusReport>, h: &History, tail: &Ta
         Paragraph::new(format!(
             "{}\n{}",
             cluster_line(s),
-            crate::reporter::network_line(s)
-                .map(|l| format!("network: {l}"))
-                .unwrap_or_else(|| s.quorum_rule.first().cloned().unwrap_or_default())
+            crate::reporter::network_line(s).map(|l| format!("network: {l}")).unwrap_or_else(|| s
+                .quorum_rule
+                .first()
+                .cloned()
+                .unwrap_or_default())
         ))
-            .style(if lost { Style::default().fg(Color::Red).add_modifier(Modifier::BOLD) } else { Style::default() })
-            .block(Block::default().borders(Borders::ALL).title(title)),
+        .style(if lost { Style::default().fg(Color::Red).add_modifier(Modifier::BOLD) } else { Style::default() })
+        .block(Block::default().borders(Borders::ALL).title(title)),
         head,
     );
     let header = Row::new(["node", "process", "pid", "ready", "haproxy", "liveness", "replicas", "leases", "leader", "quorum"])

@@ -158,17 +158,18 @@ impl Event {
                 None => format!("node {node}: not ready"),
             },
             EventKind::NodeSignalled { node, pid, signal } => format!("node {node}: sent {signal} to pid {pid}"),
-            EventKind::NodePaused { node, pid } => format!("node {node}: PAUSED (SIGSTOP to pid {pid}): it holds its sockets and answers nothing"),
+            EventKind::NodePaused { node, pid } => {
+                format!("node {node}: PAUSED (SIGSTOP to pid {pid}): it holds its sockets and answers nothing")
+            }
             EventKind::NodeResumed { node, pid } => format!("node {node}: resumed (SIGCONT to pid {pid})"),
             EventKind::NodeThrottled { node, cpu_pct: Some(p) } => format!("node {node}: CPU throttled to {p}% of a core"),
             EventKind::NodeThrottled { node, cpu_pct: None } => format!("node {node}: CPU throttle removed"),
             EventKind::NodeRestartScheduled { node, attempt, in_ms, reason } => {
                 format!("node {node}: {reason}; restart {attempt} in {:.1} s (restart policy)", *in_ms as f64 / 1000.0)
             }
-            EventKind::NodeCrashLoop { node, restarts, window_s, last_lines } => format!(
-                "node {node}: CRASH-LOOP (restart {restarts} in {window_s} s); last log lines: {}",
-                last_lines.join(" ⏎ ")
-            ),
+            EventKind::NodeCrashLoop { node, restarts, window_s, last_lines } => {
+                format!("node {node}: CRASH-LOOP (restart {restarts} in {window_s} s); last log lines: {}", last_lines.join(" ⏎ "))
+            }
             EventKind::NodeExited { node, pid, status, after_ms } => match after_ms {
                 Some(ms) => format!("node {node}: exited ({status}) {:.1} s after the signal (pid {pid})", *ms as f64 / 1000.0),
                 None => format!("node {node}: exited ({status}) (pid {pid})"),

@@ -65,7 +65,11 @@ pub enum NetCommand {
 /// `1,2,3` → `[1, 2, 3]`.
 pub fn parse_side(s: &str) -> std::result::Result<Vec<NodeId>, String> {
     s.split(',')
-        .map(|p| p.trim().parse::<NodeId>().map_err(|_| format!("`{p}` in `{s}` is not a node id; write a side as ids joined by commas, e.g. 1,2")))
+        .map(|p| {
+            p.trim()
+                .parse::<NodeId>()
+                .map_err(|_| format!("`{p}` in `{s}` is not a node id; write a side as ids joined by commas, e.g. 1,2"))
+        })
         .collect()
 }
 
@@ -166,7 +170,11 @@ pub fn status_text(s: &NetStatus) -> String {
                     Peer::Node(n) => n.to_string(),
                     Peer::Clients => "clients".into(),
                 };
-                if r.ok { format!("{to} ok") } else { format!("{to} CUT ({})", r.detail) }
+                if r.ok {
+                    format!("{to} ok")
+                } else {
+                    format!("{to} CUT ({})", r.detail)
+                }
             })
             .collect();
         let name = match from {

@@ -325,8 +325,15 @@ mod tests {
 
     #[test]
     fn a_phase_of_a_few_milliseconds_has_no_absurd_rate() {
-        let mark =
-            |name: &str, start_ms, end_ms| PhaseMark { name: name.into(), start_ms, end_ms, fault_ms: None, fault: None, fault_nodes: Vec::new(), recover_ms: None };
+        let mark = |name: &str, start_ms, end_ms| PhaseMark {
+            name: name.into(),
+            start_ms,
+            end_ms,
+            fault_ms: None,
+            fault: None,
+            fault_nodes: Vec::new(),
+            recover_ms: None,
+        };
         // Two operations start in a 2 ms phase and complete 50 ms later, in the next one.
         let ops = vec![op(1000, 50, Outcome::Ok), op(1001, 50, Outcome::Ok)];
         let m = compute(&[mark("a", 0, 1000), mark("b", 1000, 1002), mark("c", 1002, 2000)], &ops, &[], 0, 0.0);

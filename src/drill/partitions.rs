@@ -7,9 +7,7 @@
 use crate::node::NodeId;
 
 fn header(name: &str, description: &str) -> String {
-    format!(
-        "name = \"{name}\"\ndescription = \"{description}\"\n\n[workload]\nconcurrency = 4\nrows = 1000\nop_timeout = \"3s\"\n\n"
-    )
+    format!("name = \"{name}\"\ndescription = \"{description}\"\n\n[workload]\nconcurrency = 4\nrows = 1000\nop_timeout = \"3s\"\n\n")
 }
 
 fn expect(engine: Option<&str>, phase: &str, metric: &str, cmp: &str, value: u64, text: &str) -> String {
@@ -36,9 +34,23 @@ pub fn partition_minority_scenario(members: usize, node: Option<NodeId>) -> Stri
         "Cut one member off from its peers (HAProxy still reaches it): the majority keeps writing, clients routed to the \
          cut-off member stall or fail, nothing acknowledged is lost, and after the heal it catches up.",
     );
-    s += &expect(None, "partitioned", "committed", ">", 0, &format!("{} of {members} members still form a majority ({needed} needed): writes continue", members - 1));
+    s += &expect(
+        None,
+        "partitioned",
+        "committed",
+        ">",
+        0,
+        &format!("{} of {members} members still form a majority ({needed} needed): writes continue", members - 1),
+    );
     s += &expect(None, "healed", "committed", ">", 0, "healed: every member back in the cluster, writes continue");
-    s += &expect(None, "healed", "throughput_recovered_after_ms", "<=", 30000, "after the heal, throughput is back to 90% of the baseline within 30 s");
+    s += &expect(
+        None,
+        "healed",
+        "throughput_recovered_after_ms",
+        "<=",
+        30000,
+        "after the heal, throughput is back to 90% of the baseline within 30 s",
+    );
     s += &format!(
         "[[step]]\naction = \"phase\"\nname = \"partitioned\"\n[[step]]\naction = \"isolate\"\nnode = {}\n\
          [[step]]\naction = \"wait\"\nduration = \"8s\"\n\
@@ -57,7 +69,14 @@ pub fn partition_leader_scenario(members: usize, node: Option<NodeId>) -> String
         "Cut the leader (etcd: the Raft leader; CockroachDB: the leaseholder of the bank's first row) off from its peers: \
          it steps down, the majority side elects a new one and keeps writing; nothing acknowledged is lost.",
     );
-    s += &expect(None, "partitioned", "committed", ">", 0, &format!("the other {} of {members} members are a majority ({needed} needed): they elect a leader and keep writing", members - 1));
+    s += &expect(
+        None,
+        "partitioned",
+        "committed",
+        ">",
+        0,
+        &format!("the other {} of {members} members are a majority ({needed} needed): they elect a leader and keep writing", members - 1),
+    );
     s += &expect(
         Some("etcd"),
         "partitioned",
@@ -106,7 +125,10 @@ pub fn split_brain_scenario(members: &[NodeId]) -> String {
         "committed",
         "==",
         0,
-        &format!("the largest side has {} of {n} members, fewer than the {needed} a majority needs: no write can commit", sides.iter().map(Vec::len).max().unwrap_or(0)),
+        &format!(
+            "the largest side has {} of {n} members, fewer than the {needed} a majority needs: no write can commit",
+            sides.iter().map(Vec::len).max().unwrap_or(0)
+        ),
     );
     s += &expect(None, "healed", "committed", ">", 0, "healed: a majority again, writes resume");
     s += &format!(
@@ -150,7 +172,8 @@ mod tests {
             }
         }
         let s = Scenario::parse(&split_brain_scenario(&[1, 2, 3, 4, 5]), "x", &[1, 2, 3, 4, 5]).unwrap();
-        let Some(Action::Partition { sides, .. }) = s.steps.iter().map(|st| &st.action).find(|a| matches!(a, Action::Partition { .. })) else {
+        let Some(Action::Partition { sides, .. }) = s.steps.iter().map(|st| &st.action).find(|a| matches!(a, Action::Partition { .. }))
+        else {
             panic!("a partition step")
         };
         assert_eq!(sides.len(), 3);

@@ -5,9 +5,7 @@
 use crate::node::NodeId;
 
 fn header(name: &str, description: &str) -> String {
-    format!(
-        "name = \"{name}\"\ndescription = \"{description}\"\n\n[workload]\nconcurrency = 4\nrows = 1000\nop_timeout = \"3s\"\n\n"
-    )
+    format!("name = \"{name}\"\ndescription = \"{description}\"\n\n[workload]\nconcurrency = 4\nrows = 1000\nop_timeout = \"3s\"\n\n")
 }
 
 fn expect(engine: Option<&str>, phase: &str, metric: &str, cmp: &str, value: u64, text: &str) -> String {
@@ -27,7 +25,14 @@ pub fn pause_leader_scenario(members: usize, node: Option<NodeId>) -> String {
          timeouts, elect a new leader (etcd) or take over its leases (CockroachDB, after its liveness expires) and keep \
          writing; HAProxy marks it DOWN after its checks time out. Then resume it: it rejoins as a follower.",
     );
-    s += &expect(None, "paused", "committed", ">", 0, &format!("{} of {members} members still form a majority ({needed} needed): writes continue once the pause is noticed", members - 1));
+    s += &expect(
+        None,
+        "paused",
+        "committed",
+        ">",
+        0,
+        &format!("{} of {members} members still form a majority ({needed} needed): writes continue once the pause is noticed", members - 1),
+    );
     s += &expect(
         Some("etcd"),
         "paused",
@@ -98,9 +103,23 @@ pub fn zone_failure_scenario(localities: &[(NodeId, String)]) -> Result<String, 
     );
     let cmp = |left: usize| if left >= needed { (">", 0) } else { ("==", 0) };
     let (c1, v1) = cmp(left1);
-    s += &expect(Some("etcd"), "one-zone-down", "committed", c1, v1, &format!("losing {} leaves {left1} of {n} members, {}", first.0, verdict(left1)));
+    s += &expect(
+        Some("etcd"),
+        "one-zone-down",
+        "committed",
+        c1,
+        v1,
+        &format!("losing {} leaves {left1} of {n} members, {}", first.0, verdict(left1)),
+    );
     let (c2, v2) = cmp(left2);
-    s += &expect(Some("etcd"), "two-zones-down", "committed", c2, v2, &format!("losing {} as well leaves {left2} of {n}, {}", second.0, verdict(left2)));
+    s += &expect(
+        Some("etcd"),
+        "two-zones-down",
+        "committed",
+        c2,
+        v2,
+        &format!("losing {} as well leaves {left2} of {n}, {}", second.0, verdict(left2)),
+    );
     s += &expect(None, "restored", "committed", ">", 0, "both zones back: every member, writes continue");
     s += &format!(
         "[[step]]\naction = \"phase\"\nname = \"one-zone-down\"\n[[step]]\naction = \"kill\"\nnode = \"locality {z1}\"\n\
@@ -131,7 +150,14 @@ pub fn self_healing_scenario(node: Option<NodeId>) -> String {
          restart it by hand at once; compare the time until it is ready again. Writes continue throughout: one member down \
          of a majority.",
     );
-    s += &expect(None, "automatic", "ready_again_after_fault_ms", "<=", 60000, "the restart policy starts the killed node again by itself (after its 1 s backoff) and it becomes ready");
+    s += &expect(
+        None,
+        "automatic",
+        "ready_again_after_fault_ms",
+        "<=",
+        60000,
+        "the restart policy starts the killed node again by itself (after its 1 s backoff) and it becomes ready",
+    );
     s += &expect(None, "automatic", "committed", ">", 0, "one member down: the rest are a majority, writes continue");
     s += &expect(None, "manual", "ready_again_after_fault_ms", "<=", 60000, "restarted by hand at once, it becomes ready");
     s += &format!(

@@ -412,13 +412,29 @@ impl Cmp {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Condition {
-    Compare { figure: Figure, cmp: Cmp, value: i64 },
-    Backend { node: NodeRef, state: String },
-    Ready { node: NodeRef, ready: bool },
+    Compare {
+        figure: Figure,
+        cmp: Cmp,
+        value: i64,
+    },
+    Backend {
+        node: NodeRef,
+        state: String,
+    },
+    Ready {
+        node: NodeRef,
+        ready: bool,
+    },
     /// `node <ref> sees quorum` / `node <ref> sees no quorum`: the node's own quorum read.
-    SeesQuorum { node: NodeRef, sees: bool },
+    SeesQuorum {
+        node: NodeRef,
+        sees: bool,
+    },
     /// `leader == <ref>` / `leader != <ref>`: who leads now (as [`NodeRef::Leader`]).
-    Leader { cmp: Cmp, node: NodeRef },
+    Leader {
+        cmp: Cmp,
+        node: NodeRef,
+    },
 }
 
 impl std::fmt::Display for Condition {
@@ -460,10 +476,9 @@ fn node_ref(word: &str) -> std::result::Result<NodeRef, String> {
                 _ => Err(format!("`{w}`: write `leaseholder-of <table> <key>`, e.g. `leaseholder-of bank.bank 0`")),
             }
         }
-        w => w
-            .parse::<u32>()
-            .map(NodeRef::Id)
-            .map_err(|_| format!("`{w}` is not a node: use an id, \"target\", \"leader\", \"follower\", \"random\", \"same\" or \"stopped\"")),
+        w => w.parse::<u32>().map(NodeRef::Id).map_err(|_| {
+            format!("`{w}` is not a node: use an id, \"target\", \"leader\", \"follower\", \"random\", \"same\" or \"stopped\"")
+        }),
     }
 }
 

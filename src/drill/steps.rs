@@ -78,7 +78,9 @@ impl Ctx<'_> {
             }
             NodeRef::Rest => return Err(Error::Refused("`rest` stands only on a side of a partition".into())),
             NodeRef::Locality(l) => {
-                return Err(Error::Refused(format!("`locality {l}` names several nodes: use it with stop, kill, start, pause, resume or throttle")))
+                return Err(Error::Refused(format!(
+                    "`locality {l}` names several nodes: use it with stop, kill, start, pause, resume or throttle"
+                )))
             }
             NodeRef::Random => {
                 if running.is_empty() {
@@ -117,10 +119,7 @@ impl Ctx<'_> {
             .map(|n| n.id)
             .collect();
         if ids.is_empty() {
-            return Err(Error::Refused(format!(
-                "no {} member's locality matches {sel}",
-                if want_running { "running" } else { "stopped" }
-            )));
+            return Err(Error::Refused(format!("no {} member's locality matches {sel}", if want_running { "running" } else { "stopped" })));
         }
         self.last = ids.first().copied();
         Ok(ids)
@@ -187,11 +186,14 @@ impl Ctx<'_> {
                 let id = self.resolve(node).await?;
                 let v = s.nodes.iter().find(|n| n.id == id).and_then(|n| n.sees_quorum);
                 // Not probed (unreachable, not running) is not seeing quorum.
-                (v.unwrap_or(false) == *sees, match v {
-                    Some(true) => "sees quorum".into(),
-                    Some(false) => "sees no quorum".into(),
-                    None => "not probed".into(),
-                })
+                (
+                    v.unwrap_or(false) == *sees,
+                    match v {
+                        Some(true) => "sees quorum".into(),
+                        Some(false) => "sees no quorum".into(),
+                        None => "not probed".into(),
+                    },
+                )
             }
             Condition::Leader { cmp, node } => {
                 let want = self.resolve(node).await?;
@@ -407,12 +409,14 @@ impl Ctx<'_> {
             }
             Action::Delay { node, delay, jitter } => {
                 let id = self.resolve(node).await?;
-                let shaping = crate::topology::Shaping { delay_ms: delay.as_millis() as u32, jitter_ms: jitter.as_millis() as u32, loss_pct: 0.0 };
+                let shaping =
+                    crate::topology::Shaping { delay_ms: delay.as_millis() as u32, jitter_ms: jitter.as_millis() as u32, loss_pct: 0.0 };
                 self.inject(Fault::Shape { node: id, shaping }).await?;
             }
             Action::Loss { node, percent } => {
                 let id = self.resolve(node).await?;
-                self.inject(Fault::Shape { node: id, shaping: crate::topology::Shaping { delay_ms: 0, jitter_ms: 0, loss_pct: *percent } }).await?;
+                self.inject(Fault::Shape { node: id, shaping: crate::topology::Shaping { delay_ms: 0, jitter_ms: 0, loss_pct: *percent } })
+                    .await?;
             }
             Action::Heal => {
                 self.recovery("heal the network".into());

@@ -22,14 +22,11 @@ pub fn tell(phases: &[PhaseMetrics], events: &[Event], t0_mono: u64) -> Vec<Stri
             _ => continue,
         };
         // The term the last elected leader had before this phase's reference point.
-        let mut last_term: Option<u64> = events
-            .iter()
-            .filter(|e| e.mono_ms.saturating_sub(t0_mono) < fault_ms)
-            .filter_map(|e| match &e.kind {
+        let mut last_term: Option<u64> =
+            events.iter().rev().filter(|e| e.mono_ms.saturating_sub(t0_mono) < fault_ms).find_map(|e| match &e.kind {
                 EventKind::LeaderChanged { to: Some(_), term, .. } => *term,
                 _ => None,
-            })
-            .last();
+            });
         // A fault is told until it is recovered, also across the phases that follow it (a
         // partition measured in a phase of its own, `split`, after the one that made it).
         let until = if fault == "recovery" {
@@ -49,7 +46,8 @@ pub fn tell(phases: &[PhaseMetrics], events: &[Event], t0_mono: u64) -> Vec<Stri
             let at = e.mono_ms.saturating_sub(t0_mono);
             at + 200 >= fault_ms && at < until.max(fault_ms)
         };
-        let marked_down = events.iter().filter(in_phase).any(|e| matches!(&e.kind, EventKind::BackendState { state, .. } if state == "DOWN"));
+        let marked_down =
+            events.iter().filter(in_phase).any(|e| matches!(&e.kind, EventKind::BackendState { state, .. } if state == "DOWN"));
         let mut steps: Vec<String> = Vec::new();
         for e in events.iter().filter(in_phase) {
             let at = e.mono_ms.saturating_sub(t0_mono).saturating_sub(fault_ms);
@@ -85,7 +83,9 @@ pub fn tell(phases: &[PhaseMetrics], events: &[Event], t0_mono: u64) -> Vec<Stri
                 }
                 EventKind::LeaderChanged { to: None, .. } => steps.push(format!("no leader at +{}", secs(at))),
                 EventKind::NodeQuorum { node, sees_quorum: false, .. } => steps.push(format!("node {node} lost quorum at +{}", secs(at))),
-                EventKind::NodeQuorum { node, sees_quorum: true, .. } => steps.push(format!("node {node} sees quorum again at +{}", secs(at))),
+                EventKind::NodeQuorum { node, sees_quorum: true, .. } => {
+                    steps.push(format!("node {node} sees quorum again at +{}", secs(at)))
+                }
                 EventKind::BackendState { node, state, .. } if fault.starts_with("partition") || fault == "recovery" => {
                     steps.push(format!("HAProxy marked node {node} {state} at +{}", secs(at)))
                 }

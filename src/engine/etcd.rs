@@ -495,15 +495,10 @@ async fn linearizable_read(client: &reqwest::Client, m: &Member) -> std::result:
 /// all `members`; `detail` names the members whose reads answered — under a partition, the
 /// side that holds the majority.
 pub fn observed_quorum(obs: &Observation, running: usize, members: usize) -> crate::watch::Quorum {
-    let answered: Vec<String> =
-        obs.nodes.iter().filter(|(_, f)| f.sees_quorum == Some(true)).map(|(id, _)| id.to_string()).collect();
+    let answered: Vec<String> = obs.nodes.iter().filter(|(_, f)| f.sees_quorum == Some(true)).map(|(id, _)| id.to_string()).collect();
     let needed = members / 2 + 1;
     let detail = if answered.is_empty() {
-        let why: Vec<String> = obs
-            .nodes
-            .iter()
-            .filter_map(|(id, f)| f.quorum_detail.as_ref().map(|d| format!("node {id}: {d}")))
-            .collect();
+        let why: Vec<String> = obs.nodes.iter().filter_map(|(id, f)| f.quorum_detail.as_ref().map(|d| format!("node {id}: {d}"))).collect();
         format!(
             "{running} of {members} member(s) running, a majority needs {needed} connected: no linearizable read answered ({})",
             why.join("; ")
@@ -556,7 +551,11 @@ mod tests {
         let e = Etcd::new(&spec);
         let lab = Lab::new("/lab").unwrap();
         let ms: Vec<Member> = (1..=3)
-            .map(|id| Member { id, ports: NodePorts { host: crate::topology::Topology::node_host(&spec, id), ..e.node_ports(id) }, engine_id: None })
+            .map(|id| Member {
+                id,
+                ports: NodePorts { host: crate::topology::Topology::node_host(&spec, id), ..e.node_ports(id) },
+                engine_id: None,
+            })
             .collect();
         let args = e.start_args(&StartContext { lab: &lab, node: ms[2], members: &ms, mode: StartMode::Initial });
         assert!(args.contains(&"--listen-client-urls=http://198.18.7.13:23793".to_string()), "{args:?}");

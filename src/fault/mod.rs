@@ -128,7 +128,8 @@ impl Fault {
                 client.stream("/v1/net/partition", &body, |e| on_event(e)).await
             }
             Fault::Shape { node, shaping } => {
-                let body = ShapeRequest { node: *node, delay_ms: shaping.delay_ms, jitter_ms: shaping.jitter_ms, loss_pct: shaping.loss_pct };
+                let body =
+                    ShapeRequest { node: *node, delay_ms: shaping.delay_ms, jitter_ms: shaping.jitter_ms, loss_pct: shaping.loss_pct };
                 client.stream("/v1/net/shape", &body, |e| on_event(e)).await
             }
         };

@@ -66,15 +66,16 @@ fn pending_faults_are_taken_newest_first_and_only_while_pending() {
         p.push(Failer { fault: Fault::Kill { nodes: vec![node] }, stage: Stage::Injected, before: None });
     }
     p.push(Failer { fault: Fault::Kill { nodes: vec![9] }, stage: Stage::Planned, before: None });
-    p.push(Failer { fault: Fault::Partition { sides: vec![vec![1], vec![2]], one_way: false, from_clients: false }, stage: Stage::Propagated, before: None });
+    p.push(Failer {
+        fault: Fault::Partition { sides: vec![vec![1], vec![2]], one_way: false, from_clients: false },
+        stage: Stage::Propagated,
+        before: None,
+    });
     assert_eq!(p.faults().count(), 3);
     let net = p.take(Fault::is_network);
     assert_eq!(net.len(), 1);
     let kills: Vec<Fault> = p.take(|_| true).into_iter().map(|f| f.fault).collect();
     assert_eq!(kills, vec![Fault::Kill { nodes: vec![2] }, Fault::Kill { nodes: vec![1] }], "newest first; the planned one is not pending");
     assert_eq!(Fault::Kill { nodes: vec![3] }.describe(), "SIGKILL of node 3");
-    assert_eq!(
-        Fault::Partition { sides: vec![vec![1, 2], vec![3]], one_way: false, from_clients: false }.describe(),
-        "partition 1,2 | 3"
-    );
+    assert_eq!(Fault::Partition { sides: vec![vec![1, 2], vec![3]], one_way: false, from_clients: false }.describe(), "partition 1,2 | 3");
 }

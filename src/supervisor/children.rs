@@ -127,7 +127,12 @@ impl Supervisor {
         if let Err(e) = res {
             self.emit(EventKind::Warning { message: format!("cannot save state: {e}") });
         }
-        self.emit(EventKind::NodeExited { node, pid: id.pid, status: status.clone(), after_ms: signalled_at.map(|t| t.elapsed().as_millis() as u64) });
+        self.emit(EventKind::NodeExited {
+            node,
+            pid: id.pid,
+            status: status.clone(),
+            after_ms: signalled_at.map(|t| t.elapsed().as_millis() as u64),
+        });
         self.consider_restart(node, &status);
     }
 
@@ -263,7 +268,10 @@ impl Supervisor {
         let (id, paused) = {
             let st = self.state();
             let n = st.node(node)?;
-            (n.process.ok_or_else(|| Error::NodeState { id: node, message: "is not running".into() })?, matches!(n.state, NodeState::Paused { .. }))
+            (
+                n.process.ok_or_else(|| Error::NodeState { id: node, message: "is not running".into() })?,
+                matches!(n.state, NodeState::Paused { .. }),
+            )
         };
         process::signal(&id, sig)?;
         if paused && sig != Signal::SIGKILL {

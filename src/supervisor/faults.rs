@@ -47,7 +47,10 @@ impl Supervisor {
     pub async fn stop_many(&self, nodes: &[NodeId], grace: Option<Duration>) -> Result<serde_json::Value> {
         let _op = self.begin_op().await?;
         let grace = grace.unwrap_or(self.spec().timeouts.grace);
-        self.emit(EventKind::Command { command: format!("node stop {} (together, no drain)", Self::list(nodes)), by: crate::events::requester() });
+        self.emit(EventKind::Command {
+            command: format!("node stop {} (together, no drain)", Self::list(nodes)),
+            by: crate::events::requester(),
+        });
         self.check_members(nodes)?;
         for &n in nodes {
             self.require_live(n)?;
@@ -139,7 +142,11 @@ impl Supervisor {
         self.update(|st| {
             if let Ok(r) = st.node_mut(n) {
                 if r.process == Some(id) {
-                    r.state = if was_ready { NodeState::Running { pid: id.pid, since: now } } else { NodeState::Starting { pid: id.pid, since: now } };
+                    r.state = if was_ready {
+                        NodeState::Running { pid: id.pid, since: now }
+                    } else {
+                        NodeState::Starting { pid: id.pid, since: now }
+                    };
                 }
             }
         })?;
@@ -150,7 +157,10 @@ impl Supervisor {
     /// `node throttle --cpu P%`: a CPU quota of P% of one core through cgroups.
     pub async fn throttle_nodes(&self, nodes: &[NodeId], cpu_pct: u32) -> Result<serde_json::Value> {
         let _op = self.begin_op().await?;
-        self.emit(EventKind::Command { command: format!("node throttle {} --cpu {cpu_pct}%", Self::list(nodes)), by: crate::events::requester() });
+        self.emit(EventKind::Command {
+            command: format!("node throttle {} --cpu {cpu_pct}%", Self::list(nodes)),
+            by: crate::events::requester(),
+        });
         if cpu_pct == 0 || cpu_pct > 100 {
             return Err(Error::Refused(format!("--cpu {cpu_pct}%: give a share of one core from 1% to 100%")));
         }

@@ -42,10 +42,10 @@ mod children;
 mod drain;
 mod faults;
 mod net;
-mod restart;
 mod poller;
 mod proxy;
 mod requests;
+mod restart;
 mod status;
 
 pub use net::{check_sides, describe_sides, NetStatus};

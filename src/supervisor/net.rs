@@ -35,10 +35,7 @@ pub struct NetStatus {
 
 impl Supervisor {
     /// Runs a topology operation (`ip`/`tc` commands) off the async threads.
-    async fn on_topology<T: Send + 'static>(
-        &self,
-        f: impl FnOnce(&crate::topology::Topology) -> Result<T> + Send + 'static,
-    ) -> Result<T> {
+    async fn on_topology<T: Send + 'static>(&self, f: impl FnOnce(&crate::topology::Topology) -> Result<T> + Send + 'static) -> Result<T> {
         let topology = self.inner.topology.clone();
         tokio::task::spawn_blocking(move || f(&topology)).await.map_err(|e| Error::Refused(format!("a network operation failed: {e}")))?
     }
@@ -107,7 +104,16 @@ impl Supervisor {
             w.last.nodes.iter().filter(|(_, f)| f.sees_quorum == Some(true)).map(|(id, _)| *id).collect()
         };
         let Ok(n) = self.inner.topology.netns() else {
-            return Ok(NetStatus { topology, subnet: None, addresses, sides: vec![], cuts: vec![], shaped: vec![], reach: vec![], quorum_side });
+            return Ok(NetStatus {
+                topology,
+                subnet: None,
+                addresses,
+                sides: vec![],
+                cuts: vec![],
+                shaped: vec![],
+                reach: vec![],
+                quorum_side,
+            });
         };
         let rec = n.record()?;
         let targets: Vec<(NodeId, SocketAddr)> =
@@ -135,9 +141,7 @@ impl Supervisor {
 /// exactly two), none empty.
 pub fn check_sides(sides: &[Vec<NodeId>], members: &[NodeId], one_way: bool) -> Result<()> {
     if sides.len() < 2 {
-        return Err(Error::Refused(
-            "a partition needs at least two sides, e.g. `net partition 1,2 3,4,5` (or `net isolate 3`)".into(),
-        ));
+        return Err(Error::Refused("a partition needs at least two sides, e.g. `net partition 1,2 3,4,5` (or `net isolate 3`)".into()));
     }
     if one_way && sides.len() != 2 {
         return Err(Error::Refused("--one-way takes exactly two sides: the first cannot send to the second".into()));

@@ -100,7 +100,8 @@ impl Supervisor {
         let restart = self.spec().restart;
         let intent = self.book(node, |b| b.intent.take());
         let decommissioned = self.state().node(node).map(|n| n.decommissioned).unwrap_or(true);
-        if decommissioned || self.inner.exiting.load(std::sync::atomic::Ordering::SeqCst) || !should_restart(restart.policy, status, intent) {
+        if decommissioned || self.inner.exiting.load(std::sync::atomic::Ordering::SeqCst) || !should_restart(restart.policy, status, intent)
+        {
             return;
         }
         let now = Instant::now();
@@ -156,7 +157,9 @@ impl Supervisor {
         }
         let members = self.members();
         match self.spawn_node(node, StartMode::Restart, &members) {
-            Ok(_) => self.emit(EventKind::Note { message: format!("node {node}: restarted by the restart policy ({})", self.spec().restart.policy) }),
+            Ok(_) => self.emit(EventKind::Note {
+                message: format!("node {node}: restarted by the restart policy ({})", self.spec().restart.policy),
+            }),
             Err(e) => {
                 self.emit(EventKind::Warning { message: format!("node {node}: the restart policy could not start it: {e}") });
                 // Treated like an exit: the next attempt comes after a longer backoff.
@@ -173,7 +176,8 @@ impl Supervisor {
 
 /// The last `n` lines of a log file (for a crash loop's report).
 fn last_lines(path: &std::path::Path, n: usize) -> Vec<String> {
-    let text = std::fs::read(path).map(|b| String::from_utf8_lossy(&b[b.len().saturating_sub(64 * 1024)..]).into_owned()).unwrap_or_default();
+    let text =
+        std::fs::read(path).map(|b| String::from_utf8_lossy(&b[b.len().saturating_sub(64 * 1024)..]).into_owned()).unwrap_or_default();
     let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
     lines[lines.len().saturating_sub(n)..].iter().map(|l| l.chars().take(300).collect()).collect()
 }

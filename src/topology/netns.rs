@@ -225,7 +225,7 @@ impl Netns {
             ip(&["link", "set", &bridge, "up"])?;
         }
         let (ns, veth, addr) = (self.netns_name(id), self.veth_name(id), self.subnet.node_addr(id));
-        let recorded = rec.nodes.get(&id).is_some();
+        let recorded = rec.nodes.contains_key(&id);
         let present = (self.netns_path(id).exists(), link_exists(&veth));
         if recorded && present == (true, true) {
             return Ok(());
@@ -297,7 +297,7 @@ impl Netns {
         if !r.cuts.is_empty() {
             done.push(format!("removed {} cut(s)", r.cuts.len()));
         }
-        for (id, _) in &r.shaped {
+        for id in r.shaped.keys() {
             let Some(n) = r.nodes.get(id) else { continue };
             match run("tc", &["-n", &n.netns, "qdisc", "del", "dev", NODE_IF, "root"]) {
                 Ok(_) => {}
@@ -356,7 +356,11 @@ impl Netns {
         let _g = self.lock.lock().unwrap_or_else(|p| p.into_inner());
         let rec = self.record()?;
         let n = rec.nodes.get(&id).cloned().ok_or_else(|| Error::UnknownNode { id, known: rec.nodes.keys().copied().collect() })?;
-        which::which("tc").map_err(|_| Error::BinaryNotFound { name: "tc".into(), env_var: "PATH".into(), install: IPROUTE2_HINT.into() })?;
+        which::which("tc").map_err(|_| Error::BinaryNotFound {
+            name: "tc".into(),
+            env_var: "PATH".into(),
+            install: IPROUTE2_HINT.into(),
+        })?;
         self.change(|r| r.shaped.insert(id, s))?;
         let args = netem_args(&n.netns, s);
         let argv: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -380,7 +384,9 @@ impl Netns {
     pub fn reachability(&self, targets: &[(NodeId, SocketAddr)], timeout: Duration) -> Result<Vec<Reach>> {
         let rec = self.record()?;
         let mut sources: Vec<(Peer, Option<PathBuf>)> = vec![(Peer::Clients, None)];
-        sources.extend(targets.iter().filter(|(id, _)| rec.nodes.contains_key(id)).map(|(id, _)| (Peer::Node(*id), Some(self.netns_path(*id)))));
+        sources.extend(
+            targets.iter().filter(|(id, _)| rec.nodes.contains_key(id)).map(|(id, _)| (Peer::Node(*id), Some(self.netns_path(*id)))),
+        );
         let handles: Vec<_> = sources
             .into_iter()
             .map(|(from, ns)| {

@@ -86,7 +86,11 @@ fn losing_one_zone_of_three_keeps_writing_and_two_stop_it() {
     let zones: Vec<&str> = s["nodes"].as_array().unwrap().iter().map(|n| n["locality"].as_str().unwrap()).collect();
     assert_eq!(zones, ["zone=a", "zone=b", "zone=c", "zone=a", "zone=b"]);
     let out = lab.run(&["node", "kill", "--locality", "zone=q"]);
-    assert!(text(&out.stderr).contains("no member's locality matches zone=q; this lab's localities: zone=a, zone=b, zone=c"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("no member's locality matches zone=q; this lab's localities: zone=a, zone=b, zone=c"),
+        "{}",
+        text(&out.stderr)
+    );
     let out = lab.ok(&["drill", "zone-failure", "--seed", "1", "--baseline", "2s"]);
     let (_, r) = results_of(&out);
     validate(&r);
@@ -112,7 +116,11 @@ fn the_restart_policy_restarts_crashes_not_stops_and_reports_a_crash_loop() {
     let wrapper = probe.path().join("etcd-or-fail");
     std::fs::write(
         &wrapper,
-        format!("#!/bin/sh\nif [ -e {} ]; then echo \"test: refusing to start\" >&2; exit 3; fi\nexec {} \"$@\"\n", flag.display(), real.display()),
+        format!(
+            "#!/bin/sh\nif [ -e {} ]; then echo \"test: refusing to start\" >&2; exit 3; fi\nexec {} \"$@\"\n",
+            flag.display(),
+            real.display()
+        ),
     )
     .unwrap();
     std::fs::set_permissions(&wrapper, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
@@ -207,7 +215,8 @@ fn a_drill_interrupted_mid_pause_and_mid_throttle_leaves_every_node_whole() {
          [[step]]\naction = \"pause\"\nnode = 2\n[[step]]\naction = \"wait\"\nduration = \"5m\"\n",
     )
     .unwrap();
-    let child = lab.cmd(&["drill", "run", file.to_str().unwrap(), "--baseline", "1s"]).stdout(std::process::Stdio::piped()).spawn().unwrap();
+    let child =
+        lab.cmd(&["drill", "run", file.to_str().unwrap(), "--baseline", "1s"]).stdout(std::process::Stdio::piped()).spawn().unwrap();
     wait_for("node 2 paused and 3 throttled", Duration::from_secs(60), || {
         (lab.node(2)["state"] == "paused" && lab.node(3)["cpu_quota_pct"] == 20).then_some(())
     });

@@ -91,7 +91,10 @@ fn isolating_the_leader_or_a_follower_under_load_loses_nothing() {
     validate(&r);
     assert!(out.contains("the other 2 of 3 members are a majority"), "the theory first:\n{out}");
     let p = phase(&r, "partitioned");
-    assert_eq!(p["fault"], format!("partition {leader} | {}", [1, 2, 3].iter().filter(|n| **n != leader).map(|n| n.to_string()).collect::<Vec<_>>().join(",")));
+    assert_eq!(
+        p["fault"],
+        format!("partition {leader} | {}", [1, 2, 3].iter().filter(|n| **n != leader).map(|n| n.to_string()).collect::<Vec<_>>().join(","))
+    );
     assert!(p["committed"].as_u64().unwrap() > 0, "the majority side kept writing: {p}");
     assert!(p["new_leader_after_fault_ms"].as_u64().is_some(), "a new leader was elected: {p}");
     let ev = lab.events();
@@ -99,7 +102,10 @@ fn isolating_the_leader_or_a_follower_under_load_loses_nothing() {
         ev.iter().any(|e| e["kind"] == "leader_changed" && e["to"].as_u64().is_some_and(|t| t != leader)),
         "a leader other than {leader} on the majority side"
     );
-    assert!(ev.iter().any(|e| e["kind"] == "node_quorum" && e["node"] == leader && e["sees_quorum"] == false), "the isolated member lost quorum");
+    assert!(
+        ev.iter().any(|e| e["kind"] == "node_quorum" && e["node"] == leader && e["sees_quorum"] == false),
+        "the isolated member lost quorum"
+    );
     assert!(r["check"]["violations"].as_array().unwrap().is_empty(), "{}", r["check"]);
     assert!(r["expectations"].as_array().unwrap().iter().all(|e| e["met"] == true), "{}", r["expectations"]);
     // Healed: every member converged.
@@ -115,7 +121,8 @@ fn isolating_the_leader_or_a_follower_under_load_loses_nothing() {
     assert!(r["story"].as_array().unwrap().iter().any(|s| s.as_str().unwrap().starts_with("partitioned — partition ")), "{}", r["story"]);
 
     // Interrupted mid-partition (Ctrl-C): the restore heals the network before the report.
-    let mut child = lab.cmd(&["drill", "partition-minority", "--seed", "4", "--baseline", "1s"]).stdout(std::process::Stdio::piped()).spawn().unwrap();
+    let mut child =
+        lab.cmd(&["drill", "partition-minority", "--seed", "4", "--baseline", "1s"]).stdout(std::process::Stdio::piped()).spawn().unwrap();
     wait_for("the partition in force", Duration::from_secs(30), || (lab.status()["network"]["cuts"].as_u64() > Some(0)).then_some(()));
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGINT).unwrap();
     let code = wait_for("the drill to exit", Duration::from_secs(90), || child.try_wait().unwrap()).code();

@@ -23,7 +23,10 @@ fn killing_the_leader_then_a_second_member_is_recorded_in_order() {
     assert_eq!(s["cluster"]["has_leader"], true);
     let q = &s["cluster"]["quorum"];
     assert_eq!((q["up"].as_u64(), q["needed"].as_u64(), q["ok"].as_bool()), (Some(3), Some(2), Some(true)), "{q}");
-    assert!(q["detail"].as_str().unwrap_or("").contains("linearizable reads answered through node(s) 1, 2, 3"), "observed, not counted: {q}");
+    assert!(
+        q["detail"].as_str().unwrap_or("").contains("linearizable reads answered through node(s) 1, 2, 3"),
+        "observed, not counted: {q}"
+    );
     assert_eq!(s["nodes"][leader as usize - 1]["is_leader"], true);
 
     lab.ok(&["node", "kill", &leader.to_string()]);
@@ -120,8 +123,9 @@ async fn probes_and_observation_give_up_on_a_stalled_endpoint() {
         let e = engine::for_spec(&spec);
         let member = Member { id: 1, ports: roachlab::node::NodePorts::loopback(port, port, Some(port)), engine_id: None };
         let start = Instant::now();
-        let r =
-            tokio::time::timeout(Duration::from_secs(10), engine::probe_readiness(e.as_ref(), &client, &format!("127.0.0.1:{port}"))).await.expect("probe returns");
+        let r = tokio::time::timeout(Duration::from_secs(10), engine::probe_readiness(e.as_ref(), &client, &format!("127.0.0.1:{port}")))
+            .await
+            .expect("probe returns");
         assert!(!r.ready);
         assert_eq!(r.detail.as_deref(), Some("timed out"));
         let obs = tokio::time::timeout(Duration::from_secs(10), e.observe(&client, &[member], &[member])).await.expect("observe returns");
