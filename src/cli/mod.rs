@@ -16,8 +16,10 @@ use crate::state::LabState;
 use crate::supervisor::StopOutcome;
 use crate::{Error, Result};
 
+pub mod drill;
 pub mod net;
 pub mod node;
+pub mod workload;
 
 /// roachlab: local CockroachDB and etcd clusters behind HAProxy, for fault-tolerance drills.
 #[derive(Debug, Parser)]
@@ -115,12 +117,12 @@ pub enum Command {
     /// Run a workload through the lab's HAProxy (or --url) and check what survived.
     Workload {
         #[command(subcommand)]
-        command: WorkloadCommand,
+        command: workload::WorkloadCommand,
     },
     /// Run a fault-tolerance drill under load, measure it, and write a report with charts.
     Drill {
         #[command(subcommand)]
-        command: DrillCommand,
+        command: drill::DrillCommand,
         /// The node `target` steps act on (default: the leader where known, else the highest running node).
         #[arg(long, global = true)]
         node: Option<NodeId>,
@@ -146,110 +148,6 @@ pub enum Command {
     /// Run the supervisor daemon in the foreground (`up` starts it for you).
     #[command(hide = true)]
     Daemon,
-}
-
-#[derive(Debug, Subcommand)]
-pub enum DrillCommand {
-    /// Stop a node gracefully and restart it, then SIGKILL it and restart it.
-    GracefulVsKill,
-    /// Kill nodes until one remains; restore one; restore all.
-    QuorumLoss,
-    /// Add nodes under load, then decommission them again.
-    Scale {
-        /// Nodes to scale out to (default: two more than now).
-        #[arg(long)]
-        to: Option<usize>,
-    },
-    /// Cut one member (a follower, or --node) off from its peers: the majority keeps writing
-    /// (netns topology).
-    PartitionMinority,
-    /// Cut the leader (etcd: Raft leader; CockroachDB: the bank's leaseholder; or --node) off
-    /// from its peers: a new leader on the majority side (netns topology).
-    PartitionLeader,
-    /// Split the members evenly (2|2 of 4, 2|2|1 of 5): no side may write (netns topology).
-    SplitBrain,
-    /// Pause (SIGSTOP) the leader (etcd) / the bank's leaseholder (CockroachDB), or --node:
-    /// the cluster routes around it by timeouts; then resume it.
-    PauseLeader,
-    /// Lose every node of the largest zone at once, then the next zone; restore both (needs
-    /// `localities` in the config).
-    ZoneFailure,
-    /// SIGKILL a member and let the restart policy bring it back, against a restart by hand
-    /// (needs `up --restart on-failure` or `always`).
-    SelfHealing,
-    /// Run a scenario file (see configs/drills/ and docs/DRILLS.md).
-    Run { file: PathBuf },
-}
-
-/// Workloads roachlab can run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum WorkloadName {
-    /// Transfers between accounts, as `cockroach workload bank`, with a history to check.
-    Bank,
-    /// pgbench's TPC-B-like transaction and schema.
-    Tpcb,
-}
-
-#[derive(Debug, Subcommand)]
-pub enum WorkloadCommand {
-    /// Create the workload's schema and data (replacing any).
-    Init {
-        name: WorkloadName,
-        /// tpcb: pgbench's scale factor (100000 accounts per unit).
-        #[arg(long, default_value_t = 10)]
-        scale: i64,
-        /// bank: accounts.
-        #[arg(long, default_value_t = 1000)]
-        rows: i64,
-        /// Bytes of payload per account.
-        #[arg(long, default_value_t = 100)]
-        payload_bytes: usize,
-        /// Ranges to split the accounts into (CockroachDB).
-        #[arg(long, default_value_t = 10)]
-        ranges: i64,
-        /// Target instead of the lab's HAProxy frontend, e.g. postgres://user@127.0.0.1:5432/db.
-        #[arg(long)]
-        url: Option<String>,
-    },
-    /// Run it, printing per-second stats; every operation is logged under DIR/workloads/.
-    Run {
-        name: WorkloadName,
-        /// Concurrent workers, each with its own connection.
-        #[arg(long, visible_alias = "clients", default_value_t = 8)]
-        concurrency: usize,
-        /// Interval of the progress lines.
-        #[arg(long, default_value = "1s", value_parser = crate::config::parse_duration)]
-        progress: Duration,
-        /// How long to run; 0 runs until interrupted (Ctrl-C), as `cockroach workload` does.
-        #[arg(long, default_value = "60s", value_parser = parse_run_duration)]
-        duration: Duration,
-        /// Operations per second across all workers (0: unlimited).
-        #[arg(long, default_value_t = 0.0, value_parser = parse_rate)]
-        max_rate: f64,
-        /// Exit 0 even when operations failed.
-        #[arg(long)]
-        tolerate_errors: bool,
-        /// Timeout of each statement and of COMMIT.
-        #[arg(long, default_value = "5s", value_parser = crate::config::parse_duration)]
-        op_timeout: Duration,
-        /// NDJSON: one object per second and a final summary.
-        #[arg(long)]
-        json: bool,
-        /// Seed for the transfers chosen (random when absent).
-        #[arg(long)]
-        seed: Option<u64>,
-        #[arg(long)]
-        url: Option<String>,
-    },
-    /// Check the data and the last run's log: exits non-zero on any violation, naming it.
-    Check {
-        name: WorkloadName,
-        #[arg(long)]
-        url: Option<String>,
-        /// Print the report as JSON.
-        #[arg(long)]
-        json: bool,
-    },
 }
 
 /// Runs a parsed command. Returns the process exit code.
@@ -310,103 +208,13 @@ pub async fn run(cli: Cli) -> Result<i32> {
         }
         Command::Node { command } => node::run(&lab, command).await,
         Command::Net { command } => net::run(&lab, command).await,
-        Command::Workload { command } => workload(&lab, command).await,
-        Command::Drill { command, node, seed, baseline } => {
-            let mut extra_ids = Vec::new();
-            let (text, origin) = match &command {
-                DrillCommand::GracefulVsKill => (graceful_vs_kill(&lab)?, "<built-in graceful-vs-kill>".to_string()),
-                DrillCommand::QuorumLoss => {
-                    let state = LabState::load(&lab.state_file())?.ok_or_else(|| Error::NoLab { dir: lab.dir().to_path_buf() })?;
-                    let members = state.members().count();
-                    if members < 3 {
-                        return Err(Error::Refused(format!(
-                            "quorum-loss needs at least 3 members to show a majority surviving one failure; this lab has {members} (`roachlab node add`)"
-                        )));
-                    }
-                    (crate::drill::quorum_loss_scenario(members), "<built-in quorum-loss>".to_string())
-                }
-                DrillCommand::Scale { to } => {
-                    let state = LabState::load(&lab.state_file())?.ok_or_else(|| Error::NoLab { dir: lab.dir().to_path_buf() })?;
-                    let members = state.members().count();
-                    let to = to.unwrap_or(members + 2);
-                    if to <= members || to > crate::config::MAX_NODES as usize {
-                        return Err(Error::Refused(format!(
-                            "--to {to}: the lab has {members} nodes; scale to more than that (at most {})",
-                            crate::config::MAX_NODES
-                        )));
-                    }
-                    let (text, ids) = crate::drill::scale_scenario(members, state.next_id(), to);
-                    extra_ids = ids;
-                    (text, "<built-in scale>".to_string())
-                }
-                DrillCommand::PartitionMinority | DrillCommand::PartitionLeader | DrillCommand::SplitBrain => {
-                    let state = LabState::load(&lab.state_file())?.ok_or_else(|| Error::NoLab { dir: lab.dir().to_path_buf() })?;
-                    crate::topology::Topology::for_lab(&state.spec, &lab).netns()?;
-                    let ids: Vec<NodeId> = state.members().map(|n| n.id).collect();
-                    if ids.len() < 3 {
-                        return Err(Error::Refused(format!(
-                            "partition drills need at least 3 members (a majority and a minority); this lab has {} (`roachlab node add`)",
-                            ids.len()
-                        )));
-                    }
-                    match &command {
-                        DrillCommand::PartitionMinority => {
-                            (crate::drill::partitions::partition_minority_scenario(ids.len(), node), "<built-in partition-minority>".into())
-                        }
-                        DrillCommand::PartitionLeader => {
-                            (crate::drill::partitions::partition_leader_scenario(ids.len(), node), "<built-in partition-leader>".into())
-                        }
-                        _ => (crate::drill::partitions::split_brain_scenario(&ids), "<built-in split-brain>".into()),
-                    }
-                }
-                DrillCommand::PauseLeader | DrillCommand::ZoneFailure | DrillCommand::SelfHealing => {
-                    let state = LabState::load(&lab.state_file())?.ok_or_else(|| Error::NoLab { dir: lab.dir().to_path_buf() })?;
-                    let ids: Vec<NodeId> = state.members().map(|n| n.id).collect();
-                    if ids.len() < 3 {
-                        return Err(Error::Refused(format!(
-                            "this drill needs at least 3 members (a majority survives one down); this lab has {} (`roachlab node add`)",
-                            ids.len()
-                        )));
-                    }
-                    use crate::drill::process_faults as pf;
-                    match &command {
-                        DrillCommand::PauseLeader => (pf::pause_leader_scenario(ids.len(), node), "<built-in pause-leader>".into()),
-                        DrillCommand::ZoneFailure => {
-                            if state.spec.restart.policy != crate::config::RestartPolicy::Never {
-                                return Err(Error::Refused(format!(
-                                    "zone-failure measures zones that stay down, but this lab restarts killed nodes (restart \
-                                     policy `{}`). Run `roachlab up --restart never` first (the lab keeps it), or see `drill self-healing`",
-                                    state.spec.restart.policy
-                                )));
-                            }
-                            let localities: Vec<(NodeId, String)> =
-                                ids.iter().filter_map(|&id| state.spec.locality_of(id).map(|l| (id, l))).collect();
-                            (pf::zone_failure_scenario(&localities).map_err(Error::Refused)?, "<built-in zone-failure>".into())
-                        }
-                        _ => {
-                            if state.spec.restart.policy == crate::config::RestartPolicy::Never {
-                                return Err(Error::Refused(
-                                    "self-healing needs a restart policy; this lab's is `never`. Run `roachlab up --restart on-failure` \
-                                     (the lab keeps it), then the drill again"
-                                        .into(),
-                                ));
-                            }
-                            (pf::self_healing_scenario(node), "<built-in self-healing>".into())
-                        }
-                    }
-                }
-                DrillCommand::Run { file } => (
-                    std::fs::read_to_string(file).map_err(|e| Error::io(format!("cannot read {}", file.display()), e))?,
-                    file.display().to_string(),
-                ),
-            };
-            drill(&lab, &text, &origin, &extra_ids, node, seed, baseline).await
-        }
+        Command::Workload { command } => workload::run(&lab, command).await,
+        Command::Drill { command, node, seed, baseline } => drill::run(&lab, command, node, seed, baseline).await,
         Command::Report { run } => {
             let dir = match run {
                 Some(r) if r.is_dir() => r,
                 Some(r) => lab.dir().join("runs").join(r),
-                None => latest_run(&lab)?,
+                None => drill::latest_run(&lab)?,
             };
             let path = dir.join("results.json");
             let text = std::fs::read_to_string(&path).map_err(|e| Error::io(format!("cannot read {}", path.display()), e))?;
@@ -501,129 +309,6 @@ fn same_shape(a: &LabSpec, b: &LabSpec) -> bool {
         && a.haproxy.frontend_port == b.haproxy.frontend_port
 }
 
-/// Where a workload runs: a PostgreSQL-wire server, or etcd's KV API.
-enum Target {
-    Sql(String),
-    Etcd(String),
-}
-
-/// The workload's target: `--url`, else the lab's HAProxy client frontend.
-fn workload_target(lab: &Lab, url: Option<String>) -> Result<Target> {
-    let url = match url {
-        Some(u) => u,
-        None => {
-            let state = LabState::load(&lab.state_file())?.ok_or_else(|| {
-                Error::Refused(format!(
-                    "no lab in {} and no --url: start a lab with `roachlab up`, or pass --url postgres://... or --url http://<etcd>",
-                    lab.dir().display()
-                ))
-            })?;
-            crate::engine::for_spec(&state.spec).workload_url(state.spec.haproxy.frontend_port)
-        }
-    };
-    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        Ok(Target::Sql(url))
-    } else if url.starts_with("http://") {
-        Ok(Target::Etcd(url))
-    } else {
-        Err(Error::Refused(format!("{url}: use postgres://... (CockroachDB, PostgreSQL) or http://... (etcd's client API)")))
-    }
-}
-
-/// The graceful-vs-kill drill for this lab's HAProxy check settings.
-fn graceful_vs_kill(lab: &Lab) -> Result<String> {
-    let state = LabState::load(&lab.state_file())?.ok_or_else(|| Error::NoLab { dir: lab.dir().to_path_buf() })?;
-    Ok(crate::drill::graceful_vs_kill_scenario(state.spec.haproxy.inter, state.spec.haproxy.fall))
-}
-
-fn latest_run(lab: &Lab) -> Result<PathBuf> {
-    let runs = lab.dir().join("runs");
-    let mut dirs: Vec<PathBuf> = std::fs::read_dir(&runs)
-        .map_err(|e| Error::io(format!("no drill runs in {}", runs.display()), e))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.join("results.json").exists())
-        .collect();
-    dirs.sort();
-    dirs.pop().ok_or_else(|| Error::Refused(format!("no drill runs in {}; run `roachlab drill ...` first", runs.display())))
-}
-
-/// Runs a scenario; `extra_ids` are node ids the scenario may name that do not exist yet
-/// (nodes it adds).
-async fn drill(
-    lab: &Lab,
-    text: &str,
-    origin: &str,
-    extra_ids: &[NodeId],
-    node: Option<NodeId>,
-    seed: Option<u64>,
-    baseline: Duration,
-) -> Result<i32> {
-    let state = LabState::load(&lab.state_file())?.ok_or_else(|| Error::NoLab { dir: lab.dir().to_path_buf() })?;
-    let mut ids: Vec<NodeId> = state.members().map(|n| n.id).collect();
-    let scenario_ids: Vec<NodeId> = ids.iter().chain(extra_ids).copied().collect();
-    let scenario = crate::drill::scenario::Scenario::parse(text, origin, &scenario_ids)?;
-    ids.sort_unstable();
-    if let Some(n) = node {
-        if !ids.contains(&n) {
-            return Err(Error::UnknownNode { id: n, known: ids });
-        }
-    }
-    let client = crate::launch::ensure_daemon(lab).await?;
-    let opts = crate::drill::runner::DrillOptions { node, seed: seed.unwrap_or_else(|| fastrand::u64(..)), baseline };
-    let mut say = |line: String| println!("{line}");
-    let result = crate::drill::runner::run(lab, &client, &scenario, &opts, &mut say).await?;
-    print!("{}", drill_summary(&result));
-    // Interrupted: the shell's convention, 128 + the signal's number.
-    Ok(match result.interrupted.as_deref() {
-        Some("SIGHUP") => 129,
-        Some("SIGINT") => 130,
-        Some(_) => 143,
-        None if result.passed() => 0,
-        None => 1,
-    })
-}
-
-/// The table printed at the end of a drill.
-fn drill_summary(r: &crate::drill::runner::DrillResult) -> String {
-    let mut out =
-        format!("\n{:<14} {:>7} {:>6} {:>6} {:>8} {:>9} {:>9}  fault\n", "PHASE", "OK", "FAIL", "AMBIG", "OPS/S", "P99(ms)", "STALL(s)");
-    for p in &r.phases {
-        out.push_str(&format!(
-            "{:<14} {:>7} {:>6} {:>6} {:>8.1} {:>9.1} {:>9.1}  {}\n",
-            p.mark.name,
-            p.counts.ok,
-            p.counts.fail,
-            p.counts.ambiguous,
-            p.ops_per_sec,
-            p.p99_ms,
-            p.longest_stall_ms as f64 / 1000.0,
-            p.mark.fault.as_deref().unwrap_or("")
-        ));
-    }
-    out.push('\n');
-    for t in &r.story {
-        out.push_str(&format!("what happened: {t}\n"));
-    }
-    if !r.story.is_empty() {
-        out.push('\n');
-    }
-    for e in &r.expectations {
-        out.push_str(&format!("{} {} (observed {})\n", if e.met { "met:    " } else { "NOT MET:" }, e.text, e.observed));
-    }
-    for f in &r.failures {
-        out.push_str(&format!("FAILURE: {f}\n"));
-    }
-    match &r.check {
-        Some(c) if c.violations.is_empty() => {
-            out.push_str(&format!("bank check passed ({} acknowledged transfers all present)\n", c.ok_checked))
-        }
-        Some(c) => out.push_str(&format!("bank check FAILED: {}\n", c.violations.join("; "))),
-        None => out.push_str("bank check did not run\n"),
-    }
-    out.push_str(&format!("report: {}\n", r.run_dir.join("report.html").display()));
-    out
-}
-
 async fn demo(lab: &Lab, config: Option<&Path>) -> Result<i32> {
     let engine = if crate::engine::find_binary("ROACHLAB_COCKROACH", None, "cockroach", "").is_ok() {
         EngineKind::Cockroach
@@ -640,166 +325,10 @@ async fn demo(lab: &Lab, config: Option<&Path>) -> Result<i32> {
             Err(e) => return Err(e),
         }
     }
-    let code = drill(lab, &graceful_vs_kill(lab)?, "<built-in graceful-vs-kill>", &[], None, None, Duration::from_secs(5)).await?;
+    let code =
+        drill::drill(lab, &drill::graceful_vs_kill(lab)?, "<built-in graceful-vs-kill>", &[], None, None, Duration::from_secs(5)).await?;
     println!("the cluster is still up: `roachlab status`, `roachlab watch`, `roachlab down`");
     Ok(code)
-}
-
-/// A flag set by Ctrl-C: a run finishes its operations in flight and prints its summary.
-/// `--duration`: like every duration, but 0 means "until interrupted".
-fn parse_run_duration(s: &str) -> std::result::Result<Duration, String> {
-    let d = humantime::parse_duration(s).map_err(|e| format!("`{s}` is not a duration like 60s or 5m: {e}"))?;
-    if d.is_zero() {
-        return Ok(crate::config::MAX_DURATION);
-    }
-    crate::config::check_duration(d).map_err(|e| format!("`{s}`: {e}"))
-}
-
-/// `--max-rate`: a finite number of operations per second, 0 or more.
-fn parse_rate(s: &str) -> std::result::Result<f64, String> {
-    match s.parse::<f64>() {
-        Ok(r) if r.is_finite() && r >= 0.0 => Ok(r),
-        _ => Err(format!("`{s}` is not a rate: give operations per second, 0 or more (0: unlimited)")),
-    }
-}
-
-fn stop_on_ctrl_c() -> std::sync::Arc<std::sync::atomic::AtomicBool> {
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let flag = stop.clone();
-    tokio::spawn(async move {
-        if tokio::signal::ctrl_c().await.is_ok() {
-            flag.store(true, std::sync::atomic::Ordering::Relaxed);
-        }
-    });
-    stop
-}
-
-/// The URL of a PostgreSQL-wire target, for workloads that only speak SQL (tpcb).
-fn require_sql(target: Target) -> Result<String> {
-    match target {
-        Target::Sql(url) => Ok(url),
-        Target::Etcd(url) => {
-            Err(Error::Refused(format!("{url}: tpcb runs on PostgreSQL-wire servers (CockroachDB, PostgreSQL), not etcd")))
-        }
-    }
-}
-
-async fn workload(lab: &Lab, command: WorkloadCommand) -> Result<i32> {
-    use crate::workload::{self, bank_etcd, bank_sql, tpcb};
-    match command {
-        WorkloadCommand::Init { name: WorkloadName::Tpcb, scale, url, .. } => {
-            let url = require_sql(workload_target(lab, url)?)?;
-            if scale < 1 {
-                return Err(Error::Refused("--scale must be at least 1".into()));
-            }
-            tpcb::init(&url, scale).await?;
-            println!("tpcb: scale {scale}: {scale} branches, {} tellers, {} accounts", 10 * scale, 100_000 * scale);
-            Ok(0)
-        }
-        WorkloadCommand::Check { name: WorkloadName::Tpcb, url, json } => {
-            let url = require_sql(workload_target(lab, url)?)?;
-            let totals = tpcb::totals(&url).await?;
-            let violations = totals.violations();
-            if json {
-                println!("{}", serde_json::json!({ "totals": totals, "violations": violations }));
-            } else {
-                println!(
-                    "{} history rows; deltas sum to {}; accounts {}, tellers {}, branches {}",
-                    totals.history_rows, totals.sum_delta, totals.sum_abalance, totals.sum_tbalance, totals.sum_bbalance
-                );
-                for v in &violations {
-                    println!("VIOLATION: {v}");
-                }
-                if violations.is_empty() {
-                    println!("check passed");
-                }
-            }
-            Ok(if violations.is_empty() { 0 } else { 1 })
-        }
-        WorkloadCommand::Init { name: WorkloadName::Bank, rows, payload_bytes, ranges, url, .. } => {
-            if rows < 2 || ranges < 1 {
-                return Err(Error::Refused("--rows must be at least 2 and --ranges at least 1".into()));
-            }
-            match workload_target(lab, url)? {
-                Target::Sql(url) => {
-                    let d = bank_sql::init(&url, &bank_sql::InitOptions { rows, payload_bytes, ranges }).await?;
-                    let split = if d == bank_sql::Dialect::CockroachDb { format!(", split into {ranges} ranges") } else { String::new() };
-                    println!("bank: {rows} accounts at balance 0{split}");
-                }
-                Target::Etcd(url) => {
-                    bank_etcd::init(&url, rows).await?;
-                    println!("bank: {rows} accounts at balance 0 (etcd keys under /roachlab/bank/)");
-                }
-            }
-            Ok(0)
-        }
-        WorkloadCommand::Run { name, concurrency, progress, duration, max_rate, tolerate_errors, op_timeout, json, seed, url } => {
-            if concurrency == 0 {
-                return Err(Error::Refused("--concurrency (--clients) must be at least 1".into()));
-            }
-            let target = workload_target(lab, url)?;
-            // What runs: the rows' label, the output style, and one worker per client.
-            type Make = Box<dyn Fn(usize) -> Box<dyn workload::Worker>>;
-            let (label, dir, style, make): (&str, &str, workload::Style, Make) = match name {
-                WorkloadName::Bank => {
-                    let rows = match &target {
-                        Target::Sql(url) => bank_sql::rows(url).await,
-                        Target::Etcd(url) => bank_etcd::rows(url).await,
-                    }
-                    .map_err(|e| Error::Refused(format!("{e}; run `roachlab workload init bank` first")))?;
-                    if rows < 2 {
-                        return Err(Error::Refused(format!(
-                            "a bank needs at least 2 accounts, not {rows}; run `roachlab workload init bank`"
-                        )));
-                    }
-                    let make = move |_| {
-                        let transferer = match &target {
-                            Target::Sql(url) => Box::new(bank_sql::SqlTransferer::new(url, op_timeout)) as Box<dyn workload::Transferer>,
-                            Target::Etcd(url) => Box::new(bank_etcd::EtcdTransferer::new(url, op_timeout)),
-                        };
-                        Box::new(workload::BankWorker { rows, transferer }) as Box<dyn workload::Worker>
-                    };
-                    ("transfer", "bank", workload::Style::Cockroach, Box::new(make))
-                }
-                WorkloadName::Tpcb => {
-                    let url = require_sql(target)?;
-                    let scale =
-                        tpcb::scale(&url).await.map_err(|e| Error::Refused(format!("{e}; run `roachlab workload init tpcb` first")))?;
-                    if scale < 1 {
-                        return Err(Error::Refused("pgbench_branches is empty; run `roachlab workload init tpcb` first".into()));
-                    }
-                    let make = move |_| Box::new(tpcb::TpcbWorker::new(&url, scale, op_timeout)) as Box<dyn workload::Worker>;
-                    ("tpcb", "tpcb", workload::Style::Pgbench { scale }, Box::new(make))
-                }
-            };
-            let run_dir = workload::new_run_dir(lab.dir(), dir)?;
-            let opts = workload::RunOptions { concurrency, duration, max_rate, json, tolerate_errors, seed, progress, style, quiet: false };
-            let stop = stop_on_ctrl_c();
-            let summary = workload::run_workers(label, &opts, &run_dir, stop.clone(), make).await?;
-            // Interrupted: the summary is printed, and the exit code says so (128 + SIGINT).
-            if stop.load(std::sync::atomic::Ordering::Relaxed) {
-                return Ok(130);
-            }
-            Ok(if summary.counts.errors() > 0 && !tolerate_errors { 1 } else { 0 })
-        }
-        WorkloadCommand::Check { name: WorkloadName::Bank, url, json } => {
-            let target = workload_target(lab, url)?;
-            let ops = match workload::last_run_dir(lab.dir(), "bank") {
-                Some(dir) => workload::read_ops(&dir)?,
-                None => Vec::new(),
-            };
-            let report = match &target {
-                Target::Sql(url) => bank_sql::check(url, &ops).await?,
-                Target::Etcd(url) => bank_etcd::check(url, &ops).await?,
-            };
-            if json {
-                println!("{}", serde_json::to_string_pretty(&report).expect("serializes"));
-            } else {
-                print!("{}", report.describe());
-            }
-            Ok(if report.violations.is_empty() { 0 } else { 1 })
-        }
-    }
 }
 
 async fn down(lab: &Lab, wipe: bool, fast: bool) -> Result<i32> {

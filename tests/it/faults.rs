@@ -164,7 +164,10 @@ fn the_restart_policy_restarts_crashes_not_stops_and_reports_a_crash_loop() {
     assert!(n["next_restart_at"].is_string() || n["pid"].is_u64());
     // Fixed: the next restart succeeds.
     std::fs::remove_file(&flag).unwrap();
-    wait_for("node 1 back", Duration::from_secs(30), || (lab.node(1)["ready"] == true).then_some(()));
+    wait_for("node 1 back and UP in HAProxy", Duration::from_secs(30), || {
+        let n = lab.node(1);
+        (n["ready"] == true && n["backend"] == "UP").then_some(())
+    });
 
     // The drill compares the policy's restart with one by hand.
     let out = lab.ok(&["drill", "self-healing", "--seed", "1", "--baseline", "2s"]);
