@@ -62,10 +62,23 @@ impl Supervisor {
         f(&mut rt.entry(node).or_default().restart)
     }
 
-    /// Records why the nodes are about to be ended.
+    /// Records why the nodes are about to be ended, and says whether the restart policy
+    /// will bring them back (a stop: never; a kill: a crash, so yes unless the policy is
+    /// `never`).
     pub(super) fn set_intent(&self, nodes: &[NodeId], intent: Intent) {
         for &n in nodes {
             self.book(n, |b| b.intent = Some(intent));
+        }
+        let policy = self.spec().restart.policy;
+        if policy != crate::config::RestartPolicy::Never && !self.inner.exiting.load(std::sync::atomic::Ordering::SeqCst) {
+            self.emit(EventKind::Note {
+                message: match intent {
+                    Intent::Stop => {
+                        format!("restart policy `{policy}`: a stop is intentional, node(s) {} will not be restarted", join_ids(nodes))
+                    }
+                    Intent::Crash => format!("restart policy `{policy}`: a kill is a crash, node(s) {} will be restarted", join_ids(nodes)),
+                },
+            });
         }
     }
 

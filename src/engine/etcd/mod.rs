@@ -10,12 +10,15 @@ use nix::sys::signal::Signal;
 use serde::{Deserialize, Deserializer};
 
 use super::{describe_http_error, fetch_text, find_binary, http_client, run_cli, Engine, Member, Readiness, StartContext, StartMode};
+
+mod observe;
 use crate::config::{EngineKind, EtcdSpec, LabSpec, PortsSpec};
 use crate::lab::Lab;
 use crate::node::{NodeId, NodePorts};
 use crate::ports::PortClaim;
-use crate::watch::{parse_prometheus, sum_metric, LossPrediction, NodeFigures, Observation, Writes};
+use crate::watch::{LossPrediction, Observation, Writes};
 use crate::{Error, Result};
+pub use observe::{observed_quorum, parse_metrics};
 
 /// How to install etcd when it is missing.
 pub const INSTALL_HINT: &str =
@@ -232,13 +235,6 @@ fn opt_u64<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Option<u64>, 
     Ok(Option::<W>::deserialize(d)?.map(|w| w.0))
 }
 
-/// Reads `etcd_server_has_leader` and `etcd_server_is_leader` from `/metrics`.
-pub fn parse_metrics(text: &str) -> (Option<bool>, Option<bool>) {
-    let samples = parse_prometheus(text);
-    let flag = |n: &str| sum_metric(&samples, n).map(|v| v >= 1.0);
-    (flag("etcd_server_has_leader"), flag("etcd_server_is_leader"))
-}
-
 impl Engine for Etcd {
     fn kind(&self) -> EngineKind {
         EngineKind::Etcd
@@ -318,57 +314,7 @@ impl Engine for Etcd {
     }
 
     fn observe<'a>(&'a self, client: &'a reqwest::Client, live: &'a [Member], all: &'a [Member]) -> BoxFuture<'a, Observation> {
-        Box::pin(async move {
-            let per_member = live.iter().map(|m| async move {
-                let metrics = fetch_text(client, m.ports.http_addr(), "/metrics");
-                let status = async {
-                    let url = format!("http://{}/v3/maintenance/status", m.ports.http_addr());
-                    let r = client.post(&url).json(&serde_json::json!({})).send().await.ok()?;
-                    serde_json::from_str::<MaintenanceStatus>(&r.text().await.ok()?).ok()
-                };
-                let (metrics, status, read) = futures_util::join!(metrics, status, linearizable_read(client, m));
-                (m.id, metrics.ok().map(|t| parse_metrics(&t)), status, read)
-            });
-            let results = futures_util::future::join_all(per_member).await;
-            let mut obs = Observation::default();
-            let mut leader_ids = Vec::new();
-            for (id, metrics, status, read) in results {
-                let f = obs.nodes.entry(id).or_insert_with(NodeFigures::default);
-                if let Some((has, is)) = metrics {
-                    f.has_leader = has;
-                    f.is_leader = is;
-                }
-                f.sees_quorum = Some(read.is_ok());
-                f.quorum_detail = Some(match read {
-                    Ok(ms) => format!("linearizable read in {ms} ms"),
-                    Err(e) => format!("linearizable read: {e}"),
-                });
-                if let Some(s) = status {
-                    f.term = s.raft_term;
-                    if let Some(l) = s.leader.filter(|l| *l != 0) {
-                        leader_ids.push(l);
-                    }
-                }
-            }
-            obs.cluster.quorum = Some(observed_quorum(&obs, live.len(), all.len()));
-            let c = &mut obs.cluster;
-            c.term = obs.nodes.values().filter_map(|f| f.term).max();
-            c.has_leader = Some(obs.nodes.values().any(|f| f.has_leader == Some(true)));
-            // The leader: the member that says it is — the one with the highest term, since a
-            // leader cut off from its peers believes it leads until it steps down (CheckQuorum,
-            // one election timeout) — else the one the others name.
-            c.leader = obs
-                .nodes
-                .iter()
-                .filter(|(_, f)| f.is_leader == Some(true))
-                .max_by_key(|(_, f)| f.term.unwrap_or(0))
-                .map(|(id, _)| *id)
-                .or_else(|| leader_ids.iter().find_map(|l| all.iter().find(|m| m.engine_id == Some(*l)).map(|m| m.id)));
-            if c.has_leader == Some(false) {
-                c.leader = None;
-            }
-            obs
-        })
+        Box::pin(observe::observe(client, live, all))
     }
 
     fn workload_url(&self, frontend_port: u16) -> String {
@@ -465,50 +411,6 @@ impl Engine for Etcd {
     }
 }
 
-/// A linearizable read through member `m`: `POST /v3/kv/range` of one key with
-/// `serializable: false` (the default; api/etcdserverpb/rpc.proto `RangeRequest`), which the
-/// member answers only after the leader confirms, through a round of heartbeats to a
-/// majority, that it still leads (ReadIndex). So it answers exactly when `m` is connected to a
-/// leader that holds a quorum — observed, not counted. Returns the time taken in ms, or why
-/// not (bounded by `client`'s timeout).
-async fn linearizable_read(client: &reqwest::Client, m: &Member) -> std::result::Result<u128, String> {
-    use base64::Engine as _;
-    let start = std::time::Instant::now();
-    let url = format!("http://{}/v3/kv/range", m.ports.http_addr());
-    let key = base64::engine::general_purpose::STANDARD.encode("roachlab/quorum-probe");
-    let body = serde_json::json!({ "key": key, "limit": "1", "serializable": false, "count_only": true });
-    let r = client.post(&url).json(&body).send().await.map_err(|e| describe_http_error(&e))?;
-    let status = r.status();
-    let text = r.text().await.map_err(|e| describe_http_error(&e))?;
-    if !status.is_success() {
-        let why = serde_json::from_str::<serde_json::Value>(&text)
-            .ok()
-            .and_then(|v| v["error"].as_str().or(v["message"].as_str()).map(str::to_string))
-            .unwrap_or_else(|| text.trim().chars().take(120).collect());
-        return Err(format!("HTTP {}: {why}", status.as_u16()));
-    }
-    Ok(start.elapsed().as_millis())
-}
-
-/// Quorum observed from the members' linearizable reads: ok when any answered (a leader
-/// with a majority exists); `up` counts the `running` members, `needed` is a majority of
-/// all `members`; `detail` names the members whose reads answered — under a partition, the
-/// side that holds the majority.
-pub fn observed_quorum(obs: &Observation, running: usize, members: usize) -> crate::watch::Quorum {
-    let answered: Vec<String> = obs.nodes.iter().filter(|(_, f)| f.sees_quorum == Some(true)).map(|(id, _)| id.to_string()).collect();
-    let needed = members / 2 + 1;
-    let detail = if answered.is_empty() {
-        let why: Vec<String> = obs.nodes.iter().filter_map(|(id, f)| f.quorum_detail.as_ref().map(|d| format!("node {id}: {d}"))).collect();
-        format!(
-            "{running} of {members} member(s) running, a majority needs {needed} connected: no linearizable read answered ({})",
-            why.join("; ")
-        )
-    } else {
-        format!("linearizable reads answered through node(s) {} ({running} of {members} members running)", answered.join(", "))
-    };
-    crate::watch::Quorum { up: running, needed, ok: !answered.is_empty(), detail: Some(detail) }
-}
-
 /// etcd is one Raft group: it keeps quorum while a majority of its `members` is up.
 pub fn predict_members(members: usize, down: &[NodeId]) -> LossPrediction {
     let needed = members / 2 + 1;
@@ -561,25 +463,6 @@ mod tests {
         assert!(args.contains(&"--listen-client-urls=http://198.18.7.13:23793".to_string()), "{args:?}");
         assert!(args.contains(&"--listen-peer-urls=http://198.18.7.13:23893".to_string()), "{args:?}");
         assert!(args.iter().any(|a| a.starts_with("--initial-cluster=node-1=http://198.18.7.11:23891,")), "{args:?}");
-    }
-
-    #[test]
-    fn quorum_is_observed_from_linearizable_reads() {
-        let mut obs = Observation::default();
-        for (id, sees) in [(1, true), (2, true), (3, false)] {
-            let f = obs.nodes.entry(id).or_default();
-            f.sees_quorum = Some(sees);
-            f.quorum_detail = Some(if sees { "linearizable read in 2 ms".into() } else { "linearizable read: timed out".into() });
-        }
-        let q = observed_quorum(&obs, 3, 3);
-        assert!(q.ok && q.up == 3 && q.needed == 2);
-        assert!(q.detail.unwrap().contains("answered through node(s) 1, 2"));
-        for f in obs.nodes.values_mut() {
-            f.sees_quorum = Some(false);
-        }
-        let q = observed_quorum(&obs, 4, 4);
-        assert!(!q.ok && q.needed == 3, "a 2|2 split: no read answers");
-        assert!(q.detail.unwrap().contains("node 3: linearizable read: timed out"));
     }
 
     #[test]

@@ -1,0 +1,135 @@
+//! Observing an etcd cluster: per member, `/metrics` (has/is leader), `/v3/maintenance/status`
+//! (leader, term) and a linearizable read (its own view of quorum); the cluster's leader,
+//! term and observed quorum from them.
+
+use super::{describe_http_error, fetch_text, MaintenanceStatus};
+use crate::engine::Member;
+use crate::watch::{parse_prometheus, sum_metric, NodeFigures, Observation};
+
+/// Reads `etcd_server_has_leader` and `etcd_server_is_leader` from `/metrics`.
+pub fn parse_metrics(text: &str) -> (Option<bool>, Option<bool>) {
+    let samples = parse_prometheus(text);
+    let flag = |n: &str| sum_metric(&samples, n).map(|v| v >= 1.0);
+    (flag("etcd_server_has_leader"), flag("etcd_server_is_leader"))
+}
+
+/// One round of observation of the `live` members (`all` maps etcd's member ids to ours).
+pub async fn observe(client: &reqwest::Client, live: &[Member], all: &[Member]) -> Observation {
+    let per_member = live.iter().map(|m| async move {
+        let metrics = fetch_text(client, m.ports.http_addr(), "/metrics");
+        let status = async {
+            let url = format!("http://{}/v3/maintenance/status", m.ports.http_addr());
+            let r = client.post(&url).json(&serde_json::json!({})).send().await.ok()?;
+            serde_json::from_str::<MaintenanceStatus>(&r.text().await.ok()?).ok()
+        };
+        let (metrics, status, read) = futures_util::join!(metrics, status, linearizable_read(client, m));
+        (m.id, metrics.ok().map(|t| parse_metrics(&t)), status, read)
+    });
+    let results = futures_util::future::join_all(per_member).await;
+    let mut obs = Observation::default();
+    let mut leader_ids = Vec::new();
+    for (id, metrics, status, read) in results {
+        let f = obs.nodes.entry(id).or_insert_with(NodeFigures::default);
+        if let Some((has, is)) = metrics {
+            f.has_leader = has;
+            f.is_leader = is;
+        }
+        f.sees_quorum = Some(read.is_ok());
+        f.quorum_detail = Some(match read {
+            Ok(ms) => format!("linearizable read in {ms} ms"),
+            Err(e) => format!("linearizable read: {e}"),
+        });
+        if let Some(s) = status {
+            f.term = s.raft_term;
+            if let Some(l) = s.leader.filter(|l| *l != 0) {
+                leader_ids.push(l);
+            }
+        }
+    }
+    obs.cluster.quorum = Some(observed_quorum(&obs, live.len(), all.len()));
+    let c = &mut obs.cluster;
+    c.term = obs.nodes.values().filter_map(|f| f.term).max();
+    c.has_leader = Some(obs.nodes.values().any(|f| f.has_leader == Some(true)));
+    // The leader: the member that says it is — the one with the highest term, since a
+    // leader cut off from its peers believes it leads until it steps down (CheckQuorum,
+    // one election timeout) — else the one the others name.
+    c.leader = obs
+        .nodes
+        .iter()
+        .filter(|(_, f)| f.is_leader == Some(true))
+        .max_by_key(|(_, f)| f.term.unwrap_or(0))
+        .map(|(id, _)| *id)
+        .or_else(|| leader_ids.iter().find_map(|l| all.iter().find(|m| m.engine_id == Some(*l)).map(|m| m.id)));
+    if c.has_leader == Some(false) {
+        c.leader = None;
+    }
+    obs
+}
+
+/// A linearizable read through member `m`: `POST /v3/kv/range` of one key with
+/// `serializable: false` (the default; api/etcdserverpb/rpc.proto `RangeRequest`), which the
+/// member answers only after the leader confirms, through a round of heartbeats to a
+/// majority, that it still leads (ReadIndex). So it answers exactly when `m` is connected to a
+/// leader that holds a quorum — observed, not counted. Returns the time taken in ms, or why
+/// not (bounded by `client`'s timeout).
+async fn linearizable_read(client: &reqwest::Client, m: &Member) -> std::result::Result<u128, String> {
+    use base64::Engine as _;
+    let start = std::time::Instant::now();
+    let url = format!("http://{}/v3/kv/range", m.ports.http_addr());
+    let key = base64::engine::general_purpose::STANDARD.encode("roachlab/quorum-probe");
+    let body = serde_json::json!({ "key": key, "limit": "1", "serializable": false, "count_only": true });
+    let r = client.post(&url).json(&body).send().await.map_err(|e| describe_http_error(&e))?;
+    let status = r.status();
+    let text = r.text().await.map_err(|e| describe_http_error(&e))?;
+    if !status.is_success() {
+        let why = serde_json::from_str::<serde_json::Value>(&text)
+            .ok()
+            .and_then(|v| v["error"].as_str().or(v["message"].as_str()).map(str::to_string))
+            .unwrap_or_else(|| text.trim().chars().take(120).collect());
+        return Err(format!("HTTP {}: {why}", status.as_u16()));
+    }
+    Ok(start.elapsed().as_millis())
+}
+
+/// Quorum observed from the members' linearizable reads: ok when any answered (a leader
+/// with a majority exists); `up` counts the `running` members, `needed` is a majority of
+/// all `members`; `detail` names the members whose reads answered — under a partition, the
+/// side that holds the majority.
+pub fn observed_quorum(obs: &Observation, running: usize, members: usize) -> crate::watch::Quorum {
+    let answered: Vec<String> = obs.nodes.iter().filter(|(_, f)| f.sees_quorum == Some(true)).map(|(id, _)| id.to_string()).collect();
+    let needed = members / 2 + 1;
+    let detail = if answered.is_empty() {
+        let why: Vec<String> = obs.nodes.iter().filter_map(|(id, f)| f.quorum_detail.as_ref().map(|d| format!("node {id}: {d}"))).collect();
+        format!(
+            "{running} of {members} member(s) running, a majority needs {needed} connected: no linearizable read answered ({})",
+            why.join("; ")
+        )
+    } else {
+        format!("linearizable reads answered through node(s) {} ({running} of {members} members running)", answered.join(", "))
+    };
+    crate::watch::Quorum { up: running, needed, ok: !answered.is_empty(), detail: Some(detail) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quorum_is_observed_from_linearizable_reads() {
+        let mut obs = Observation::default();
+        for (id, sees) in [(1, true), (2, true), (3, false)] {
+            let f = obs.nodes.entry(id).or_default();
+            f.sees_quorum = Some(sees);
+            f.quorum_detail = Some(if sees { "linearizable read in 2 ms".into() } else { "linearizable read: timed out".into() });
+        }
+        let q = observed_quorum(&obs, 3, 3);
+        assert!(q.ok && q.up == 3 && q.needed == 2);
+        assert!(q.detail.unwrap().contains("answered through node(s) 1, 2"));
+        for f in obs.nodes.values_mut() {
+            f.sees_quorum = Some(false);
+        }
+        let q = observed_quorum(&obs, 4, 4);
+        assert!(!q.ok && q.needed == 3, "a 2|2 split: no read answers");
+        assert!(q.detail.unwrap().contains("node 3: linearizable read: timed out"));
+    }
+}
