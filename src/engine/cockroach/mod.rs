@@ -272,20 +272,20 @@ impl Engine for Cockroach {
     fn observe<'a>(&'a self, client: &'a reqwest::Client, live: &'a [Member], all: &'a [Member]) -> BoxFuture<'a, Observation> {
         Box::pin(async move {
             let vars = futures_util::future::join_all(live.iter().map(|m| fetch_text(client, m.ports.http_addr(), "/_status/vars")));
-            // Liveness is served from gossip and answered during quorum loss on v20.1, but it can
-            // hang on other versions: ask one node at a time, each bounded by the client timeout.
-            let liveness = async {
-                for m in live {
-                    if let Ok(body) = fetch_text(client, m.ports.http_addr(), "/_admin/v1/liveness").await {
-                        if let Ok(l) = parse_liveness(&body) {
-                            return Some(l);
-                        }
-                    }
-                }
-                None
-            };
+            // Liveness as each node sees it (served from gossip, answered during quorum loss on
+            // v20.1; bounded by the client timeout where it hangs): under a partition the sides
+            // disagree. The cluster's view is the first node's that answered.
+            let views = futures_util::future::join_all(live.iter().map(|m| async move {
+                let body = fetch_text(client, m.ports.http_addr(), "/_admin/v1/liveness").await.ok();
+                (m.id, body.and_then(|b| parse_liveness(&b).ok()))
+            }));
             let probe = quorum::probe(live, self.spec.replication_factor, PROBE_TIMEOUT);
-            let (vars, liveness, probe) = futures_util::join!(vars, liveness, probe);
+            let (vars, views, probe) = futures_util::join!(vars, views, probe);
+            let seen: Vec<(NodeId, u64)> = views
+                .iter()
+                .filter_map(|(id, v)| v.as_ref().map(|l| (*id, l.values().filter(|s| **s == Liveness::Live).count() as u64)))
+                .collect();
+            let liveness = views.into_iter().find_map(|(_, v)| v);
             let mut obs = Observation::default();
             let mut cluster = ClusterFigures::default();
             let mut max_live = None;
@@ -314,11 +314,13 @@ impl Engine for Cockroach {
             }
             if let Some((quorum, answers)) = probe {
                 for (id, r) in answers {
+                    let live_seen =
+                        seen.iter().find(|(n, _)| *n == id).map(|(_, c)| format!("; its liveness view: {c} LIVE")).unwrap_or_default();
                     let f = obs.nodes.entry(id).or_default();
                     f.sees_quorum = Some(r.is_ok());
                     f.quorum_detail = Some(match r {
-                        Ok(d) => format!("SQL probe in {} ms", d.as_millis()),
-                        Err(e) => format!("SQL probe: {e}"),
+                        Ok(d) => format!("SQL probe in {} ms{live_seen}", d.as_millis()),
+                        Err(e) => format!("SQL probe: {e}{live_seen}"),
                     });
                 }
                 cluster.quorum = Some(quorum);
