@@ -36,7 +36,7 @@ impl LabState {
         let nodes = (1..=spec.nodes)
             .map(|id| NodeRecord {
                 id,
-                ports: crate::node::NodePorts { host: crate::topology::Topology::node_host(&spec, id), ..engine.node_ports(id) },
+                ports: crate::topology::Topology::node_ports(&spec, engine.as_ref(), id),
                 state: NodeState::Stopped,
                 process: None,
                 decommissioned: false,

@@ -167,8 +167,7 @@ impl Supervisor {
         }
         self.inner.engine.binary()?;
         self.check_node_ports(&[node])?;
-        let ports =
-            crate::node::NodePorts { host: crate::topology::Topology::node_host(&self.spec(), node), ..self.inner.engine.node_ports(node) };
+        let ports = crate::topology::Topology::node_ports(&self.spec(), self.inner.engine.as_ref(), node);
         let new = Member { id: node, ports, engine_id: None };
         let mut members: Vec<Member> = self.members().into_iter().filter(|m| self.is_ready(m.id)).collect();
         if members.is_empty() {

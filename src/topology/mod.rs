@@ -176,6 +176,11 @@ impl Topology {
         }
     }
 
+    /// Node `id`'s address and ports: the engine's port layout at the topology's address.
+    pub fn node_ports(spec: &LabSpec, engine: &dyn crate::engine::Engine, id: NodeId) -> crate::node::NodePorts {
+        crate::node::NodePorts { host: Self::node_host(spec, id), ..engine.node_ports(id) }
+    }
+
     /// Whether node ports share the host's port space (loopback), so they must be checked
     /// free there before a node starts. In netns every node has its own.
     pub fn nodes_share_host_ports(&self) -> bool {

@@ -460,13 +460,8 @@ mod tests {
         let spec = LabSpec::load(None, &Overrides { topology: Some(crate::topology::TopologyKind::Netns), ..Default::default() }).unwrap();
         let e = Cockroach::new(&spec);
         let lab = Lab::new("/lab").unwrap();
-        let ms: Vec<Member> = (1..=3)
-            .map(|id| Member {
-                id,
-                ports: NodePorts { host: crate::topology::Topology::node_host(&spec, id), ..e.node_ports(id) },
-                engine_id: None,
-            })
-            .collect();
+        let ms: Vec<Member> =
+            (1..=3).map(|id| Member { id, ports: crate::topology::Topology::node_ports(&spec, &e, id), engine_id: None }).collect();
         let args = e.start_args(&StartContext { lab: &lab, node: ms[1], members: &ms, mode: super::super::StartMode::Initial });
         assert!(args.contains(&"--listen-addr=198.18.7.12:26259".to_string()), "{args:?}");
         assert!(args.contains(&"--http-addr=198.18.7.12:8082".to_string()), "{args:?}");

@@ -452,13 +452,8 @@ mod tests {
         let spec = LabSpec::load(None, &o).unwrap();
         let e = Etcd::new(&spec);
         let lab = Lab::new("/lab").unwrap();
-        let ms: Vec<Member> = (1..=3)
-            .map(|id| Member {
-                id,
-                ports: NodePorts { host: crate::topology::Topology::node_host(&spec, id), ..e.node_ports(id) },
-                engine_id: None,
-            })
-            .collect();
+        let ms: Vec<Member> =
+            (1..=3).map(|id| Member { id, ports: crate::topology::Topology::node_ports(&spec, &e, id), engine_id: None }).collect();
         let args = e.start_args(&StartContext { lab: &lab, node: ms[2], members: &ms, mode: StartMode::Initial });
         assert!(args.contains(&"--listen-client-urls=http://198.18.7.13:23793".to_string()), "{args:?}");
         assert!(args.contains(&"--listen-peer-urls=http://198.18.7.13:23893".to_string()), "{args:?}");
