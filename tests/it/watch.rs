@@ -61,7 +61,7 @@ fn killing_the_leader_then_a_second_member_is_recorded_in_order() {
 
     // One back: regained, and a leader again.
     lab.ok(&["node", "start", &other.to_string()]);
-    wait_for("quorum_regained", Duration::from_secs(15), || {
+    wait_for("quorum_regained", Duration::from_secs(30), || {
         lab.events().iter().any(|e| e["kind"] == "quorum_regained" && e["up"] == 2).then_some(())
     });
     wait_for("a leader again", Duration::from_secs(15), || lab.status()["cluster"]["leader"].as_u64());
