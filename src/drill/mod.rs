@@ -15,6 +15,18 @@ pub mod scenario;
 pub mod steps;
 pub mod story;
 
+/// The head of a generated scenario: name, description, and the drills' usual workload (4
+/// workers, 1000 accounts, 3 s per operation).
+pub(crate) fn header(name: &str, description: &str) -> String {
+    format!("name = \"{name}\"\ndescription = \"{description}\"\n\n[workload]\nconcurrency = 4\nrows = 1000\nop_timeout = \"3s\"\n\n")
+}
+
+/// One `[[expect]]` of a generated scenario (`engine`: only for labs of that engine).
+pub(crate) fn expect(engine: Option<&str>, phase: &str, metric: &str, cmp: &str, value: u64, text: &str) -> String {
+    let engine = engine.map(|e| format!("engine = \"{e}\"\n")).unwrap_or_default();
+    format!("[[expect]]\n{engine}phase = \"{phase}\"\nmetric = \"{metric}\"\ncmp = \"{cmp}\"\nvalue = {value}\ntext = \"{text}\"\n\n")
+}
+
 /// The `scale` drill for a lab whose members are `members` and whose next node id is
 /// `next_id`: add nodes under load until there are `to`, then decommission the new ones,
 /// newest first. Returns the scenario text (the same format as a file) and the node ids it

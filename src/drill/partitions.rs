@@ -4,16 +4,8 @@
 //! side able to write — and checks it against what the clients saw; the bank check proves
 //! nothing acknowledged was lost.
 
+use super::{expect, header};
 use crate::node::NodeId;
-
-fn header(name: &str, description: &str) -> String {
-    format!("name = \"{name}\"\ndescription = \"{description}\"\n\n[workload]\nconcurrency = 4\nrows = 1000\nop_timeout = \"3s\"\n\n")
-}
-
-fn expect(engine: Option<&str>, phase: &str, metric: &str, cmp: &str, value: u64, text: &str) -> String {
-    let engine = engine.map(|e| format!("engine = \"{e}\"\n")).unwrap_or_default();
-    format!("[[expect]]\n{engine}phase = \"{phase}\"\nmetric = \"{metric}\"\ncmp = \"{cmp}\"\nvalue = {value}\ntext = \"{text}\"\n\n")
-}
 
 fn node_value(node: Option<NodeId>, default: &str) -> String {
     node.map(|n| n.to_string()).unwrap_or_else(|| format!("\"{default}\""))

@@ -2,16 +2,8 @@
 //! users write: `pause-leader` (a gray failure), `zone-failure` (every node of a locality at
 //! once), `self-healing` (a crash undone by the restart policy, against a restart by hand).
 
+use super::{expect, header};
 use crate::node::NodeId;
-
-fn header(name: &str, description: &str) -> String {
-    format!("name = \"{name}\"\ndescription = \"{description}\"\n\n[workload]\nconcurrency = 4\nrows = 1000\nop_timeout = \"3s\"\n\n")
-}
-
-fn expect(engine: Option<&str>, phase: &str, metric: &str, cmp: &str, value: u64, text: &str) -> String {
-    let engine = engine.map(|e| format!("engine = \"{e}\"\n")).unwrap_or_default();
-    format!("[[expect]]\n{engine}phase = \"{phase}\"\nmetric = \"{metric}\"\ncmp = \"{cmp}\"\nvalue = {value}\ntext = \"{text}\"\n\n")
-}
 
 /// `pause-leader`: SIGSTOP the node leading the workload's writes (etcd's Raft leader,
 /// CockroachDB's leaseholder of the bank's first row; or `node`): it keeps its sockets and
