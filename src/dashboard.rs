@@ -81,11 +81,17 @@ pub fn process_word(n: &NodeStatus) -> String {
         Some(e) => format!("exited ({e})"),
         None => n.state.clone(),
     };
-    match (&n.crash_loop, &n.next_restart_at) {
+    let word = match (&n.crash_loop, &n.next_restart_at) {
         (Some(l), _) => l.to_string(),
         (None, Some(_)) => format!("{base}, restarting"),
         _ if n.cpu_quota_pct.is_some() => format!("{base}, cpu {}%", n.cpu_quota_pct.unwrap_or(0)),
         _ => base,
+    };
+    // The restart policy's count, where it restarted the node (the crash-loop text has its own).
+    if n.restarts > 0 && n.crash_loop.is_none() {
+        format!("{word} (restarts {})", n.restarts)
+    } else {
+        word
     }
 }
 

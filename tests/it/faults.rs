@@ -138,6 +138,7 @@ fn the_restart_policy_restarts_crashes_not_stops_and_reports_a_crash_loop() {
         (n["ready"] == true && n["pid"].as_u64() != Some(old.pid as u64)).then_some(())
     });
     assert_eq!(lab.node(2)["restarts"], 1);
+    assert!(lab.ok(&["watch", "--count", "1"]).contains("(restarts 1)"), "watch shows the restart count");
     // `node stop` is intentional: no restart is scheduled when it exits.
     lab.ok(&["node", "stop", "3"]);
     let ev = lab.events();
