@@ -219,48 +219,13 @@ fn router(state: AppState) -> Router {
                 streamed(&s, &h, move |sup| async move { sup.set_setting(&r.name, &r.value).await }, false)
             }),
         )
-        .route(
-            "/v1/nodes/kill",
-            post(|State(s): State<AppState>, h: HeaderMap, Json(r): Json<NodesRequest>| async move {
-                streamed(&s, &h, move |sup| async move { sup.kill_nodes(&r.nodes).await }, false)
-            }),
-        )
-        .route(
-            "/v1/nodes/stop",
-            post(|State(s): State<AppState>, h: HeaderMap, Json(r): Json<NodesRequest>| async move {
-                streamed(&s, &h, move |sup| async move { sup.stop_many(&r.nodes, r.grace_ms.map(Duration::from_millis)).await }, false)
-            }),
-        )
-        .route(
-            "/v1/nodes/start",
-            post(|State(s): State<AppState>, h: HeaderMap, Json(r): Json<NodesRequest>| async move {
-                streamed(&s, &h, move |sup| async move { sup.start_many(&r.nodes, r.no_wait).await }, false)
-            }),
-        )
-        .route(
-            "/v1/nodes/pause",
-            post(|State(s): State<AppState>, h: HeaderMap, Json(r): Json<NodesRequest>| async move {
-                streamed(&s, &h, move |sup| async move { sup.pause_nodes(&r.nodes).await }, false)
-            }),
-        )
-        .route(
-            "/v1/nodes/resume",
-            post(|State(s): State<AppState>, h: HeaderMap, Json(r): Json<NodesRequest>| async move {
-                streamed(&s, &h, move |sup| async move { sup.resume_nodes(&r.nodes).await }, false)
-            }),
-        )
-        .route(
-            "/v1/nodes/throttle",
-            post(|State(s): State<AppState>, h: HeaderMap, Json(r): Json<NodesRequest>| async move {
-                streamed(&s, &h, move |sup| async move { sup.throttle_nodes(&r.nodes, r.cpu_pct.unwrap_or(0)).await }, false)
-            }),
-        )
-        .route(
-            "/v1/nodes/unthrottle",
-            post(|State(s): State<AppState>, h: HeaderMap, Json(r): Json<NodesRequest>| async move {
-                streamed(&s, &h, move |sup| async move { sup.unthrottle_nodes(&r.nodes).await }, false)
-            }),
-        )
+        .route("/v1/nodes/kill", nodes_route(|sup, r| async move { sup.kill_nodes(&r.nodes).await }))
+        .route("/v1/nodes/stop", nodes_route(|sup, r| async move { sup.stop_many(&r.nodes, r.grace_ms.map(Duration::from_millis)).await }))
+        .route("/v1/nodes/start", nodes_route(|sup, r| async move { sup.start_many(&r.nodes, r.no_wait).await }))
+        .route("/v1/nodes/pause", nodes_route(|sup, r| async move { sup.pause_nodes(&r.nodes).await }))
+        .route("/v1/nodes/resume", nodes_route(|sup, r| async move { sup.resume_nodes(&r.nodes).await }))
+        .route("/v1/nodes/throttle", nodes_route(|sup, r| async move { sup.throttle_nodes(&r.nodes, r.cpu_pct.unwrap_or(0)).await }))
+        .route("/v1/nodes/unthrottle", nodes_route(|sup, r| async move { sup.unthrottle_nodes(&r.nodes).await }))
         .route(
             "/v1/nodes/add",
             post(
@@ -334,6 +299,18 @@ fn router(state: AppState) -> Router {
         // segment that is not a node id, a wrong method) come back in the documented shape too.
         .layer(axum::middleware::map_response(json_rejections))
         .with_state(state)
+}
+
+/// `POST` of a batch node request (`{"nodes": [...], ...}`), streamed like every request
+/// that changes the lab.
+fn nodes_route<F, Fut>(op: F) -> axum::routing::MethodRouter<AppState>
+where
+    F: FnOnce(Supervisor, NodesRequest) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Result<serde_json::Value>> + Send + 'static,
+{
+    post(move |State(s): State<AppState>, h: HeaderMap, Json(r): Json<NodesRequest>| async move {
+        streamed(&s, &h, move |sup| op(sup, r), false)
+    })
 }
 
 /// Turns a plain-text error response into `{"error":{"code":"bad_request","message":…}}`.
