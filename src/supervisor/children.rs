@@ -68,7 +68,11 @@ impl Supervisor {
             st.daemon = ProcIdentity::of_pid(std::process::id());
             st.save(&self.inner.lab.state_file())?;
         }
+        let tag = self.lab_tag();
         for (node, id) in adopted {
+            // A quota a previous daemon set still holds the process.
+            let quota = crate::cgroup::quota_of(&tag, node);
+            self.runtime().entry(node).or_default().cpu_quota_pct = quota;
             self.emit(EventKind::NodeAdopted { node, pid: id.pid });
             let sup = self.clone();
             tokio::spawn(async move { sup.watch_adopted(node, id).await });
@@ -114,6 +118,7 @@ impl Supervisor {
             let r = rt.entry(node).or_default();
             r.ready = false;
             r.ready_detail = Some("process exited".into());
+            r.cpu_quota_pct = None;
             r.signalled_at.take()
         };
         let res = self.update(|st| {

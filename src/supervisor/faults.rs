@@ -172,6 +172,7 @@ impl Supervisor {
         for &n in nodes {
             let pid = self.state().node(n)?.process.expect("checked live").pid;
             crate::cgroup::throttle(&tag, n, pid, cpu_pct)?;
+            self.runtime().entry(n).or_default().cpu_quota_pct = Some(cpu_pct);
             self.emit(EventKind::NodeThrottled { node: n, cpu_pct: Some(cpu_pct) });
         }
         self.bump();
@@ -192,6 +193,7 @@ impl Supervisor {
         }
         for &n in nodes {
             crate::cgroup::unthrottle(&tag, n)?;
+            self.runtime().entry(n).or_default().cpu_quota_pct = None;
             self.emit(EventKind::NodeThrottled { node: n, cpu_pct: None });
         }
         self.bump();
@@ -204,7 +206,10 @@ impl Supervisor {
         let ids: Vec<NodeId> = self.state().nodes.iter().map(|n| n.id).collect();
         for n in ids {
             match crate::cgroup::unthrottle(&tag, n) {
-                Ok(true) => self.emit(EventKind::NodeThrottled { node: n, cpu_pct: None }),
+                Ok(true) => {
+                    self.runtime().entry(n).or_default().cpu_quota_pct = None;
+                    self.emit(EventKind::NodeThrottled { node: n, cpu_pct: None })
+                }
                 Ok(false) => {}
                 Err(e) => self.emit(EventKind::Warning { message: format!("node {n}: cannot remove its CPU quota: {e}") }),
             }

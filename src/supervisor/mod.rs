@@ -68,6 +68,10 @@ struct NodeRuntime {
     signalled_at: Option<Instant>,
     /// The restart policy's bookkeeping.
     restart: restart::RestartBook,
+    /// The CPU quota the node's process runs under (`node throttle`), percent of a core:
+    /// set by throttle and unthrottle, read back from its cgroup on adoption, cleared when
+    /// the process exits (a new process is not in the group).
+    cpu_quota_pct: Option<u32>,
 }
 
 /// The outcome of stopping one node, as `down` and `node stop` report it.

@@ -180,11 +180,6 @@ impl Supervisor {
             }
         }
     }
-
-    /// `(total restarts, next restart time, crash-loop text)` of a node, for `status`.
-    pub(super) fn restart_view(&self, node: NodeId) -> (u32, Option<OffsetDateTime>, Option<String>) {
-        self.book(node, |b| (b.total, b.next_at, b.crash_loop.clone()))
-    }
 }
 
 /// The last `n` lines of a log file (for a crash loop's report).

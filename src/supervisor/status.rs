@@ -37,9 +37,6 @@ impl Supervisor {
     /// The lab's status, as `GET /v1/status` returns it.
     pub fn status(&self) -> StatusReport {
         let figures = self.inner.watch.lock().unwrap_or_else(|p| p.into_inner()).last.clone();
-        let tag = self.lab_tag();
-        let ids: Vec<NodeId> = self.state().nodes.iter().map(|n| n.id).collect();
-        let restarts: HashMap<NodeId, _> = ids.iter().map(|&n| (n, self.restart_view(n))).collect();
         let st = self.state();
         let rt = self.runtime();
         let nodes = st
@@ -78,10 +75,10 @@ impl Supervisor {
                     sees_quorum: figures.nodes.get(&n.id).and_then(|f| f.sees_quorum).filter(|_| live),
                     quorum_detail: figures.nodes.get(&n.id).and_then(|f| f.quorum_detail.clone()).filter(|_| live),
                     locality: st.spec.locality_of(n.id),
-                    cpu_quota_pct: if live { crate::cgroup::quota_of(&tag, n.id) } else { None },
-                    restarts: restarts.get(&n.id).map(|r| r.0).unwrap_or(0),
-                    next_restart_at: restarts.get(&n.id).and_then(|r| r.1).map(rfc3339),
-                    crash_loop: restarts.get(&n.id).and_then(|r| r.2.clone()),
+                    cpu_quota_pct: r.cpu_quota_pct.filter(|_| live),
+                    restarts: r.restart.total,
+                    next_restart_at: r.restart.next_at.map(rfc3339),
+                    crash_loop: r.restart.crash_loop.clone(),
                 }
             })
             .collect();
