@@ -288,15 +288,29 @@ impl Netns {
     }
 
     fn heal_locked(&self) -> Result<Vec<String>> {
+        let mut done = self.remove_cuts_locked()?;
+        done.extend(self.remove_shaping_locked()?);
+        Ok(done)
+    }
+
+    /// Removes the partition in force (routes, then their record); delay and loss stay.
+    fn remove_cuts_locked(&self) -> Result<Vec<String>> {
         let r = self.record()?;
-        let mut done = Vec::new();
         for c in &r.cuts {
             let (Some(n), Some(addr)) = (r.nodes.get(&c.from), self.addr_of(&r, c.to)) else { continue };
             ip_remove(&["-n", &n.netns, "route", "del", "blackhole", &format!("{addr}/32")])?;
         }
-        if !r.cuts.is_empty() {
-            done.push(format!("removed {} cut(s)", r.cuts.len()));
-        }
+        self.change(|r| {
+            r.cuts.clear();
+            r.sides.clear();
+        })?;
+        Ok(if r.cuts.is_empty() { Vec::new() } else { vec![format!("removed {} cut(s)", r.cuts.len())] })
+    }
+
+    /// Removes every delay/loss in force (qdiscs, then their record).
+    fn remove_shaping_locked(&self) -> Result<Vec<String>> {
+        let r = self.record()?;
+        let mut done = Vec::new();
         for id in r.shaped.keys() {
             let Some(n) = r.nodes.get(id) else { continue };
             match run("tc", &["-n", &n.netns, "qdisc", "del", "dev", NODE_IF, "root"]) {
@@ -306,17 +320,13 @@ impl Netns {
             }
             done.push(format!("node {id}: delay/loss removed"));
         }
-        self.change(|r| {
-            r.cuts.clear();
-            r.shaped.clear();
-            r.sides.clear();
-        })?;
+        self.change(|r| r.shaped.clear())?;
         Ok(done)
     }
 
     /// Partitions the nodes into `sides` (see [`partition_cuts`]), replacing any partition in
-    /// force. Every node named must have a namespace. On a failure half-way the cuts made
-    /// are removed again. Returns the cuts made.
+    /// force (delay and loss stay). Every node named must have a namespace. On a failure
+    /// half-way the cuts made are removed again. Returns the cuts made.
     pub fn partition(&self, sides: &[Vec<NodeId>], one_way: bool, from_clients: bool, members: usize) -> Result<Vec<Cut>> {
         let _g = self.lock.lock().unwrap_or_else(|p| p.into_inner());
         let rec = self.record()?;
@@ -325,13 +335,8 @@ impl Netns {
                 return Err(Error::UnknownNode { id: *id, known: rec.nodes.keys().copied().collect() });
             }
         }
-        if !rec.cuts.is_empty() {
-            // A new partition replaces the one in force (delay and loss stay).
-            let shaped = rec.shaped.clone();
-            self.change(|r| r.shaped.clear())?;
-            self.heal_locked()?;
-            self.change(|r| r.shaped = shaped)?;
-        }
+        // A new partition replaces the one in force (delay and loss stay).
+        self.remove_cuts_locked()?;
         let cuts = partition_cuts(sides, one_way, from_clients, members);
         // Recorded first: a crash half-way leaves a record that `heal` undoes.
         self.change(|r| {
@@ -343,7 +348,7 @@ impl Netns {
             let n = &rec.nodes[&c.from];
             let addr = self.addr_of(&rec, c.to).expect("checked above");
             if let Err(e) = ip(&["-n", &n.netns, "route", "replace", "blackhole", &format!("{addr}/32")]) {
-                let _ = self.heal_locked();
+                let _ = self.remove_cuts_locked();
                 return Err(e);
             }
         }
