@@ -450,10 +450,9 @@ impl Ctx<'_> {
             }
             Action::StartAll => {
                 self.recovery("start every stopped member".into());
-                for f in self.pending.take(|f| matches!(f, Fault::Stop { .. } | Fault::Kill { .. })) {
-                    drop(f);
-                }
                 for id in stopped_members(&self.status().await?) {
+                    // As with `start`: the start recovers the pending stop or kill of the node.
+                    self.pending.node_started(id);
                     self.node_request(&format!("start node {id}"), format!("/v1/nodes/{id}/start"), serde_json::json!({})).await?;
                 }
             }
