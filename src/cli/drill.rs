@@ -48,7 +48,7 @@ pub enum DrillCommand {
 pub async fn run(lab: &Lab, command: DrillCommand, node: Option<NodeId>, seed: Option<u64>, baseline: Duration) -> Result<i32> {
     let mut extra_ids = Vec::new();
     let (text, origin) = match &command {
-        DrillCommand::GracefulVsKill => (graceful_vs_kill(&lab)?, "<built-in graceful-vs-kill>".to_string()),
+        DrillCommand::GracefulVsKill => (graceful_vs_kill(lab)?, "<built-in graceful-vs-kill>".to_string()),
         DrillCommand::QuorumLoss => {
             let state = LabState::load(&lab.state_file())?.ok_or_else(|| Error::NoLab { dir: lab.dir().to_path_buf() })?;
             let members = state.members().count();
@@ -75,7 +75,7 @@ pub async fn run(lab: &Lab, command: DrillCommand, node: Option<NodeId>, seed: O
         }
         DrillCommand::PartitionMinority | DrillCommand::PartitionLeader | DrillCommand::SplitBrain => {
             let state = LabState::load(&lab.state_file())?.ok_or_else(|| Error::NoLab { dir: lab.dir().to_path_buf() })?;
-            crate::topology::Topology::for_lab(&state.spec, &lab).netns()?;
+            crate::topology::Topology::for_lab(&state.spec, lab).netns()?;
             let ids: Vec<NodeId> = state.members().map(|n| n.id).collect();
             if ids.len() < 3 {
                 return Err(Error::Refused(format!(
@@ -134,7 +134,7 @@ pub async fn run(lab: &Lab, command: DrillCommand, node: Option<NodeId>, seed: O
             file.display().to_string(),
         ),
     };
-    drill(&lab, &text, &origin, &extra_ids, node, seed, baseline).await
+    drill(lab, &text, &origin, &extra_ids, node, seed, baseline).await
 }
 
 /// The graceful-vs-kill drill for this lab's HAProxy check settings.
