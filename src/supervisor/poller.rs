@@ -39,12 +39,19 @@ impl Supervisor {
         for (node, r) in results {
             self.apply_readiness(node, r.ready, r.detail);
         }
-        self.apply_observation(observation);
+        // A node that started or exited while the round ran makes its quorum figure a mix of
+        // two memberships (seen: a read answered by the member that was alone when the round
+        // began, after a restarted one had joined it — "regained with 1 of 3 running"): such a
+        // round does not move quorum lost/regained; the next one, consistent, does.
+        let live_after: Vec<NodeId> = self.state().nodes.iter().filter(|n| n.process.is_some()).map(|n| n.id).collect();
+        let consistent = live_after == live.iter().map(|(id, _)| *id).collect::<Vec<_>>();
+        self.apply_observation(observation, consistent);
         self.poll_haproxy().await;
     }
 
-    /// Stores an observation, adds the quorum figure, and publishes what changed.
-    pub(super) fn apply_observation(&self, mut obs: Observation) {
+    /// Stores an observation, adds the quorum figure, and publishes what changed. Quorum
+    /// transitions come only from a `consistent` round (the same members ran throughout).
+    pub(super) fn apply_observation(&self, mut obs: Observation, consistent: bool) {
         // Quorum as the engine observed it (CockroachDB: a timed SQL probe), else Raft
         // arithmetic over members whose process runs (etcd); whether the cluster serves right
         // now (an election in progress, a node not yet ready) is readiness.
@@ -82,7 +89,7 @@ impl Supervisor {
             if c.has_leader.is_some() && c.leader != w.last.cluster.leader {
                 events.push(EventKind::LeaderChanged { from: w.last.cluster.leader, to: c.leader, term: c.term });
             }
-            if initialized {
+            if initialized && consistent {
                 // Lost once it has failed for QUORUM_CONFIRM without a break (an election is
                 // not a loss); regained at the first success after a reported loss.
                 let now = Instant::now();

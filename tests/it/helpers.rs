@@ -15,7 +15,7 @@ use serde_json::Value;
 static NEXT_BLOCK: AtomicU32 = AtomicU32::new(0);
 
 /// A block of ports for one lab: node ports at `base`, `base+64`, `base+128` (config keeps
-/// 64-port blocks apart), HAProxy at `base+192..=base+194`. Every port that a 5-node lab
+/// 64-port blocks apart), HAProxy at `base+192..=base+194`, monitoring at `base+195..=base+197`. Every port that a 5-node lab
 /// would use is checked free. Blocks lie in 20000..32000, below Linux's ephemeral range.
 #[derive(Debug, Clone, Copy)]
 pub struct Ports {
@@ -25,6 +25,10 @@ pub struct Ports {
     pub frontend: u16,
     pub admin: u16,
     pub stats: u16,
+    /// Prometheus, Alertmanager and the daemon's alert webhook (`[monitoring]`).
+    pub prometheus: u16,
+    pub alertmanager: u16,
+    pub webhook: u16,
 }
 
 impl Ports {
@@ -33,8 +37,20 @@ impl Ports {
         for _ in 0..200 {
             let k = NEXT_BLOCK.fetch_add(1, Ordering::SeqCst);
             let base = 20000 + ((seed.wrapping_mul(7) + k) % 60) as u16 * 200;
-            let p = Ports { base, http_base: base + 64, peer_base: base + 128, frontend: base + 192, admin: base + 193, stats: base + 194 };
-            let all = (0..5).flat_map(|i| [p.base + i, p.http_base + i, p.peer_base + i]).chain([p.frontend, p.admin, p.stats]);
+            let p = Ports {
+                base,
+                http_base: base + 64,
+                peer_base: base + 128,
+                frontend: base + 192,
+                admin: base + 193,
+                stats: base + 194,
+                prometheus: base + 195,
+                alertmanager: base + 196,
+                webhook: base + 197,
+            };
+            let all = (0..5)
+                .flat_map(|i| [p.base + i, p.http_base + i, p.peer_base + i])
+                .chain([p.frontend, p.admin, p.stats, p.prometheus, p.alertmanager, p.webhook]);
             if all.into_iter().all(roachlab::ports::is_free) {
                 return p;
             }
@@ -80,8 +96,17 @@ impl TestLab {
         let text = format!(
             "engine = \"{engine}\"\nnodes = {nodes}\n\n[ports]\nbase = {}\nhttp_base = {}\npeer_base = {}\n\n\
              [haproxy]\nfrontend_port = {}\nadmin_port = {}\nstats_port = {}\ninter = \"500ms\"\nfall = 2\nrise = 2\n\n\
-             [timeouts]\ngrace = \"30s\"\ndown_grace = \"15s\"\nready = \"60s\"\npoll = \"250ms\"\n",
-            ports.base, ports.http_base, ports.peer_base, ports.frontend, ports.admin, ports.stats
+             [timeouts]\ngrace = \"30s\"\ndown_grace = \"15s\"\nready = \"60s\"\npoll = \"250ms\"\n\n\
+             [monitoring]\nprometheus_port = {}\nalertmanager_port = {}\nwebhook_port = {}\n",
+            ports.base,
+            ports.http_base,
+            ports.peer_base,
+            ports.frontend,
+            ports.admin,
+            ports.stats,
+            ports.prometheus,
+            ports.alertmanager,
+            ports.webhook
         );
         std::fs::write(&config, text).expect("write config");
         Self { dir, config, ports, subnet: None }
@@ -163,7 +188,7 @@ impl TestLab {
         let Ok(v) = serde_json::from_str::<Value>(&text) else { return vec![] };
         let mut out: Vec<ProcIdentity> =
             v["nodes"].as_array().into_iter().flatten().filter_map(|n| serde_json::from_value(n["process"].clone()).ok()).collect();
-        for k in ["haproxy", "daemon"] {
+        for k in ["haproxy", "prometheus", "alertmanager", "daemon"] {
             if let Ok(id) = serde_json::from_value(v[k].clone()) {
                 out.push(id);
             }
@@ -185,6 +210,18 @@ impl TestLab {
         child
     }
 
+    /// For a failed test: the end of the lab's timeline and daemon log on stderr (the lab's
+    /// directory is deleted afterwards), so a failure in CI can be read, not just seen.
+    pub fn print_diagnostics(&self) {
+        let tail = |path: PathBuf, n: usize| {
+            let text = std::fs::read_to_string(&path).unwrap_or_default();
+            let lines: Vec<&str> = text.lines().collect();
+            lines[lines.len().saturating_sub(n)..].join("\n")
+        };
+        eprintln!("---- the lab's last timeline events ----\n{}", tail(self.lab_dir().join("events.jsonl"), 80));
+        eprintln!("---- the end of its daemon log ----\n{}", tail(self.lab_dir().join("logs/daemon.log"), 40));
+    }
+
     /// Events of the timeline, in order.
     pub fn events(&self) -> Vec<Value> {
         std::fs::read_to_string(self.lab_dir().join("events.jsonl"))
@@ -202,6 +239,9 @@ impl Drop for TestLab {
                 let _ = std::fs::remove_dir(claim);
             }
             return;
+        }
+        if std::thread::panicking() {
+            self.print_diagnostics();
         }
         let seen = self.recorded_processes();
         let _ = self.cmd(&["down", "--fast"]).output();
@@ -272,4 +312,43 @@ pub fn binary_available(env_var: &str, name: &str) -> Option<PathBuf> {
         return which::which(Path::new(&p)).ok();
     }
     which::which(name).ok()
+}
+
+/// A child's stdout read line by line on a thread of its own, so a test can wait for what the
+/// command printed while it still runs, and still have all of it afterwards.
+pub struct LineReader {
+    lines: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    reader: Option<std::thread::JoinHandle<()>>,
+}
+
+impl LineReader {
+    /// Takes `child`'s piped stdout.
+    pub fn of(child: &mut std::process::Child) -> Self {
+        use std::io::BufRead;
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = lines.clone();
+        let reader = std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+                sink.lock().unwrap().push(line);
+            }
+        });
+        Self { lines, reader: Some(reader) }
+    }
+
+    /// Waits until a line contains `needle`, up to `deadline`.
+    pub fn wait_for_line(&self, needle: &str, deadline: Duration) {
+        wait_for(&format!("a line with {needle:?} (so far: {:?})", self.lines.lock().unwrap()), deadline, || {
+            self.lines.lock().unwrap().iter().any(|l| l.contains(needle)).then_some(())
+        });
+    }
+
+    /// Everything printed, once the child has closed its stdout.
+    pub fn all(mut self) -> String {
+        if let Some(r) = self.reader.take() {
+            let _ = r.join();
+        }
+        let lines = self.lines.lock().unwrap();
+        lines.iter().map(|l| format!("{l}\n")).collect()
+    }
 }
