@@ -65,11 +65,15 @@ pub struct StopRequest {
 }
 
 /// Body of `POST /v1/up` (optional): `{"restart": "on-failure"}` sets the lab's restart
-/// policy (kept in its state) before it comes up.
+/// policy (kept in its state) before it comes up; `"monitoring": {…}` (a
+/// [`crate::monitoring::MonitoringSpec`]) switches Prometheus and Alertmanager on.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct UpRequest {
     #[serde(default)]
     pub restart: Option<crate::config::RestartPolicy>,
+    /// Switches monitoring on with these settings, for a lab that runs without it.
+    #[serde(default)]
+    pub monitoring: Option<crate::monitoring::MonitoringSpec>,
 }
 
 /// Body of `POST /v1/net/partition`: `{"sides": [[1,2],[3,4,5]]}`. Traffic between sides
@@ -147,6 +151,51 @@ pub struct StatusReport {
     /// The topology (`loopback` or `netns`) and, for netns, the faults in force.
     #[serde(default)]
     pub network: NetworkStatus,
+    /// Prometheus and Alertmanager, when the lab runs them (`null` otherwise).
+    #[serde(default)]
+    pub monitoring: Option<MonitoringStatus>,
+}
+
+/// The monitoring stack in `status`: each server's process and URL, and what they report
+/// (asked with a short timeout at each `status`; `None` when a server did not answer).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MonitoringStatus {
+    pub prometheus: ComponentStatus,
+    pub alertmanager: ComponentStatus,
+    /// The daemon's webhook for Alertmanager (`http://127.0.0.1:PORT/v1/alerts/webhook`).
+    pub webhook: String,
+    /// Prometheus' targets that are up, and all of them.
+    pub targets_up: Option<usize>,
+    pub targets_total: Option<usize>,
+    /// Targets that are not up: `job instance: last error`.
+    #[serde(default)]
+    pub targets_down: Vec<String>,
+    /// Alerting rules Prometheus has loaded.
+    pub rules_loaded: Option<usize>,
+    /// Alerts firing now, as `Name{node="3"}`.
+    pub firing: Option<Vec<String>>,
+}
+
+/// One monitoring server in `status`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ComponentStatus {
+    pub pid: Option<u32>,
+    /// `running` or `stopped`.
+    pub state: String,
+    /// `http://127.0.0.1:PORT`.
+    pub url: String,
+}
+
+/// `GET /v1/alerts`: what `roachlab alerts` shows.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct AlertsReport {
+    /// Active in Alertmanager now.
+    pub firing: Vec<crate::monitoring::client::Alert>,
+    /// Every `alert_firing` / `alert_resolved` event of the lab's timeline, oldest first.
+    pub history: Vec<crate::events::Event>,
+    /// Why `firing` is empty when Alertmanager could not be asked.
+    #[serde(default)]
+    pub error: Option<String>,
 }
 
 /// The network in `status`: the topology and the faults in force (from `DIR/net.json`;

@@ -62,6 +62,9 @@ pub struct RawConfig {
     pub restart: Option<RestartPolicy>,
     #[serde(default)]
     pub restart_backoff: RawBackoff,
+    /// `[monitoring]`: Prometheus and Alertmanager beside the lab (see [`crate::monitoring`]).
+    #[serde(default)]
+    pub monitoring: crate::monitoring::RawMonitoring,
 }
 
 /// `[netns]`: the netns topology's addresses.
@@ -212,6 +215,8 @@ pub struct Overrides {
     pub nodes: Option<u32>,
     pub topology: Option<crate::topology::TopologyKind>,
     pub restart: Option<RestartPolicy>,
+    /// `up --monitoring`.
+    pub monitoring: Option<bool>,
 }
 
 /// A validated lab: what `up` builds. Persisted in `state.json` so a lab keeps its shape.
@@ -231,6 +236,9 @@ pub struct LabSpec {
     /// Automatic restarts (labs made before restart policies: never).
     #[serde(default)]
     pub restart: RestartSpec,
+    /// Prometheus and Alertmanager (labs made before monitoring: off).
+    #[serde(default)]
+    pub monitoring: crate::monitoring::MonitoringSpec,
 }
 
 /// The restart policy and its backoff.
@@ -432,7 +440,11 @@ impl RawConfig {
             kind: overrides.topology.or(self.topology).unwrap_or_default(),
             subnet: self.netns.subnet.unwrap_or(crate::topology::DEFAULT_SUBNET),
         };
-        let spec = LabSpec { engine, nodes, topology, ports, haproxy, timeouts, cockroach, etcd, restart };
+        // Relative `rule_files` are relative to the config file.
+        let base = Path::new(origin).parent().filter(|p| !p.as_os_str().is_empty()).map(Path::to_path_buf);
+        let base = base.or_else(|| std::env::current_dir().ok()).unwrap_or_default();
+        let monitoring = self.monitoring.resolve(overrides.monitoring, &base, origin)?;
+        let spec = LabSpec { engine, nodes, topology, ports, haproxy, timeouts, cockroach, etcd, restart, monitoring };
         spec.check_port_layout().map_err(invalid)?;
         Ok(spec)
     }
@@ -483,6 +495,15 @@ impl LabSpec {
             (self.haproxy.stats_port, "haproxy.stats_port"),
         ] {
             used.push((p as u32, p as u32 + 1, name));
+        }
+        if self.monitoring.enabled {
+            for (p, name) in [
+                (self.monitoring.prometheus_port, "monitoring.prometheus_port"),
+                (self.monitoring.alertmanager_port, "monitoring.alertmanager_port"),
+                (self.monitoring.webhook_port, "monitoring.webhook_port"),
+            ] {
+                used.push((p as u32, p as u32 + 1, name));
+            }
         }
         for (i, a) in used.iter().enumerate() {
             if a.0 == 0 {

@@ -159,12 +159,21 @@ async fn clear_stale_socket(lab: &Lab) -> Result<()> {
 fn router(state: AppState) -> Router {
     Router::new()
         .route("/v1/ping", get(|| async { Json(serde_json::json!({ "pid": std::process::id() })) }))
-        .route("/v1/status", get(|State(s): State<AppState>| async move { Json(s.sup.status()) }))
+        .route(
+            "/v1/status",
+            get(|State(s): State<AppState>| async move {
+                let mut r = s.sup.status();
+                r.monitoring = s.sup.monitoring_status().await;
+                Json(r)
+            }),
+        )
+        .route("/v1/alerts", get(|State(s): State<AppState>| async move { Json(s.sup.alerts_report().await) }))
         .route("/v1/haproxy", get(|State(s): State<AppState>| async move { Json(s.sup.haproxy_report().await) }))
         .route(
             "/v1/up",
             post(|State(s): State<AppState>, h: HeaderMap, body: Option<Json<crate::api::UpRequest>>| async move {
-                let restart = body.and_then(|Json(b)| b.restart);
+                let Json(body) = body.unwrap_or_default();
+                let (restart, monitoring) = (body.restart, body.monitoring);
                 // An `up` that failed with nothing running leaves no reason for this daemon to
                 // stay — and the next `up` gets a new one, with that command's environment
                 // (a corrected $ROACHLAB_ETCD, say), not this one's.
@@ -173,7 +182,7 @@ fn router(state: AppState) -> Router {
                     &s,
                     &h,
                     move |sup| async move {
-                        let r = sup.up(restart).await;
+                        let r = sup.up(restart, monitoring).await;
                         if r.is_err() && sup.runs_nothing() {
                             exit.cancel();
                         }

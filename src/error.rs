@@ -84,6 +84,10 @@ pub enum Error {
     #[error("haproxy: {message}")]
     Haproxy { message: String },
 
+    /// Prometheus or Alertmanager rejected a config or rule file, or failed to start or reload.
+    #[error("monitoring: {message}")]
+    Monitoring { message: String },
+
     /// An engine-specific operation failed (CockroachDB CLI, etcd API).
     #[error("{engine}: {message}")]
     Engine { engine: String, message: String },

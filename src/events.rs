@@ -109,6 +109,24 @@ pub enum EventKind {
     /// A node's own view of quorum changed: whether a linearizable read (etcd) or SQL probe
     /// (CockroachDB) through it answered. Under a partition this is what tells the sides apart.
     NodeQuorum { node: NodeId, sees_quorum: bool, detail: Option<String> },
+    /// Prometheus or Alertmanager was started (`component`: `prometheus`, `alertmanager`).
+    MonitoringStarted { component: crate::monitoring::Component, pid: u32, url: String },
+    /// Prometheus re-read its config after a membership change; it now scrapes `targets`.
+    MonitoringReloaded { targets: Vec<String> },
+    /// Prometheus' or Alertmanager's process ended.
+    MonitoringExited { component: crate::monitoring::Component, pid: u32, status: ExitInfo },
+    /// Alertmanager notified that an alert fires. `starts_at` (RFC 3339) is the alert's own
+    /// time, when Prometheus found its condition held for its `for:`; the event's `ts` is when
+    /// the notification arrived.
+    AlertFiring {
+        alert: String,
+        labels: std::collections::BTreeMap<String, String>,
+        starts_at: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        summary: Option<String>,
+    },
+    /// Alertmanager notified that an alert resolved at `ends_at` (RFC 3339, its own time).
+    AlertResolved { alert: String, labels: std::collections::BTreeMap<String, String>, starts_at: String, ends_at: String },
     /// Something the user should read.
     Note { message: String },
     /// Something that went wrong without failing the request.
@@ -221,9 +239,40 @@ impl Event {
             EventKind::NodeQuorum { node, sees_quorum: false, detail } => {
                 format!("node {node}: sees NO quorum ({})", detail.as_deref().unwrap_or("its probe failed"))
             }
+            EventKind::MonitoringStarted { component, pid, url } => format!("{component}: started (pid {pid}) on {url}"),
+            EventKind::MonitoringReloaded { targets } => format!("prometheus: reloaded; scraping {}", targets.join(", ")),
+            EventKind::MonitoringExited { component, pid, status } => format!("{component}: exited ({status}) (pid {pid})"),
+            EventKind::AlertFiring { alert, labels, starts_at, summary } => format!(
+                "alert firing: {alert}{} since {}{}",
+                describe_labels(labels),
+                clock_of(starts_at),
+                summary.as_ref().map(|s| format!(" — {s}")).unwrap_or_default()
+            ),
+            EventKind::AlertResolved { alert, labels, starts_at, ends_at } => {
+                format!("alert resolved: {alert}{} at {} (fired {})", describe_labels(labels), clock_of(ends_at), clock_of(starts_at))
+            }
             EventKind::Note { message } => message.clone(),
             EventKind::Warning { message } => format!("warning: {message}"),
         }
+    }
+}
+
+/// `{node="3"}`, or nothing for no labels.
+fn describe_labels(labels: &std::collections::BTreeMap<String, String>) -> String {
+    if labels.is_empty() {
+        return String::new();
+    }
+    format!("{{{}}}", labels.iter().map(|(k, v)| format!("{k}=\"{v}\"")).collect::<Vec<_>>().join(","))
+}
+
+/// `HH:MM:SS.mmm` of an RFC 3339 time (UTC), or the text itself.
+fn clock_of(rfc3339: &str) -> String {
+    match OffsetDateTime::parse(rfc3339, &time::format_description::well_known::Rfc3339) {
+        Ok(t) => {
+            let t = t.to_offset(time::UtcOffset::UTC);
+            format!("{:02}:{:02}:{:02}.{:03}", t.hour(), t.minute(), t.second(), t.millisecond())
+        }
+        Err(_) => rfc3339.to_string(),
     }
 }
 

@@ -25,6 +25,7 @@ pub mod fault;
 pub mod haproxy;
 pub mod lab;
 pub mod launch;
+pub mod monitoring;
 pub mod node;
 pub mod ports;
 pub mod process;

@@ -166,6 +166,39 @@ pub fn status_table(s: &StatusReport, ranges: bool) -> String {
         )),
         None => out.push_str("haproxy: stopped\n"),
     }
+    if let Some(m) = &s.monitoring {
+        out.push_str(&monitoring_lines(m));
+    }
+    out
+}
+
+/// The monitoring stack in `status`: each server's process and URL, targets, rules, firing.
+pub fn monitoring_lines(m: &crate::api::MonitoringStatus) -> String {
+    let proc_word = |c: &crate::api::ComponentStatus| match c.pid {
+        Some(pid) => format!("running (pid {pid}) on {}", c.url),
+        None => "stopped".to_string(),
+    };
+    let mut out = format!("prometheus: {}", proc_word(&m.prometheus));
+    match (m.targets_up, m.targets_total) {
+        (Some(up), Some(all)) => out.push_str(&format!("; {up} of {all} targets up")),
+        _ if m.prometheus.pid.is_some() => out.push_str("; did not answer"),
+        _ => {}
+    }
+    if let Some(r) = m.rules_loaded {
+        out.push_str(&format!("; {r} alert rules"));
+    }
+    out.push('\n');
+    for d in &m.targets_down {
+        out.push_str(&format!("  target down: {d}\n"));
+    }
+    out.push_str(&format!("alertmanager: {}", proc_word(&m.alertmanager)));
+    match &m.firing {
+        Some(f) if f.is_empty() => out.push_str("; no alert firing"),
+        Some(f) => out.push_str(&format!("; FIRING: {}", f.join(", "))),
+        None if m.alertmanager.pid.is_some() => out.push_str("; did not answer"),
+        None => {}
+    }
+    out.push('\n');
     out
 }
 

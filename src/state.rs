@@ -23,6 +23,11 @@ pub struct LabState {
     pub nodes: Vec<NodeRecord>,
     /// HAProxy's master process, when running.
     pub haproxy: Option<ProcIdentity>,
+    /// Prometheus and Alertmanager, when the lab runs them (labs made before monitoring: none).
+    #[serde(default)]
+    pub prometheus: Option<ProcIdentity>,
+    #[serde(default)]
+    pub alertmanager: Option<ProcIdentity>,
     /// The daemon serving this lab, when running.
     pub daemon: Option<ProcIdentity>,
     /// The cluster has been bootstrapped (`cockroach init` succeeded); etcd bootstraps itself.
@@ -43,7 +48,7 @@ impl LabState {
                 engine_id: None,
             })
             .collect();
-        Self { version: STATE_VERSION, spec, nodes, haproxy: None, daemon: None, initialized: false }
+        Self { version: STATE_VERSION, spec, nodes, haproxy: None, prometheus: None, alertmanager: None, daemon: None, initialized: false }
     }
 
     /// Reads `path`; `Ok(None)` when there is no state file (no lab yet).

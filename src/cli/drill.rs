@@ -214,6 +214,13 @@ fn drill_summary(r: &crate::drill::runner::DrillResult) -> String {
     if !r.story.is_empty() {
         out.push('\n');
     }
+    let marks: Vec<_> = r.phases.iter().map(|p| p.mark.clone()).collect();
+    for a in &r.alerts {
+        out.push_str(&format!("alert: {}\n", crate::drill::alerts::describe(a, &marks)));
+    }
+    if !r.alerts.is_empty() {
+        out.push('\n');
+    }
     for e in &r.expectations {
         out.push_str(&format!("{} {} (observed {})\n", if e.met { "met:    " } else { "NOT MET:" }, e.text, e.observed));
     }

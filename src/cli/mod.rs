@@ -17,6 +17,7 @@ use crate::supervisor::StopOutcome;
 use crate::{Error, Result};
 
 pub mod drill;
+pub mod monitoring;
 pub mod net;
 pub mod node;
 pub mod workload;
@@ -53,6 +54,16 @@ pub enum Command {
         /// exit or a crash signal, `node kill` included) or `always`; backoff 1 s doubling to 30 s.
         #[arg(long, value_enum)]
         restart: Option<crate::config::RestartPolicy>,
+        /// Also run Prometheus and Alertmanager with the lab's scrape config and alert rules
+        /// (as `[monitoring] enabled = true`); alerts land in the timeline.
+        #[arg(long)]
+        monitoring: bool,
+    },
+    /// Alerts firing now (from the lab's Alertmanager) and every alert this lab has seen.
+    Alerts {
+        /// Print JSON: `{"firing": [...], "history": [...]}`.
+        #[arg(long)]
+        json: bool,
     },
     /// Show every node's process, readiness and HAProxy state.
     Status {
@@ -159,8 +170,9 @@ pub async fn run(cli: Cli) -> Result<i32> {
             crate::daemon::run(lab, shutdown_signal()).await?;
             Ok(0)
         }
-        Command::Up { config, engine, nodes, topology, restart } => {
-            up(&lab, config.as_deref(), Overrides { engine, nodes, topology, restart }).await
+        Command::Up { config, engine, nodes, topology, restart, monitoring } => {
+            let monitoring = monitoring.then_some(true);
+            up(&lab, config.as_deref(), Overrides { engine, nodes, topology, restart, monitoring }).await
         }
         Command::Status { json, ranges } => {
             let client = crate::launch::ensure_daemon(&lab).await?;
@@ -177,6 +189,7 @@ pub async fn run(cli: Cli) -> Result<i32> {
             crate::dashboard::run(&client, &lab.events_file(), interval, std::io::stdout().is_terminal(), count).await?;
             Ok(0)
         }
+        Command::Alerts { json } => monitoring::alerts(&lab, json).await,
         Command::Events { follow, json, since } => {
             if LabState::load(&lab.state_file())?.is_none() && !lab.events_file().exists() {
                 return Err(Error::NoLab { dir: lab.dir().to_path_buf() });
@@ -257,6 +270,8 @@ async fn up(lab: &Lab, config: Option<&Path>, overrides: Overrides) -> Result<i3
             }
         }
     }
+    // Monitoring asked for now (flag or config) is switched on for a lab made without it.
+    let wanted_monitoring = requested.monitoring.enabled.then(|| requested.monitoring.clone());
     let client = Client::new(&lab.socket());
     let mut exiting = false;
     let client = if client.is_up().await {
@@ -266,7 +281,8 @@ async fn up(lab: &Lab, config: Option<&Path>, overrides: Overrides) -> Result<i3
         let s: StatusReport = client.get("/v1/status").await?;
         let all_up = s.haproxy.pid.is_some() && s.nodes.iter().filter(|n| !n.decommissioned).all(|n| n.pid.is_some());
         exiting = s.daemon.exiting;
-        if all_up && !exiting && overrides.restart.is_none() {
+        let monitoring_missing = wanted_monitoring.is_some() && s.monitoring.as_ref().is_none_or(|m| m.prometheus.pid.is_none());
+        if all_up && !exiting && overrides.restart.is_none() && !monitoring_missing {
             println!("the lab in {} is already up (daemon pid {})", lab.dir().display(), s.daemon.pid);
             print!("{}", reporter::status_table(&s, false));
             return Ok(0);
@@ -275,7 +291,7 @@ async fn up(lab: &Lab, config: Option<&Path>, overrides: Overrides) -> Result<i3
     } else {
         crate::launch::start_daemon(lab).await?
     };
-    let body = crate::api::UpRequest { restart: overrides.restart };
+    let body = crate::api::UpRequest { restart: overrides.restart, monitoring: wanted_monitoring };
     let sent = if exiting { Err(Error::DaemonExiting) } else { stream(&client, "/v1/up", &body).await.map(|_| ()) };
     let client = match sent {
         // Queued behind a `down` (refused, or the daemon closed its socket as the request

@@ -4,6 +4,7 @@
 //! The built-in drills are embedded scenario files of the same format users write
 //! (`configs/drills/*.toml`).
 
+pub mod alerts;
 pub mod condition;
 pub mod metrics;
 pub mod partitions;

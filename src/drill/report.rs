@@ -78,6 +78,13 @@ pub fn markdown(r: &DrillResult) -> String {
     for (label, values) in phase_rows(&r.phases) {
         let _ = writeln!(s, "| {label} | {} |", values.join(" | "));
     }
+    if !r.alerts.is_empty() {
+        s.push_str("\n## Alerts\n\n");
+        let marks: Vec<_> = r.phases.iter().map(|p| p.mark.clone()).collect();
+        for a in &r.alerts {
+            let _ = writeln!(s, "- {}", super::alerts::describe(a, &marks));
+        }
+    }
     let _ = writeln!(s, "\n## Outcome\n\n{}\n", verdict(r));
     for f in &r.failures {
         let _ = writeln!(s, "- FAILURE: {f}");
@@ -125,6 +132,24 @@ fn chart(title: &str, series: &[(&str, &[f64], RGBColor)], r: &DrillResult) -> R
             let x = s.at_ms as f64 / 1000.0;
             c.draw_series(std::iter::once(PathElement::new(vec![(x, 0.0), (x, top * 0.9)], RGBColor(200, 30, 30).stroke_width(2))))
                 .map_err(|e| draw(&e))?;
+        }
+        // Alerts firing (orange, named) and resolved (green), at the alerts' own times.
+        for a in &r.alerts {
+            let x = a.fired_at_ms as f64 / 1000.0;
+            let orange = RGBColor(230, 130, 0);
+            c.draw_series(std::iter::once(PathElement::new(vec![(x, 0.0), (x, top * 0.8)], orange.stroke_width(2))))
+                .map_err(|e| draw(&e))?;
+            c.draw_series(std::iter::once(Text::new(
+                a.alert.clone(),
+                (x + n * 0.005, top * 0.84),
+                ("sans-serif", 10).into_font().color(&orange),
+            )))
+            .map_err(|e| draw(&e))?;
+            if let Some(end) = a.resolved_at_ms {
+                let x = end as f64 / 1000.0;
+                c.draw_series(std::iter::once(PathElement::new(vec![(x, 0.0), (x, top * 0.8)], RGBColor(40, 150, 60).stroke_width(2))))
+                    .map_err(|e| draw(&e))?;
+            }
         }
         for (name, values, color) in series {
             c.draw_series(LineSeries::new(values.iter().enumerate().map(|(i, v)| (i as f64 + 0.5, *v)), color.stroke_width(2)))
@@ -192,6 +217,14 @@ pub fn html(r: &DrillResult) -> Result<String> {
     s.push_str("</table><h2>Charts</h2>");
     for c in &charts {
         s.push_str(c);
+    }
+    if !r.alerts.is_empty() {
+        s.push_str("<h2>Alerts</h2><p>In the charts: orange lines are alerts firing, green their resolution.</p><ul>");
+        let marks: Vec<_> = r.phases.iter().map(|p| p.mark.clone()).collect();
+        for a in &r.alerts {
+            let _ = write!(s, "<li>{}</li>", esc(&super::alerts::describe(a, &marks)));
+        }
+        s.push_str("</ul>");
     }
     s.push_str("<h2>Phases</h2><table><tr><th></th>");
     for p in &r.phases {

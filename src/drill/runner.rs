@@ -77,6 +77,9 @@ pub struct DrillResult {
     pub steps: Vec<StepLog>,
     pub check: Option<CheckReport>,
     pub series: Series,
+    /// Alerts that fired during the run (labs with monitoring), timed from their faults.
+    #[serde(default)]
+    pub alerts: Vec<super::alerts::AlertTiming>,
     pub run_dir: PathBuf,
 }
 
@@ -345,20 +348,36 @@ pub async fn run(
             None
         }
     };
-    let events: Vec<Event> = std::fs::read_to_string(lab.events_file())
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .filter(|e: &Event| e.mono_ms >= t0_mono)
-        .collect();
+    let read_events = || -> Vec<Event> {
+        std::fs::read_to_string(lab.events_file())
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .filter(|e: &Event| e.mono_ms >= t0_mono)
+            .collect()
+    };
+    let mut events = read_events();
+    // With monitoring, the alerts the faults raised resolve some seconds after the restore
+    // (Prometheus scrapes and evaluates, Alertmanager notifies): wait for them, bounded.
+    let open = super::alerts::unresolved(&events, t0_mono);
+    if open > 0 && status.monitoring.is_some() {
+        say(format!("── waiting up to {} s for {open} alert(s) to resolve", super::alerts::SETTLE_WAIT.as_secs()));
+        let start = std::time::Instant::now();
+        while super::alerts::unresolved(&events, t0_mono) > 0 && start.elapsed() < super::alerts::SETTLE_WAIT {
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            events = read_events();
+        }
+    }
     let baseline = marks.first().map(|m| {
         let secs = m.end_ms.saturating_sub(m.start_ms) as f64 / 1000.0;
         ops.iter().filter(|o| o.outcome == workload::Outcome::Ok && o.start_ms < m.end_ms).count() as f64 / secs.max(0.001)
     });
     let phases = metrics::compute(&marks, &ops, &events, t0_mono, baseline.unwrap_or(0.0));
+    let alerts = super::alerts::timings(&marks, &events, t0_mono);
     let series = metrics::series(&ops, &events, t0_mono, end_ms, members as u64);
     let story = super::story::tell(&phases, &events, t0_mono);
-    let expectations = expect.iter().map(|e| e.evaluate(&phases)).chain(predictions.iter().map(|p| predict::check(p, &ops))).collect();
+    let expectations =
+        expect.iter().map(|e| e.evaluate(&phases, &alerts)).chain(predictions.iter().map(|p| predict::check(p, &ops))).collect();
     let _ = summary;
     let result = DrillResult {
         schema: "roachlab-drill-result/1".into(),
@@ -378,6 +397,7 @@ pub async fn run(
         steps,
         check,
         series,
+        alerts,
         run_dir: run_dir.clone(),
     };
     std::fs::copy(lab.events_file(), run_dir.join("events.jsonl")).ok();

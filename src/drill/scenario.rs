@@ -175,6 +175,9 @@ struct RawExpectation {
     engine: Option<crate::config::EngineKind>,
     phase: String,
     metric: String,
+    /// The alert an `alert_*` metric is about (e.g. `"NodeDown"`).
+    #[serde(default)]
+    alert: Option<String>,
     cmp: String,
     value: f64,
     text: String,
@@ -198,10 +201,15 @@ pub enum Metric {
     FirstErrorAfterFaultMs,
     NewLeaderAfterFaultMs,
     ReadyAgainAfterFaultMs,
+    /// From the phase's fault to the expectation's `alert` firing (its `startsAt`), the
+    /// first instance of it after the fault (labs with monitoring).
+    AlertFiredAfterMs,
+    /// From the phase's fault to that alert resolving (its `endsAt`).
+    AlertResolvedAfterMs,
 }
 
 impl Metric {
-    const ALL: [(&'static str, Metric); 13] = [
+    const ALL: [(&'static str, Metric); 15] = [
         ("ok", Metric::Ok),
         ("fail", Metric::Fail),
         ("ambiguous", Metric::Ambiguous),
@@ -215,6 +223,8 @@ impl Metric {
         ("first_error_after_fault_ms", Metric::FirstErrorAfterFaultMs),
         ("new_leader_after_fault_ms", Metric::NewLeaderAfterFaultMs),
         ("ready_again_after_fault_ms", Metric::ReadyAgainAfterFaultMs),
+        ("alert_fired_after_ms", Metric::AlertFiredAfterMs),
+        ("alert_resolved_after_ms", Metric::AlertResolvedAfterMs),
     ];
 
     fn name(self) -> &'static str {
@@ -238,6 +248,8 @@ impl Metric {
             Metric::FirstErrorAfterFaultMs => p.first_error_after_fault_ms.map(|v| v as f64),
             Metric::NewLeaderAfterFaultMs => p.new_leader_after_fault_ms.map(|v| v as f64),
             Metric::ReadyAgainAfterFaultMs => p.ready_again_after_fault_ms.map(|v| v as f64),
+            // Measured from the run's alerts: see `Expectation::evaluate`.
+            Metric::AlertFiredAfterMs | Metric::AlertResolvedAfterMs => None,
         }
     }
 }
@@ -249,6 +261,9 @@ pub struct Expectation {
     pub engine: Option<crate::config::EngineKind>,
     pub phase: String,
     pub metric: Metric,
+    /// The alert of an `alert_*` metric.
+    #[serde(default)]
+    pub alert: Option<String>,
     pub cmp: Cmp,
     pub value: f64,
     /// The prediction in words, e.g. "with 1 of 3 members up, no write can commit".
@@ -262,10 +277,32 @@ impl Expectation {
     }
 
     /// Checks the prediction against the measured phases.
-    pub fn evaluate(&self, phases: &[super::metrics::PhaseMetrics]) -> super::runner::ExpectationResult {
-        let observed = phases.iter().find(|p| p.mark.name == self.phase).and_then(|p| self.metric.of(p));
+    pub fn evaluate(
+        &self,
+        phases: &[super::metrics::PhaseMetrics],
+        alerts: &[super::alerts::AlertTiming],
+    ) -> super::runner::ExpectationResult {
+        let observed = match (self.metric, &self.alert) {
+            (Metric::AlertFiredAfterMs | Metric::AlertResolvedAfterMs, Some(name)) => {
+                let first = alerts
+                    .iter()
+                    .filter(|a| a.alert == *name && a.phase.as_deref() == Some(self.phase.as_str()))
+                    .min_by_key(|a| a.fired_at_ms);
+                let v = if self.metric == Metric::AlertFiredAfterMs {
+                    first.and_then(|a| a.fired_after_ms)
+                } else {
+                    first.and_then(|a| a.resolved_after_ms)
+                };
+                v.map(|v| v as f64)
+            }
+            _ => phases.iter().find(|p| p.mark.name == self.phase).and_then(|p| self.metric.of(p)),
+        };
+        let metric = match &self.alert {
+            Some(a) => format!("{}({a})", self.metric.name()),
+            None => self.metric.name().to_string(),
+        };
         super::runner::ExpectationResult {
-            text: format!("{}: {} {} {} — {}", self.phase, self.metric.name(), cmp_str(self.cmp), self.value, self.text),
+            text: format!("{}: {metric} {} {} — {}", self.phase, cmp_str(self.cmp), self.value, self.text),
             met: observed.is_some_and(|o| self.cmp.holds(o, self.value)),
             observed: observed
                 .map(|o| if o.fract() == 0.0 { format!("{o:.0}") } else { format!("{o:.1}") })
@@ -494,10 +531,23 @@ impl Scenario {
             let metric = Metric::ALL.iter().find(|(n, _)| *n == e.metric).map(|(_, m)| *m).ok_or_else(|| {
                 bad(format!("unknown metric `{}`; known: {}", e.metric, Metric::ALL.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")))
             })?;
+            let is_alert_metric = matches!(metric, Metric::AlertFiredAfterMs | Metric::AlertResolvedAfterMs);
+            match (&e.alert, is_alert_metric) {
+                (None, true) => return Err(bad(format!("metric `{}` needs `alert = \"NodeDown\"` (the alert it times)", e.metric))),
+                (Some(_), false) => {
+                    return Err(bad(format!("`alert` goes only with alert_fired_after_ms or alert_resolved_after_ms, not `{}`", e.metric)))
+                }
+                (Some(a), true) if !crate::monitoring::rules::ALERTS.iter().any(|r| r.name == a) => {
+                    let known: Vec<&str> = crate::monitoring::rules::ALERTS.iter().map(|r| r.name).collect();
+                    return Err(bad(format!("unknown alert `{a}`; the lab's alerts are {}", known.join(", "))));
+                }
+                _ => {}
+            }
             expect.push(Expectation {
                 engine: e.engine,
                 phase: e.phase,
                 metric,
+                alert: e.alert,
                 cmp: parse_cmp(&e.cmp).map_err(bad)?,
                 value: e.value,
                 text: e.text,

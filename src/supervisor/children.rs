@@ -12,9 +12,12 @@ use super::*;
 impl Supervisor {
     // ----- adoption and watching -----------------------------------------------------------
 
-    pub(super) fn adopt(&self) -> Result<()> {
+    /// Re-adopts the recorded processes that still run; returns the monitoring servers among
+    /// them (watched by [`Supervisor::resume_monitoring`]).
+    pub(super) fn adopt(&self) -> Result<Vec<(crate::monitoring::Component, ProcIdentity)>> {
         let mut adopted = Vec::new();
         let haproxy_adopted;
+        let monitors;
         {
             let mut st = self.state();
             for n in st.nodes.iter_mut() {
@@ -65,6 +68,7 @@ impl Supervisor {
                 }
                 None => None,
             };
+            monitors = self.adopt_monitoring(&mut st);
             st.daemon = ProcIdentity::of_pid(std::process::id());
             st.save(&self.inner.lab.state_file())?;
         }
@@ -81,7 +85,7 @@ impl Supervisor {
             let sup = self.clone();
             tokio::spawn(async move { sup.watch_adopted_haproxy(id).await });
         }
-        Ok(())
+        Ok(monitors)
     }
 
     /// Waits for a child we spawned to exit, then records how it ended.

@@ -13,7 +13,8 @@
 //!
 //! Split by concern: `children` (adoption, spawning, signals, stopping), `poller` (readiness,
 //! observation, HAProxy states → events), `status` (views and the status report), `proxy`
-//! (HAProxy's config and process), `requests` (the API's lifecycle requests). This file holds
+//! (HAProxy's config and process), `monitoring` (Prometheus and Alertmanager, the alert
+//! webhook), `requests` (the API's lifecycle requests). This file holds
 //! the shared state and the wait primitive.
 
 use std::collections::HashMap;
@@ -41,6 +42,7 @@ use crate::{Error, Result};
 mod children;
 mod drain;
 mod faults;
+mod monitoring;
 mod net;
 mod poller;
 mod proxy;
@@ -138,6 +140,10 @@ struct Inner {
     generation: watch::Sender<u64>,
     cancel: CancellationToken,
     http: reqwest::Client,
+    /// The Alertmanager webhook is being served (once per daemon).
+    webhook_started: std::sync::atomic::AtomicBool,
+    /// Per alert (Alertmanager's fingerprint): the last (status, startsAt) told as an event.
+    alerts_seen: Mutex<HashMap<String, (String, String)>>,
 }
 
 /// A lab's supervisor. Cheap to clone.
@@ -176,9 +182,12 @@ impl Supervisor {
                 generation: watch::channel(0).0,
                 cancel,
                 http: engine::http_client(poll.max(Duration::from_millis(500)).min(Duration::from_secs(2))),
+                webhook_started: std::sync::atomic::AtomicBool::new(false),
+                alerts_seen: Mutex::new(HashMap::new()),
             }),
         };
-        sup.adopt()?;
+        let monitors = sup.adopt()?;
+        sup.resume_monitoring(monitors).await;
         let poller = sup.clone();
         tokio::spawn(async move { poller.poll_loop().await });
         Ok(sup)

@@ -12,12 +12,20 @@ impl Supervisor {
 
     /// `up`: starts every member that is not running, bootstraps a new cluster, starts or
     /// reloads HAProxy, and waits until all nodes are ready and UP in HAProxy.
-    pub async fn up(&self, restart: Option<crate::config::RestartPolicy>) -> Result<serde_json::Value> {
+    pub async fn up(
+        &self,
+        restart: Option<crate::config::RestartPolicy>,
+        monitoring: Option<crate::monitoring::MonitoringSpec>,
+    ) -> Result<serde_json::Value> {
         let _op = self.begin_op().await?;
         self.emit(EventKind::Command { command: "up".into(), by: crate::events::requester() });
         if let Some(policy) = restart.filter(|p| *p != self.spec().restart.policy) {
             self.update(|st| st.spec.restart.policy = policy)?;
             self.emit(EventKind::Note { message: format!("restart policy: {policy}") });
+        }
+        if let Some(m) = monitoring.filter(|m| m.enabled && !self.spec().monitoring.enabled) {
+            self.update(|st| st.spec.monitoring = m)?;
+            self.emit(EventKind::Note { message: "monitoring: on (Prometheus and Alertmanager)".into() });
         }
         let spec = self.spec();
         self.inner.engine.binary()?;
@@ -34,6 +42,8 @@ impl Supervisor {
         if self.state().haproxy.is_none() {
             ports::check_free(&haproxy::port_claims(&spec.haproxy))?;
         }
+        // Before any node starts: the monitoring stack's binaries, ports and files.
+        self.check_monitoring().await?;
         let initialized = self.state().initialized;
         let mode = if initialized { StartMode::Restart } else { StartMode::Initial };
         for &n in &to_start {
@@ -61,6 +71,7 @@ impl Supervisor {
         self.learn_engine_ids().await;
         self.apply_haproxy().await?;
         self.wait_backends_up(&all).await?;
+        self.apply_monitoring().await?;
         Ok(serde_json::json!({ "started": to_start, "nodes": all }))
     }
 
@@ -186,6 +197,10 @@ impl Supervisor {
             self.apply_haproxy().await?;
             self.wait_backends_up(&[node]).await?;
         }
+        // A new scrape target (the rules' majority counts follow the targets).
+        if self.state().prometheus.is_some() {
+            self.apply_monitoring().await?;
+        }
         Ok(serde_json::json!({ "node": node }))
     }
 
@@ -223,6 +238,9 @@ impl Supervisor {
         self.emit(EventKind::NodeDecommissioned { node });
         if self.state().haproxy.is_some() {
             self.apply_haproxy().await?;
+        }
+        if self.state().prometheus.is_some() {
+            self.apply_monitoring().await?;
         }
         let stop = if self.is_live(node) {
             let grace = self.spec().timeouts.grace;
@@ -318,6 +336,7 @@ impl Supervisor {
             });
             self.stop_nodes(&nodes, Signal::SIGTERM, spec.timeouts.down_grace, &esc).await?
         };
+        self.stop_monitoring().await?;
         self.stop_haproxy().await?;
         self.unthrottle_all();
         // With every process gone, nothing holds a namespace: remove what the lab created.

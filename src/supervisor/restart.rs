@@ -183,7 +183,7 @@ impl Supervisor {
 }
 
 /// The last `n` lines of a log file (for a crash loop's report).
-fn last_lines(path: &std::path::Path, n: usize) -> Vec<String> {
+pub(super) fn last_lines(path: &std::path::Path, n: usize) -> Vec<String> {
     let text =
         std::fs::read(path).map(|b| String::from_utf8_lossy(&b[b.len().saturating_sub(64 * 1024)..]).into_owned()).unwrap_or_default();
     let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();

@@ -31,7 +31,7 @@ impl Supervisor {
     /// No node process and no HAProxy run.
     pub fn runs_nothing(&self) -> bool {
         let st = self.state();
-        st.haproxy.is_none() && st.nodes.iter().all(|n| n.process.is_none())
+        st.haproxy.is_none() && st.prometheus.is_none() && st.alertmanager.is_none() && st.nodes.iter().all(|n| n.process.is_none())
     }
 
     /// The lab's status, as `GET /v1/status` returns it.
@@ -100,6 +100,7 @@ impl Supervisor {
             },
             quorum_rule: self.inner.engine.quorum_rule(st.members().count()),
             network: self.network_status(),
+            monitoring: None,
         }
     }
 

@@ -48,9 +48,14 @@ impl Ports {
                 alertmanager: base + 196,
                 webhook: base + 197,
             };
-            let all = (0..5)
-                .flat_map(|i| [p.base + i, p.http_base + i, p.peer_base + i])
-                .chain([p.frontend, p.admin, p.stats, p.prometheus, p.alertmanager, p.webhook]);
+            let all = (0..5).flat_map(|i| [p.base + i, p.http_base + i, p.peer_base + i]).chain([
+                p.frontend,
+                p.admin,
+                p.stats,
+                p.prometheus,
+                p.alertmanager,
+                p.webhook,
+            ]);
             if all.into_iter().all(roachlab::ports::is_free) {
                 return p;
             }

@@ -10,6 +10,7 @@ mod faults;
 mod helpers;
 mod interleavings;
 mod lab_etcd;
+mod monitoring;
 mod net;
 mod pg;
 mod safety;
