@@ -257,8 +257,8 @@ impl Event {
     }
 }
 
-/// `{node="3"}`, or nothing for no labels.
-fn describe_labels(labels: &std::collections::BTreeMap<String, String>) -> String {
+/// Prometheus' way of writing labels, `{node="3"}`; nothing for no labels.
+pub fn describe_labels(labels: &std::collections::BTreeMap<String, String>) -> String {
     if labels.is_empty() {
         return String::new();
     }

@@ -132,6 +132,7 @@ impl Lab {
             self.stores_dir(),
             self.dir.join("runs"),
             self.dir.join("workloads"),
+            self.dir.join("monitoring"),
         ]
     }
 }

@@ -218,7 +218,10 @@ fn drill_summary(r: &crate::drill::runner::DrillResult) -> String {
     for a in &r.alerts {
         out.push_str(&format!("alert: {}\n", crate::drill::alerts::describe(a, &marks)));
     }
-    if !r.alerts.is_empty() {
+    if r.monitored && r.alerts.is_empty() {
+        out.push_str(&format!("alerts: {}\n", crate::drill::alerts::NONE_FIRED));
+    }
+    if !r.alerts.is_empty() || r.monitored {
         out.push('\n');
     }
     for e in &r.expectations {

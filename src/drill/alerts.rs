@@ -90,14 +90,14 @@ pub fn unresolved(events: &[Event], t0_mono_ms: u64) -> usize {
 /// resolve (so the report can say when they did).
 pub const SETTLE_WAIT: Duration = Duration::from_secs(60);
 
+/// Said when a monitored drill raised no alert.
+pub const NONE_FIRED: &str = "no alert fired during the drill: each needs its condition to hold for its `for:` \
+     (NodeDown: the node down for 10 s by default; docs/MONITORING.md) — a shorter fault goes unalerted";
+
 /// One line per alert for the CLI and the report: `NodeDown{node="3"}: fired 12.4 s after
 /// the fault of phase kill, resolved 3.1 s after it was restored (16.0 s after the fault)`.
 pub fn describe(t: &AlertTiming, marks: &[PhaseMark]) -> String {
-    let labels = if t.labels.is_empty() {
-        String::new()
-    } else {
-        format!("{{{}}}", t.labels.iter().map(|(k, v)| format!("{k}=\"{v}\"")).collect::<Vec<_>>().join(","))
-    };
+    let labels = crate::events::describe_labels(&t.labels);
     let secs = |ms: u64| format!("{:.1} s", ms as f64 / 1000.0);
     let fired = match (&t.phase, t.fired_after_ms) {
         (Some(p), Some(ms)) => format!("fired {} after the fault of phase {p}", secs(ms)),

@@ -78,6 +78,9 @@ pub fn markdown(r: &DrillResult) -> String {
     for (label, values) in phase_rows(&r.phases) {
         let _ = writeln!(s, "| {label} | {} |", values.join(" | "));
     }
+    if r.monitored && r.alerts.is_empty() {
+        let _ = writeln!(s, "\n## Alerts\n\n{}", super::alerts::NONE_FIRED);
+    }
     if !r.alerts.is_empty() {
         s.push_str("\n## Alerts\n\n");
         let marks: Vec<_> = r.phases.iter().map(|p| p.mark.clone()).collect();
@@ -217,6 +220,9 @@ pub fn html(r: &DrillResult) -> Result<String> {
     s.push_str("</table><h2>Charts</h2>");
     for c in &charts {
         s.push_str(c);
+    }
+    if r.monitored && r.alerts.is_empty() {
+        let _ = write!(s, "<h2>Alerts</h2><p>{}</p>", esc(super::alerts::NONE_FIRED));
     }
     if !r.alerts.is_empty() {
         s.push_str("<h2>Alerts</h2><p>In the charts: orange lines are alerts firing, green their resolution.</p><ul>");

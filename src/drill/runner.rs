@@ -80,6 +80,9 @@ pub struct DrillResult {
     /// Alerts that fired during the run (labs with monitoring), timed from their faults.
     #[serde(default)]
     pub alerts: Vec<super::alerts::AlertTiming>,
+    /// The lab ran Prometheus and Alertmanager (so no alert in `alerts` means none fired).
+    #[serde(default)]
+    pub monitored: bool,
     pub run_dir: PathBuf,
 }
 
@@ -398,6 +401,7 @@ pub async fn run(
         check,
         series,
         alerts,
+        monitored: status.monitoring.is_some(),
         run_dir: run_dir.clone(),
     };
     std::fs::copy(lab.events_file(), run_dir.join("events.jsonl")).ok();

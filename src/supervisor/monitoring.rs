@@ -298,7 +298,9 @@ impl Supervisor {
                 .map(|t| format!("{} {}: {}", t.job, t.instance, if t.last_error.is_empty() { &t.health } else { &t.last_error }))
                 .collect(),
             rules_loaded: rules.ok().map(|r| r.len()),
-            firing: alerts.ok().map(|a| a.iter().map(|a| format!("{}{}", a.name(), label_text(&a.identifying_labels()))).collect()),
+            firing: alerts
+                .ok()
+                .map(|a| a.iter().map(|a| format!("{}{}", a.name(), crate::events::describe_labels(&a.identifying_labels()))).collect()),
         })
     }
 
@@ -329,11 +331,4 @@ fn component_slot(st: &mut LabState, c: Component) -> &mut Option<ProcIdentity> 
         Component::Prometheus => &mut st.prometheus,
         Component::Alertmanager => &mut st.alertmanager,
     }
-}
-
-fn label_text(labels: &std::collections::BTreeMap<String, String>) -> String {
-    if labels.is_empty() {
-        return String::new();
-    }
-    format!("{{{}}}", labels.iter().map(|(k, v)| format!("{k}=\"{v}\"")).collect::<Vec<_>>().join(","))
 }

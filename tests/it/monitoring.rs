@@ -100,6 +100,18 @@ fn a_monitored_lab_scrapes_every_member_alerts_on_a_kill_into_the_timeline_and_d
     });
     drop(q);
 
+    // The daemon dies: a new one re-adopts both servers by identity (same pids) and serves
+    // the webhook again, so the alert below reaches the timeline through it.
+    let daemon: ProcIdentity = serde_json::from_value(lab.state()["daemon"].clone()).unwrap();
+    roachlab::process::signal(&daemon, nix::sys::signal::Signal::SIGKILL).unwrap();
+    wait_for("the daemon gone", Duration::from_secs(10), || (!daemon.is_alive()).then_some(()));
+    let m = lab.status()["monitoring"].clone();
+    assert_eq!(
+        (m["prometheus"]["pid"].as_u64(), m["alertmanager"]["pid"].as_u64()),
+        (Some(procs[0].pid as u64), Some(procs[1].pid as u64)),
+        "{m}"
+    );
+
     // SIGKILL of member 2 → NodeDown{node="2"} fires and reaches the timeline; the restart
     // resolves it. The alert's own times bracket the fault.
     lab.ok(&["node", "kill", "2"]);
