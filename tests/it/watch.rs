@@ -33,7 +33,12 @@ fn killing_the_leader_then_a_second_member_is_recorded_in_order() {
     let new_leader =
         wait_for("a new leader", Duration::from_secs(15), || lab.status()["cluster"]["leader"].as_u64().filter(|l| *l != leader));
     wait_for("HAProxy DOWN", Duration::from_secs(10), || (lab.node(leader)["backend"] == "DOWN").then_some(()));
-    let ev = lab.events();
+    // `status` can show the new leader before the timeline writer has appended the event
+    // (seen under load): wait for the events, not one read of the file.
+    let ev = wait_for("the leader change in the timeline", Duration::from_secs(10), || {
+        let ev = lab.events();
+        ev.iter().any(|e| e["kind"] == "leader_changed" && e["to"] == new_leader).then_some(ev)
+    });
     let exited = position(&ev, |e| e["kind"] == "node_exited" && e["node"] == leader, "leader exit");
     let down = position(&ev, |e| e["kind"] == "backend_state" && e["node"] == leader && e["state"] == "DOWN", "HAProxy DOWN");
     // The old leader goes (directly to the new one, or to none while an election runs),
