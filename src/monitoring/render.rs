@@ -138,41 +138,25 @@ pub async fn write_validated(spec: &MonitoringSpec, view: &LabView, paths: &Path
     for f in &spec.rule_files {
         check_rules(&promtool, f).await?;
     }
-    let rules = rules_yml(spec, view);
-    write_checked(&paths.rules_yml(), &rules, |p| check_rules_owned(promtool.clone(), p)).await?;
-    let config = prometheus_yml(spec, view, paths);
-    write_checked(&paths.prometheus_yml(), &config, |p| check_config_owned(promtool.clone(), p)).await?;
-    let am = alertmanager_yml(spec, &view.dir);
-    write_checked(&paths.alertmanager_yml(), &am, |p| check_am_owned(amtool.clone(), p)).await
+    write_checked(&paths.rules_yml(), &rules_yml(spec, view), "promtool", &promtool, &["check", "rules"]).await?;
+    write_checked(&paths.prometheus_yml(), &prometheus_yml(spec, view, paths), "promtool", &promtool, &["check", "config"]).await?;
+    write_checked(&paths.alertmanager_yml(), &alertmanager_yml(spec, &view.dir), "amtool", &amtool, &["check-config"]).await
 }
 
-async fn write_checked<F, Fut>(path: &Path, text: &str, check: F) -> Result<()>
-where
-    F: FnOnce(std::path::PathBuf) -> Fut,
-    Fut: std::future::Future<Output = Result<()>>,
-{
-    // The partial keeps the final name's extension: promtool judges rule files by content,
-    // but a reader of an error message should see which file it was.
-    let name = path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
-    let partial = path.with_file_name(format!(".partial.{name}"));
+/// Writes `text` to a `.partial` beside `path`, runs `tool check… PARTIAL` on it, and renames
+/// it into place only if the tool accepts it.
+async fn write_checked(path: &Path, text: &str, name: &str, tool_bin: &Path, check: &[&str]) -> Result<()> {
+    // The partial keeps the final name: a reader of an error message sees which file it was.
+    let file_name = path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+    let partial = path.with_file_name(format!(".partial.{file_name}"));
     std::fs::write(&partial, text).map_err(|e| Error::io(format!("cannot write {}", partial.display()), e))?;
-    if let Err(e) = check(partial.clone()).await {
+    let partial_arg = partial.display().to_string();
+    let args: Vec<&str> = check.iter().copied().chain(std::iter::once(partial_arg.as_str())).collect();
+    if let Err(e) = tool(name, tool_bin, &args).await {
         let _ = std::fs::remove_file(&partial);
         return Err(e);
     }
     std::fs::rename(&partial, path).map_err(|e| Error::io(format!("cannot write {}", path.display()), e))
-}
-
-async fn check_rules_owned(promtool: std::path::PathBuf, file: std::path::PathBuf) -> Result<()> {
-    check_rules(&promtool, &file).await
-}
-
-async fn check_config_owned(promtool: std::path::PathBuf, file: std::path::PathBuf) -> Result<()> {
-    tool("promtool", &promtool, &["check", "config", &file.display().to_string()]).await
-}
-
-async fn check_am_owned(amtool: std::path::PathBuf, file: std::path::PathBuf) -> Result<()> {
-    tool("amtool", &amtool, &["check-config", &file.display().to_string()]).await
 }
 
 /// `promtool check rules FILE`; the error quotes promtool.

@@ -61,12 +61,16 @@ impl Supervisor {
         render::write_validated(&m, &view, &paths).await
     }
 
-    /// Writes the configs for the current members, starts whichever server is not running,
-    /// and reloads a running Prometheus. Serves the webhook. A no-op without monitoring.
-    pub(super) async fn apply_monitoring(&self) -> Result<()> {
+    /// Writes the configs for the current members (unless `written`: `up` has just written
+    /// and checked them in [`Supervisor::check_monitoring`], under the same op lock), starts
+    /// whichever server is not running, and reloads a running Prometheus. Serves the webhook.
+    /// A no-op without monitoring.
+    pub(super) async fn apply_monitoring(&self, written: bool) -> Result<()> {
         let Some(m) = self.monitoring_spec() else { return Ok(()) };
         let (view, paths) = self.monitoring_view();
-        render::write_validated(&m, &view, &paths).await?;
+        if !written {
+            render::write_validated(&m, &view, &paths).await?;
+        }
         self.ensure_webhook(&m).await?;
         let targets: Vec<String> = view.members.iter().map(|t| format!("node {} ({})", t.node, t.addr)).collect();
         if self.state().alertmanager.is_none() {

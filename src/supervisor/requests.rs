@@ -71,7 +71,8 @@ impl Supervisor {
         self.learn_engine_ids().await;
         self.apply_haproxy().await?;
         self.wait_backends_up(&all).await?;
-        self.apply_monitoring().await?;
+        // The files were written and checked by `check_monitoring` above; the members are the same.
+        self.apply_monitoring(true).await?;
         Ok(serde_json::json!({ "started": to_start, "nodes": all }))
     }
 
@@ -199,7 +200,7 @@ impl Supervisor {
         }
         // A new scrape target (the rules' majority counts follow the targets).
         if self.state().prometheus.is_some() {
-            self.apply_monitoring().await?;
+            self.apply_monitoring(false).await?;
         }
         Ok(serde_json::json!({ "node": node }))
     }
@@ -240,7 +241,7 @@ impl Supervisor {
             self.apply_haproxy().await?;
         }
         if self.state().prometheus.is_some() {
-            self.apply_monitoring().await?;
+            self.apply_monitoring(false).await?;
         }
         let stop = if self.is_live(node) {
             let grace = self.spec().timeouts.grace;
