@@ -22,7 +22,7 @@ pub enum Error {
     ConfigInvalid { origin: String, message: String },
 
     /// A port a node or HAProxy needs is taken.
-    #[error("port {port} ({role}) is already in use{}; stop that process or choose other ports in the config (`[ports]`, `[haproxy]`)",
+    #[error("port {port} ({role}) is already in use{}; stop that process or choose other ports in the config (`[ports]`, `[haproxy]`, `[monitoring]`)",
         holder.as_ref().map(|h| format!(" by {h}")).unwrap_or_default())]
     PortInUse { port: u16, role: String, holder: Option<String> },
 
