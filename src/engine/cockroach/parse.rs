@@ -8,7 +8,7 @@ use serde::Deserialize;
 use super::Member;
 use crate::engine::Readiness;
 use crate::node::NodeId;
-use crate::watch::{parse_prometheus, sum_metric, Liveness};
+use crate::watch::{parse_prometheus_only, sum_metric, Liveness};
 use crate::{Error, Result};
 
 /// The 503 body of `/health?ready=1`: gRPC-gateway JSON `{"error","message","code":14,...}`.
@@ -176,7 +176,9 @@ pub struct VarsFigures {
 
 /// Parses `/_status/vars`. Errors when the text holds none of these metrics.
 pub fn parse_vars(text: &str) -> Result<VarsFigures> {
-    let samples = parse_prometheus(text);
+    const NAMES: [&str; 7] =
+        ["ranges", "ranges_underreplicated", "ranges_unavailable", "ranges_overreplicated", "replicas", "replicas_leaseholders", "liveness_livenodes"];
+    let samples = parse_prometheus_only(text, &NAMES);
     let get = |n: &str| sum_metric(&samples, n).map(|v| v.max(0.0) as u64);
     let f = VarsFigures {
         ranges: get("ranges"),

@@ -9,7 +9,7 @@ use futures_util::future::BoxFuture;
 use nix::sys::signal::Signal;
 use serde::{Deserialize, Deserializer};
 
-use super::{describe_http_error, fetch_text, find_binary, http_client, run_cli, Engine, Member, Readiness, StartContext, StartMode};
+use super::{describe_http_error, find_binary, http_client, run_cli, Engine, Member, Readiness, StartContext, StartMode};
 
 mod observe;
 use crate::config::{EngineKind, EtcdSpec, LabSpec, PortsSpec};
@@ -18,7 +18,7 @@ use crate::node::{NodeId, NodePorts};
 use crate::ports::PortClaim;
 use crate::watch::{LossPrediction, Observation, Writes};
 use crate::{Error, Result};
-pub use observe::{observed_quorum, parse_metrics};
+pub use observe::{leader_flags, observed_quorum};
 
 /// How to install etcd when it is missing.
 pub const INSTALL_HINT: &str =
@@ -470,13 +470,20 @@ mod tests {
     }
 
     #[test]
-    fn leader_figures_from_metrics_and_status() {
-        let text = "# TYPE etcd_server_has_leader gauge\netcd_server_has_leader 1\netcd_server_id{server_id=\"151aa8a8d37c3e01\"} 1\netcd_server_is_leader 0\n";
-        assert_eq!(parse_metrics(text), (Some(true), Some(false)));
-        assert_eq!(parse_metrics("garbage"), (None, None));
-        // Recorded from etcd 3.4.23.
+    fn leader_figures_from_status() {
+        // Recorded from etcd 3.4.23: the leader itself.
         let s: MaintenanceStatus = serde_json::from_str(r#"{"header":{"cluster_id":"12419417797570985050","member_id":"1520713267247070721","revision":"1","raft_term":"2"},"version":"3.4.23","dbSize":"20480","leader":"1520713267247070721","raftIndex":"4","raftTerm":"2","raftAppliedIndex":"4","dbSizeInUse":"16384"}"#).unwrap();
         assert_eq!((s.leader, s.raft_term), (Some(1520713267247070721), Some(2)));
+        assert_eq!(leader_flags(&s), (Some(true), Some(true)));
+        // A follower names another member; a member without a leader says 0 (omitted in JSON).
+        let f: MaintenanceStatus = serde_json::from_str(r#"{"header":{"member_id":"9"},"leader":"1520713267247070721","raftTerm":"2"}"#).unwrap();
+        assert_eq!(leader_flags(&f), (Some(true), Some(false)));
+        let none: MaintenanceStatus = serde_json::from_str(r#"{"header":{"member_id":"9"},"leader":"0","raftTerm":"3"}"#).unwrap();
+        assert_eq!(leader_flags(&none), (Some(false), Some(false)));
+        let omitted: MaintenanceStatus = serde_json::from_str(r#"{"header":{"member_id":"9"},"raftTerm":"3"}"#).unwrap();
+        assert_eq!(leader_flags(&omitted), (Some(false), Some(false)), "proto3 JSON omits a zero leader");
+        let error: MaintenanceStatus = serde_json::from_str(r#"{"error":"etcdserver: request timed out","code":14}"#).unwrap();
+        assert_eq!(leader_flags(&error), (None, None));
     }
 
     #[test]

@@ -1,45 +1,51 @@
-//! Observing an etcd cluster: per member, `/metrics` (has/is leader), `/v3/maintenance/status`
-//! (leader, term) and a linearizable read (its own view of quorum); the cluster's leader,
-//! term and observed quorum from them.
+//! Observing an etcd cluster: per member, `/v3/maintenance/status` (leader, term, has/is
+//! leader) and a linearizable read (its own view of quorum); the cluster's leader, term and
+//! observed quorum from them.
+//!
+//! Two small JSON requests per member and round. `/metrics` is not read: its ~100 KB of
+//! text (etcd 3.4.23) carries the same two flags (`etcd_server_has_leader`,
+//! `etcd_server_is_leader`), and parsing it every second was most of an idle daemon's CPU
+//! (docs/BENCHMARKS.md, "The idle daemon").
 
-use super::{describe_http_error, fetch_text, MaintenanceStatus};
+use super::{describe_http_error, MaintenanceStatus};
 use crate::engine::Member;
-use crate::watch::{parse_prometheus, sum_metric, NodeFigures, Observation};
+use crate::watch::{NodeFigures, Observation};
 
-/// Reads `etcd_server_has_leader` and `etcd_server_is_leader` from `/metrics`.
-pub fn parse_metrics(text: &str) -> (Option<bool>, Option<bool>) {
-    let samples = parse_prometheus(text);
-    let flag = |n: &str| sum_metric(&samples, n).map(|v| v >= 1.0);
-    (flag("etcd_server_has_leader"), flag("etcd_server_is_leader"))
+/// `(has_leader, is_leader)` from one member's status: it knows a leader when `leader` is
+/// not 0, and leads when `leader` is its own `header.member_id`. The same raft state behind
+/// the `etcd_server_has_leader` / `etcd_server_is_leader` gauges (etcd 3.4
+/// `etcdserver/api/v3rpc/maintenance.go` `Status`: `Leader: uint64(ms.rg.Leader())`). The
+/// gateway's proto3 JSON omits zero fields, so an answer without `leader` means 0; an answer
+/// without `header` is not a status (an error body) and says nothing: `(None, None)`.
+pub fn leader_flags(s: &MaintenanceStatus) -> (Option<bool>, Option<bool>) {
+    let Some(me) = s.header.as_ref().and_then(|h| h.member_id) else { return (None, None) };
+    let leader = s.leader.unwrap_or(0);
+    (Some(leader != 0), Some(leader != 0 && me == leader))
 }
 
 /// One round of observation of the `live` members (`all` maps etcd's member ids to ours).
 pub async fn observe(client: &reqwest::Client, live: &[Member], all: &[Member]) -> Observation {
     let per_member = live.iter().map(|m| async move {
-        let metrics = fetch_text(client, m.ports.http_addr(), "/metrics");
         let status = async {
             let url = format!("http://{}/v3/maintenance/status", m.ports.http_addr());
             let r = client.post(&url).json(&serde_json::json!({})).send().await.ok()?;
             serde_json::from_str::<MaintenanceStatus>(&r.text().await.ok()?).ok()
         };
-        let (metrics, status, read) = futures_util::join!(metrics, status, linearizable_read(client, m));
-        (m.id, metrics.ok().map(|t| parse_metrics(&t)), status, read)
+        let (status, read) = futures_util::join!(status, linearizable_read(client, m));
+        (m.id, status, read)
     });
     let results = futures_util::future::join_all(per_member).await;
     let mut obs = Observation::default();
     let mut leader_ids = Vec::new();
-    for (id, metrics, status, read) in results {
+    for (id, status, read) in results {
         let f = obs.nodes.entry(id).or_insert_with(NodeFigures::default);
-        if let Some((has, is)) = metrics {
-            f.has_leader = has;
-            f.is_leader = is;
-        }
         f.sees_quorum = Some(read.is_ok());
         f.quorum_detail = Some(match read {
             Ok(ms) => format!("linearizable read in {ms} ms"),
             Err(e) => format!("linearizable read: {e}"),
         });
         if let Some(s) = status {
+            (f.has_leader, f.is_leader) = leader_flags(&s);
             f.term = s.raft_term;
             if let Some(l) = s.leader.filter(|l| *l != 0) {
                 leader_ids.push(l);
