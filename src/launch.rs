@@ -70,7 +70,7 @@ pub async fn start_daemon(lab: &Lab) -> Result<Client> {
         if Instant::now() > deadline {
             return Err(Error::DaemonStart { log: log_path, message: "it did not answer within 20 s".into() });
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
 

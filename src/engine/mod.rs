@@ -100,6 +100,13 @@ pub trait Engine: Send + Sync + std::fmt::Debug {
     /// names it; `etcd` for etcd).
     fn frontend_name(&self) -> &'static str;
 
+    /// After spawning `member` of a new cluster (`StartMode::Initial`), before the next one:
+    /// waits (bounded) until starting the next cannot slow this one down. Default: at once.
+    fn after_initial_spawn<'a>(&'a self, client: &'a reqwest::Client, member: &'a Member) -> BoxFuture<'a, ()> {
+        let _ = (client, member);
+        Box::pin(async {})
+    }
+
     /// Once all initial nodes are spawned: bootstrap the cluster if the engine needs a step for
     /// it (`cockroach init`). Returns a description for the timeline, or `None` if there is no
     /// such step.

@@ -246,10 +246,38 @@ impl Supervisor {
         let nodes = nodes.to_vec();
         let lab = self.inner.lab.clone();
         let pending = |s: &Self| nodes.iter().copied().filter(|&n| !s.is_ready(n)).collect::<Vec<_>>();
+        // Probes the pending live nodes every FAST_PROBE, in parallel, as the poller would;
+        // up to 20 rounds in flight: a probe can hang for the HTTP client's 1 s timeout (etcd during startup).
+        let probe = || {
+            let live: Vec<(NodeId, String)> = self
+                .state()
+                .nodes
+                .iter()
+                .filter(|n| nodes.contains(&n.id) && n.process.is_some())
+                .map(|n| (n.id, n.ports.http_addr()))
+                .collect();
+            // (`is_ready` takes the state lock itself: not while holding it above.)
+            let targets: Vec<(NodeId, String)> = live.into_iter().filter(|(id, _)| !self.is_ready(*id)).collect();
+            async move {
+                let engine = self.inner.engine.clone();
+                let results = futures_util::future::join_all(targets.iter().map(|(id, addr)| {
+                    let engine = engine.clone();
+                    async move { (*id, engine::probe_readiness(engine.as_ref(), &self.inner.http, addr).await) }
+                }))
+                .await;
+                // Probes overlap, so a "timed out" can arrive after a newer "ready": only
+                // readiness is applied here; the poller reports a node that is not ready.
+                for (node, r) in results.into_iter().filter(|(_, r)| r.ready) {
+                    self.apply_readiness(node, r.ready, r.detail);
+                }
+            }
+        };
         let res = self
-            .wait_until(
+            .wait_probing(
                 || "nodes to become ready".into(),
                 deadline,
+                (FAST_PROBE, 20),
+                probe,
                 |s| {
                     // A node that exited will never become ready: fail fast.
                     pending(s).is_empty() || nodes.iter().any(|&n| !s.is_live(n))

@@ -56,6 +56,10 @@ pub use net::{check_sides, describe_sides, NetStatus};
 const PROGRESS_EVERY: Duration = Duration::from_secs(5);
 /// How long to wait for a process to vanish after SIGKILL.
 const KILL_WAIT: Duration = Duration::from_secs(10);
+/// How often a request that waits for readiness or HAProxy UP probes them itself (the poller
+/// runs at `timeouts.poll`, 1 s): `up` and `node start` finish within 50 ms of the fact
+/// instead of within a poll interval (docs/BENCHMARKS.md, "Cluster up").
+const FAST_PROBE: Duration = Duration::from_millis(50);
 
 /// What the poller last saw of a node (not persisted).
 #[derive(Debug, Clone, Default)]
@@ -268,6 +272,51 @@ impl Supervisor {
             tokio::select! {
                 _ = rx.changed() => {}
                 _ = tokio::time::sleep(left.min(Duration::from_millis(200))) => {}
+                _ = self.inner.cancel.cancelled() => return Err(Error::Refused("the daemon is shutting down".into())),
+            }
+        }
+    }
+
+    /// [`Self::wait_until`] that also probes: a `probe` starts at once and then every `every`
+    /// while `cond` is false, up to `overlap` of them in flight, so a waiter notices a change
+    /// within about `every` (e.g. [`FAST_PROBE`]) instead of within the poller's interval —
+    /// also when probes hang until their timeout (etcd accepts connections before it serves
+    /// them, so a `/health` sent during startup waits; the next one, 50 ms later, may not).
+    /// A probe whose results can arrive out of order must apply only what cannot go stale.
+    /// Errors as `wait_until`.
+    async fn wait_probing<F>(
+        &self,
+        what: impl Fn() -> String,
+        deadline: Duration,
+        (every, overlap): (Duration, usize),
+        probe: impl Fn() -> F,
+        mut cond: impl FnMut(&Self) -> bool,
+    ) -> Result<()>
+    where
+        F: std::future::Future<Output = ()>,
+    {
+        use futures_util::StreamExt as _;
+        let start = Instant::now();
+        let mut rx = self.inner.generation.subscribe();
+        let mut in_flight = futures_util::stream::FuturesUnordered::new();
+        let mut next_probe = Instant::now();
+        loop {
+            if cond(self) {
+                return Ok(());
+            }
+            let left = deadline.saturating_sub(start.elapsed());
+            if left.is_zero() {
+                return Err(Error::Timeout { what: what(), after_ms: deadline.as_millis() as u64 });
+            }
+            if Instant::now() >= next_probe && in_flight.len() < overlap.max(1) {
+                in_flight.push(probe());
+                next_probe = Instant::now() + every;
+            }
+            let until_probe = next_probe.saturating_duration_since(Instant::now()).max(Duration::from_millis(1));
+            tokio::select! {
+                Some(()) = in_flight.next(), if !in_flight.is_empty() => {}
+                _ = rx.changed() => {}
+                _ = tokio::time::sleep(left.min(until_probe)) => {}
                 _ = self.inner.cancel.cancelled() => return Err(Error::Refused("the daemon is shutting down".into())),
             }
         }

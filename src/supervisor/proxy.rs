@@ -6,6 +6,13 @@ use nix::sys::signal::Signal;
 
 use super::*;
 
+/// A written and checked HAProxy config, not yet applied: its binary, file and server names.
+pub(super) struct PreparedHaproxy {
+    bin: std::path::PathBuf,
+    cfg: std::path::PathBuf,
+    names: Vec<String>,
+}
+
 impl Supervisor {
     // ----- HAProxy ----------------------------------------------------------------------------
 
@@ -13,6 +20,13 @@ impl Supervisor {
     /// HAProxy if it is not running, else reloads it. Then waits until HAProxy lists exactly
     /// these servers.
     pub(super) async fn apply_haproxy(&self) -> Result<()> {
+        let prepared = self.prepare_haproxy().await?;
+        self.start_or_reload_haproxy(prepared).await
+    }
+
+    /// Renders the config for the current members, writes it and checks it (`haproxy -c`):
+    /// the first half of [`Self::apply_haproxy`], which `up` runs while the nodes start.
+    pub(super) async fn prepare_haproxy(&self) -> Result<PreparedHaproxy> {
         let spec = self.spec();
         let bin = haproxy::binary(&spec.haproxy)?;
         let backends: Vec<haproxy::Backend> = self.state().members().map(|n| haproxy::Backend::new(n.id, &n.ports)).collect();
@@ -20,6 +34,14 @@ impl Supervisor {
         let cfg = self.inner.lab.haproxy_cfg();
         haproxy::write_validated(&bin, &cfg, &text).await?;
         let names: Vec<String> = backends.iter().map(|b| format!("node{}", b.id)).collect();
+        Ok(PreparedHaproxy { bin, cfg, names })
+    }
+
+    /// The second half of [`Self::apply_haproxy`]: starts HAProxy on the checked config, or
+    /// reloads the running one, and waits until it lists exactly these servers.
+    pub(super) async fn start_or_reload_haproxy(&self, prepared: PreparedHaproxy) -> Result<()> {
+        let PreparedHaproxy { bin, cfg, names } = prepared;
+        let spec = self.spec();
         let current = self.state().haproxy;
         match current {
             Some(id) => {
@@ -84,7 +106,9 @@ impl Supervisor {
                     after_ms: deadline.as_millis() as u64,
                 });
             }
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            // A new HAProxy opens its stats socket ~50 ms after exec (2.6, this machine); a
+            // connect attempt costs microseconds, so look often.
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
 
@@ -95,9 +119,11 @@ impl Supervisor {
         let h = self.spec().haproxy;
         let deadline = h.inter * (h.rise + 2) + Duration::from_secs(5);
         let nodes = nodes.to_vec();
-        self.wait_until(
+        self.wait_probing(
             || format!("HAProxy to mark node(s) {} UP", join_ids(&nodes)),
             deadline,
+            (FAST_PROBE, 1),
+            || self.poll_haproxy(),
             |s| nodes.iter().all(|&n| s.backend_is(n, "UP")),
         )
         .await

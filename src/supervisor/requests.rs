@@ -48,6 +48,9 @@ impl Supervisor {
         let mode = if initialized { StartMode::Restart } else { StartMode::Initial };
         for &n in &to_start {
             self.spawn_node(n, mode, &members)?;
+            if let (StartMode::Initial, Some(m)) = (mode, members.iter().find(|m| m.id == n)) {
+                self.inner.engine.after_initial_spawn(&self.inner.http, m).await;
+            }
         }
         let paths: Vec<(NodeId, std::net::SocketAddr)> =
             members.iter().map(|m| (m.id, std::net::SocketAddr::from((m.ports.host, m.ports.service)))).collect();
@@ -61,7 +64,11 @@ impl Supervisor {
             }
         }
         let all: Vec<NodeId> = members.iter().map(|m| m.id).collect();
-        self.wait_ready(&all, spec.timeouts.ready).await?;
+        // HAProxy's config is written and checked while the nodes start; it starts (or
+        // reloads) once they are ready, so its first checks find them ready.
+        let (ready, prepared) = futures_util::join!(self.wait_ready(&all, spec.timeouts.ready), self.prepare_haproxy());
+        ready?;
+        let prepared = prepared?;
         if !initialized {
             for note in self.inner.engine.configure(&members, spec.haproxy.down_window()).await? {
                 self.emit(EventKind::Note { message: note });
@@ -69,7 +76,7 @@ impl Supervisor {
             self.update(|st| st.initialized = true)?;
         }
         self.learn_engine_ids().await;
-        self.apply_haproxy().await?;
+        self.start_or_reload_haproxy(prepared).await?;
         self.wait_backends_up(&all).await?;
         // The files were written and checked by `check_monitoring` above; the members are the same.
         self.apply_monitoring(true).await?;

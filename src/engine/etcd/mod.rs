@@ -296,6 +296,28 @@ impl Engine for Etcd {
         "etcd"
     }
 
+    /// Waits (≤ 2 s, polling every 5 ms) until the member serves its peer API
+    /// (`GET {peer}/members` answers). A new etcd 3.4 member first asks every peer whether it
+    /// was bootstrapped already (`etcdserver/server.go` `NewServer` → `isMemberBootstrapped`,
+    /// `GET /members` with a 1 s timeout per peer, `bootstrapTimeout`): a peer that refuses
+    /// the connection answers at once, one that already serves too, but one that listens and
+    /// does not serve yet — any member started a few ms earlier — costs the full second. Three
+    /// members started together lost 0, 1 or 2 s to it at random (docs/BENCHMARKS.md,
+    /// "Cluster up"); one after the other, ~30 ms each, none.
+    fn after_initial_spawn<'a>(&'a self, client: &'a reqwest::Client, member: &'a Member) -> BoxFuture<'a, ()> {
+        Box::pin(async move {
+            let url = format!("{}/members", Self::peer_url(&member.ports));
+            let deadline = std::time::Instant::now() + Duration::from_secs(2);
+            while std::time::Instant::now() < deadline {
+                let short = tokio::time::timeout(Duration::from_millis(200), client.get(&url).send());
+                if matches!(short.await, Ok(Ok(r)) if r.status().is_success()) {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+    }
+
     fn bootstrap<'a>(&'a self, _lab: &'a Lab, _members: &'a [Member]) -> BoxFuture<'a, Result<Option<String>>> {
         // A static --initial-cluster bootstraps itself once a majority is up.
         Box::pin(async { Ok(None) })
