@@ -1,21 +1,53 @@
 #!/usr/bin/env python3
-"""roachlab's tpcb against pgbench on one PostgreSQL server.
+"""roachlab's tpcb against pgbench's strongest modes on one PostgreSQL server.
 
-Same server, same data (`pgbench -i -s SCALE`), same clients and duration; the two tools take
-turns, alternating which goes first, for ROUNDS rounds. Both log every transaction (roachlab
-always does; pgbench with -l), and p99 comes from those logs for both. Client CPU is the
-user+system time of the client process (getrusage of the child), per committed transaction.
+Four clients of the same TPC-B-like transaction, on the same server and data
+(`pgbench -i -s SCALE`, loaded once), at each of --clients (default 1, 8, 32):
+
+- `tpcb`: `roachlab workload run tpcb` (BEGIN and the five statements pipelined, COMMIT in
+  a second round trip; tokio's current-thread runtime, so one client thread);
+- `pgbench simple`: the built-in script, `-M simple` (7 round trips, text queries);
+- `pgbench prepared`: the built-in script, `-M prepared` (7 round trips, prepared statements);
+- `pgbench pipeline`: the built-in transaction between `\\startpipeline` and `\\endpipeline`
+  (PostgreSQL 14+; one round trip per transaction), `-M prepared`.
+
+pgbench runs with `-j` = clients, up to the number of CPUs. Every (clients, round) runs the
+four in a rotating order, for --rounds rounds. Reported per run and as medians with spread
+(min–max): tps, latency avg and p99 (both tools log every transaction: roachlab always,
+pgbench with -l), and client CPU per transaction: user + system time of the client process
+(getrusage of the child) over committed transactions. Each run also records the server's WAL
+and checkpoint counters (`pg_stat_wal`, `pg_stat_bgwriter`), to tell a server warm-up from a
+client one.
 
 The server runs on 127.0.0.1 on a free port in a temporary directory, and is stopped by PID
 at the end, pass or fail.
 
-Usage: bench/tpcb_vs_pgbench.py [--scale 10] [--clients 8] [--duration 30] [--rounds 3]
+Usage: bench/tpcb_vs_pgbench.py [--scale 10] [--clients 1,8,32] [--duration 20] [--rounds 3]
        (build first: cargo build --release)
 """
-import argparse, glob, json, os, pwd, resource, shutil, signal, socket, subprocess, sys, tempfile, time
+import argparse, glob, json, os, pwd, resource, shutil, signal, socket, statistics, subprocess, sys, tempfile, time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ROACHLAB = os.path.join(ROOT, "target", "release", "roachlab")
+
+# pgbench's built-in tpcb-like script (PostgreSQL 15 pgbench.c, `builtin_script[0]`), its
+# transaction in one pipeline.
+PIPELINE_SCRIPT = """\\set aid random(1, 100000 * :scale)
+\\set bid random(1, 1 * :scale)
+\\set tid random(1, 10 * :scale)
+\\set delta random(-5000, 5000)
+\\startpipeline
+BEGIN;
+UPDATE pgbench_accounts SET abalance = abalance + :delta WHERE aid = :aid;
+SELECT abalance FROM pgbench_accounts WHERE aid = :aid;
+UPDATE pgbench_tellers SET tbalance = tbalance + :delta WHERE tid = :tid;
+UPDATE pgbench_branches SET bbalance = bbalance + :delta WHERE bid = :bid;
+INSERT INTO pgbench_history (tid, bid, aid, delta, mtime) VALUES (:tid, :bid, :aid, :delta, CURRENT_TIMESTAMP);
+END;
+\\endpipeline
+"""
+
+TOOLS = ["tpcb", "pgbench simple", "pgbench prepared", "pgbench pipeline"]
 
 
 def pg_bin():
@@ -62,17 +94,56 @@ def p99(values):
     return values[min(len(values) - 1, int(0.99 * len(values)))] if values else 0.0
 
 
+def server_counters(psql, conn):
+    """(WAL bytes, WAL syncs, checkpoints) of the server so far."""
+    q = "SELECT wal_bytes, wal_sync, (SELECT checkpoints_timed + checkpoints_req FROM pg_stat_bgwriter) FROM pg_stat_wal"
+    out = subprocess.run([psql, "-At", "-F", ","] + conn + ["-d", "postgres", "-c", q], check=True, capture_output=True, text=True).stdout
+    wal, syncs, ckpt = out.strip().split(",")
+    return int(wal), int(syncs), int(ckpt)
+
+
+def run_tool(tool, clients, a, tmp, url, conn, pgbench, key):
+    """One run; returns (tps, avg_ms, p99_ms, transactions, cpu_us_per_txn)."""
+    if tool == "tpcb":
+        out, cpu = timed([a.binary, "--dir", f"{tmp}/lab", "workload", "run", "tpcb", "--clients", str(clients),
+                          "--duration", f"{a.duration}s", "--url", url, "--json"])
+        s = json.loads(out.strip().splitlines()[-1])["summary"]
+        n = s["counts"]["ok"]
+        return s["ops_per_sec"], s["avg_ms"], s["p99_ms"], n, cpu * 1e6 / max(n, 1)
+    prefix = f"{tmp}/pgbench-logs/{key}"
+    threads = min(clients, os.cpu_count() or 1)
+    mode = {"pgbench simple": ["-M", "simple"], "pgbench prepared": ["-M", "prepared"],
+            "pgbench pipeline": ["-M", "prepared", "-f", f"{tmp}/pipeline.sql", "-s", str(a.scale)]}[tool]
+    out, cpu = timed([pgbench, "-n", "-c", str(clients), "-j", str(threads), "-T", str(a.duration), "-l", "--log-prefix", prefix]
+                     + mode + conn + ["postgres"])
+    tps = float(out.split("tps = ")[1].split()[0])
+    avg = float(out.split("latency average = ")[1].split()[0])
+    n = int(out.split("number of transactions actually processed: ")[1].split()[0])
+    lat = [int(line.split()[2]) / 1000.0 for f in glob.glob(prefix + ".*") for line in open(f) if line.strip()]
+    for f in glob.glob(prefix + ".*"):
+        os.remove(f)
+    return tps, avg, p99(lat), n, cpu * 1e6 / max(n, 1)
+
+
+def spread(values, fmt):
+    return f"{fmt % statistics.median(values)} ({fmt % min(values)}–{fmt % max(values)})"
+
+
 def main():
+    signal.signal(signal.SIGTERM, lambda signum, _f: sys.exit(128 + signum))
     ap = argparse.ArgumentParser()
     ap.add_argument("--scale", type=int, default=10)
-    ap.add_argument("--clients", type=int, default=8)
-    ap.add_argument("--duration", type=int, default=30)
+    ap.add_argument("--clients", default="1,8,32")
+    ap.add_argument("--duration", type=int, default=20)
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--binary", default=ROACHLAB)
     a = ap.parse_args()
-    if not os.path.exists(ROACHLAB):
+    if not os.path.exists(a.binary):
         sys.exit("build roachlab first: cargo build --release")
+    client_counts = [int(c) for c in a.clients.split(",")]
     bindir = pg_bin()
     pgbench = shutil.which("pgbench") or os.path.join(bindir, "pgbench")
+    psql = shutil.which("psql") or os.path.join(bindir, "psql")
     tmp = tempfile.mkdtemp(prefix="rlbench", dir="/tmp")
     if os.geteuid() == 0:
         pw = pwd.getpwnam("postgres")
@@ -90,35 +161,39 @@ def main():
         subprocess.run([pgbench, "-i", "-q", "-s", str(a.scale)] + conn + ["postgres"], check=True, capture_output=True)
         os.makedirs(f"{tmp}/pgbench-logs", exist_ok=True)
         os.chmod(f"{tmp}/pgbench-logs", 0o777)
-        rows = []
+        with open(f"{tmp}/pipeline.sql", "w") as f:
+            f.write(PIPELINE_SCRIPT)
+        rows = []  # (seq, round, clients, tool, tps, avg, p99, n, cpu, wal_bytes_per_txn, syncs_per_txn, checkpoints)
+        seq = 0
         for r in range(a.rounds):
-            order = ["roachlab", "pgbench"] if r % 2 == 0 else ["pgbench", "roachlab"]
-            for tool in order:
-                if tool == "roachlab":
-                    out, cpu = timed([ROACHLAB, "--dir", f"{tmp}/lab", "workload", "run", "tpcb", "--clients", str(a.clients),
-                                      "--duration", f"{a.duration}s", "--url", url, "--json"])
-                    s = json.loads(out.strip().splitlines()[-1])["summary"]
-                    n = s["counts"]["ok"]
-                    rows.append((r + 1, tool, s["ops_per_sec"], s["avg_ms"], s["p99_ms"], n, cpu * 1e6 / max(n, 1)))
-                else:
-                    prefix = f"{tmp}/pgbench-logs/r{r}"
-                    out, cpu = timed([pgbench, "-n", "-c", str(a.clients), "-T", str(a.duration), "-l", "--log-prefix", prefix] + conn + ["postgres"])
-                    tps = float(out.split("tps = ")[1].split()[0])
-                    avg = float(out.split("latency average = ")[1].split()[0])
-                    n = int(out.split("number of transactions actually processed: ")[1].split()[0])
-                    lat = [int(line.split()[2]) / 1000.0 for f in glob.glob(prefix + ".*") for line in open(f) if line.strip()]
-                    rows.append((r + 1, tool, tps, avg, p99(lat), n, cpu * 1e6 / max(n, 1)))
-                time.sleep(1)
-        print(f"scale {a.scale}, {a.clients} clients, {a.duration} s per run, {a.rounds} rounds; PostgreSQL {os.path.basename(os.path.dirname(bindir))}, {os.cpu_count()} CPUs\n")
-        print("| round | client | tps | latency avg (ms) | p99 (ms) | transactions | client CPU per txn (µs) |")
-        print("|---|---|---|---|---|---|---|")
+            for c in client_counts:
+                k = (r + client_counts.index(c)) % len(TOOLS)
+                for tool in TOOLS[k:] + TOOLS[:k]:
+                    seq += 1
+                    w0, s0, k0 = server_counters(psql, conn)
+                    res = run_tool(tool, c, a, tmp, url, conn, pgbench, f"r{r}c{c}{tool.replace(' ', '-')}")
+                    w1, s1, k1 = server_counters(psql, conn)
+                    n = max(res[3], 1)
+                    rows.append((seq, r + 1, c, tool) + res + ((w1 - w0) / n, (s1 - s0) / n, k1 - k0))
+                    print(f"{seq}: round {r + 1}, {c} clients, {tool}: {res[0]:.1f} tps", file=sys.stderr, flush=True)
+                    time.sleep(1)
+        print(f"scale {a.scale}, {a.duration} s per run, {a.rounds} rounds; PostgreSQL {os.path.basename(os.path.dirname(bindir))}, {os.cpu_count()} CPUs\n")
+        print("Per run, in the order run:\n")
+        print("| # | round | clients | client | tps | latency avg (ms) | p99 (ms) | transactions | client CPU per txn (µs) | WAL per txn (bytes) | WAL syncs per txn | checkpoints |")
+        print("|---|---|---|---|---|---|---|---|---|---|---|---|")
         for row in rows:
-            print("| %d | %s | %.1f | %.3f | %.3f | %d | %.1f |" % row)
-        for tool in ("roachlab", "pgbench"):
-            mine = [x for x in rows if x[1] == tool]
-            k = len(mine)
-            print(f"| mean | {tool} | {sum(x[2] for x in mine) / k:.1f} | {sum(x[3] for x in mine) / k:.3f} | {sum(x[4] for x in mine) / k:.3f} | "
-                  f"{sum(x[5] for x in mine) // k} | {sum(x[6] for x in mine) / k:.1f} |")
+            print("| %d | %d | %d | %s | %.1f | %.3f | %.3f | %d | %.1f | %.0f | %.3f | %d |" % row)
+        print("\nMedians (min–max) over the rounds:\n")
+        print("| clients | client | tps | latency avg (ms) | p99 (ms) | client CPU per txn (µs) | tpcb ÷ this, tps | tpcb ÷ this, CPU per txn |")
+        print("|---|---|---|---|---|---|---|---|")
+        for c in client_counts:
+            med = {t: (statistics.median(x[4] for x in rows if x[2] == c and x[3] == t),
+                       statistics.median(x[8] for x in rows if x[2] == c and x[3] == t)) for t in TOOLS}
+            for t in TOOLS:
+                mine = [x for x in rows if x[2] == c and x[3] == t]
+                print(f"| {c} | {t} | {spread([x[4] for x in mine], '%.0f')} | {spread([x[5] for x in mine], '%.3f')} | "
+                      f"{spread([x[6] for x in mine], '%.2f')} | {spread([x[8] for x in mine], '%.1f')} | "
+                      f"{med['tpcb'][0] / med[t][0]:.2f}× | {med['tpcb'][1] / med[t][1]:.2f}× |")
     finally:
         if pid:
             try:
