@@ -1,18 +1,19 @@
 #!/usr/bin/env python3
 """roachlab's tpcb against pgbench's strongest modes on one PostgreSQL server.
 
-Four clients of the same TPC-B-like transaction, on the same server and data
+Five clients of the same TPC-B-like transaction, on the same server and data
 (`pgbench -i -s SCALE`, loaded once), at each of --clients (default 1, 8, 32):
 
 - `tpcb`: `roachlab workload run tpcb` (BEGIN and the five statements pipelined, COMMIT in
   a second round trip; tokio's current-thread runtime, so one client thread);
+- `tpcb one trip`: the same with `--one-round-trip` (COMMIT pipelined too);
 - `pgbench simple`: the built-in script, `-M simple` (7 round trips, text queries);
 - `pgbench prepared`: the built-in script, `-M prepared` (7 round trips, prepared statements);
 - `pgbench pipeline`: the built-in transaction between `\\startpipeline` and `\\endpipeline`
   (PostgreSQL 14+; one round trip per transaction), `-M prepared`.
 
 pgbench runs with `-j` = clients, up to the number of CPUs. Every (clients, round) runs the
-four in a rotating order, for --rounds rounds. Reported per run and as medians with spread
+five in a rotating order, for --rounds rounds. Reported per run and as medians with spread
 (min–max): tps, latency avg and p99 (both tools log every transaction: roachlab always,
 pgbench with -l), and client CPU per transaction: user + system time of the client process
 (getrusage of the child) over committed transactions. Each run also records the server's WAL
@@ -47,7 +48,7 @@ END;
 \\endpipeline
 """
 
-TOOLS = ["tpcb", "pgbench simple", "pgbench prepared", "pgbench pipeline"]
+TOOLS = ["tpcb", "tpcb one trip", "pgbench simple", "pgbench prepared", "pgbench pipeline"]
 
 
 def pg_bin():
@@ -104,9 +105,10 @@ def server_counters(psql, conn):
 
 def run_tool(tool, clients, a, tmp, url, conn, pgbench, key):
     """One run; returns (tps, avg_ms, p99_ms, transactions, cpu_us_per_txn)."""
-    if tool == "tpcb":
+    if tool.startswith("tpcb"):
+        one = ["--one-round-trip"] if tool == "tpcb one trip" else []
         out, cpu = timed([a.binary, "--dir", f"{tmp}/lab", "workload", "run", "tpcb", "--clients", str(clients),
-                          "--duration", f"{a.duration}s", "--url", url, "--json"])
+                          "--duration", f"{a.duration}s", "--url", url, "--json"] + one)
         s = json.loads(out.strip().splitlines()[-1])["summary"]
         n = s["counts"]["ok"]
         return s["ops_per_sec"], s["avg_ms"], s["p99_ms"], n, cpu * 1e6 / max(n, 1)

@@ -68,6 +68,11 @@ pub enum WorkloadCommand {
         seed: Option<u64>,
         #[arg(long)]
         url: Option<String>,
+        /// tpcb: send COMMIT in the same round trip as BEGIN and the statements (pgbench's
+        /// pipeline mode does the same). Faster, but a connection lost once COMMIT is sent
+        /// makes the transaction `ambiguous` instead of a retry.
+        #[arg(long)]
+        one_round_trip: bool,
     },
     /// Check the data and the last run's log: exits non-zero on any violation, naming it.
     Check {
@@ -197,7 +202,10 @@ pub async fn run(lab: &Lab, command: WorkloadCommand) -> Result<i32> {
             }
             Ok(0)
         }
-        WorkloadCommand::Run { name, concurrency, progress, duration, max_rate, tolerate_errors, op_timeout, json, seed, url } => {
+        WorkloadCommand::Run { name, concurrency, progress, duration, max_rate, tolerate_errors, op_timeout, json, seed, url, one_round_trip } => {
+            if one_round_trip && !matches!(name, WorkloadName::Tpcb) {
+                return Err(Error::Refused("--one-round-trip applies to tpcb only (bank sends its COMMIT on its own)".into()));
+            }
             if concurrency == 0 {
                 return Err(Error::Refused("--concurrency (--clients) must be at least 1".into()));
             }
@@ -232,7 +240,7 @@ pub async fn run(lab: &Lab, command: WorkloadCommand) -> Result<i32> {
                     if scale < 1 {
                         return Err(Error::Refused("pgbench_branches is empty; run `roachlab workload init tpcb` first".into()));
                     }
-                    let make = move |_| Box::new(tpcb::TpcbWorker::new(&url, scale, op_timeout)) as Box<dyn workload::Worker>;
+                    let make = move |_| Box::new(tpcb::TpcbWorker::new(&url, scale, op_timeout, one_round_trip)) as Box<dyn workload::Worker>;
                     ("tpcb", "tpcb", workload::Style::Pgbench { scale }, Box::new(make))
                 }
             };

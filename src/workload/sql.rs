@@ -53,6 +53,11 @@ fn connection_gone(e: &tokio_postgres::Error, client: &Client) -> bool {
 /// Most retries of one transaction before it counts as failed.
 const MAX_RETRIES: u32 = 30;
 
+/// What a pipelined transaction body returns: the result of BEGIN and the statements (the
+/// first error among them), and COMMIT's result when COMMIT went out in the same pipeline
+/// (`None`: it is sent afterwards, on its own).
+pub type PipelinedResult = (std::result::Result<(), tokio_postgres::Error>, Option<std::result::Result<(), tokio_postgres::Error>>);
+
 /// A worker's connection with its prepared statements, re-established (with backoff) when it
 /// is lost.
 pub struct SqlConn {
@@ -127,6 +132,31 @@ impl SqlConn {
     where
         F: for<'c> FnMut(&'c Client, &'c [Statement]) -> BoxFuture<'c, std::result::Result<(), tokio_postgres::Error>>,
     {
+        self.run(false, move |c, s| {
+            let f = body(c, s);
+            Box::pin(async move { (f.await, None) })
+        })
+        .await
+    }
+
+    /// [`Self::transaction`], optionally in one round trip: with `commit_in_body`, `body`
+    /// pipelines BEGIN, the statements and COMMIT, and returns the statements' result and
+    /// COMMIT's (else `None` for COMMIT, which then follows on its own). A statement's server
+    /// error still proves the transaction aborted (the COMMIT behind it only rolls back); but
+    /// a connection lost or timed out once COMMIT was sent is `ambiguous`, never retried —
+    /// the price of the saved round trip (docs/BENCHMARKS.md, "tpcb against pgbench").
+    pub async fn transaction_parts<F>(&mut self, commit_in_body: bool, body: F) -> OpResult
+    where
+        F: for<'c> FnMut(&'c Client, &'c [Statement]) -> BoxFuture<'c, PipelinedResult>,
+    {
+        self.run(commit_in_body, body).await
+    }
+
+    /// The outcome rules for both: `pipelined` says COMMIT goes out with the body.
+    async fn run<F>(&mut self, pipelined: bool, mut body: F) -> OpResult
+    where
+        F: for<'c> FnMut(&'c Client, &'c [Statement]) -> BoxFuture<'c, PipelinedResult>,
+    {
         let mut res = OpResult { outcome: Outcome::Fail, retries: 0, reconnects: 0, error: None };
         let started = Instant::now();
         loop {
@@ -144,33 +174,49 @@ impl SqlConn {
                 }
             }
             let (client, statements, _) = self.conn.as_ref().expect("connected");
-            match tokio::time::timeout(self.op_timeout, body(client, statements)).await {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => {
-                    let retry = is_retry(&e);
-                    let gone = connection_gone(&e, client);
-                    res.error = Some(describe(&e));
-                    if gone {
-                        self.drop_conn();
-                    } else {
-                        let _ = tokio::time::timeout(self.op_timeout, client.batch_execute("ROLLBACK")).await;
-                    }
-                    let time_left = if retry { started.elapsed() < self.op_timeout * 3 } else { started.elapsed() < self.op_timeout };
-                    if (retry || gone) && res.retries < MAX_RETRIES && time_left {
-                        res.retries += 1;
-                        tokio::time::sleep(Duration::from_millis(5 << res.retries.min(6))).await;
-                        continue;
-                    }
-                    return res; // fail: COMMIT was never sent
-                }
+            let (statements_result, pipelined_commit) = match tokio::time::timeout(self.op_timeout, body(client, statements)).await {
+                Ok(r) => r,
                 Err(_) => {
-                    res.error = Some(format!("timed out after {} ms before COMMIT", self.op_timeout.as_millis()));
-                    self.drop_conn(); // the connection is mid-transaction: abandon it
+                    // Mid-transaction (or mid-COMMIT, when pipelined): abandon the connection.
+                    self.drop_conn();
+                    // A pipelined COMMIT may have been applied; a separate one was never sent.
+                    if pipelined {
+                        res.outcome = Outcome::Ambiguous;
+                        res.error = Some(format!("timed out after {} ms, COMMIT pipelined", self.op_timeout.as_millis()));
+                    } else {
+                        res.error = Some(format!("timed out after {} ms before COMMIT", self.op_timeout.as_millis()));
+                    }
                     return res;
                 }
+            };
+            let commit_sent = pipelined_commit.is_some();
+            if let Err(e) = statements_result {
+                let retry = is_retry(&e);
+                let gone = connection_gone(&e, client);
+                res.error = Some(describe(&e));
+                if gone {
+                    self.drop_conn();
+                    if commit_sent {
+                        res.outcome = Outcome::Ambiguous; // COMMIT went out before the loss showed
+                        return res;
+                    }
+                } else {
+                    let _ = tokio::time::timeout(self.op_timeout, client.batch_execute("ROLLBACK")).await;
+                }
+                let time_left = if retry { started.elapsed() < self.op_timeout * 3 } else { started.elapsed() < self.op_timeout };
+                if (retry || gone) && res.retries < MAX_RETRIES && time_left {
+                    res.retries += 1;
+                    tokio::time::sleep(Duration::from_millis(5 << res.retries.min(6))).await;
+                    continue;
+                }
+                return res; // fail: the transaction did not commit
             }
             let (client, _, _) = self.conn.as_ref().expect("connected");
-            match tokio::time::timeout(self.op_timeout, client.batch_execute("COMMIT")).await {
+            let commit = match pipelined_commit {
+                Some(r) => Ok(r),
+                None => tokio::time::timeout(self.op_timeout, client.batch_execute("COMMIT")).await,
+            };
+            match commit {
                 Ok(Ok(())) => {
                     res.outcome = Outcome::Ok;
                     res.error = None;

@@ -170,17 +170,20 @@ pub async fn totals(url: &str) -> Result<Totals> {
 /// BEGIN and the five statements pipelined in one round trip.
 pub struct TpcbWorker {
     conn: SqlConn,
+    /// COMMIT pipelined behind the statements: one round trip, but a lost connection is
+    /// `ambiguous` ([`SqlConn::transaction_parts`]).
+    one_round_trip: bool,
     /// The script variable behind each parameter of each statement.
     vars: Arc<Vec<Vec<Var>>>,
     scale: i64,
 }
 
 impl TpcbWorker {
-    pub fn new(url: &str, scale: i64, op_timeout: Duration) -> Self {
+    pub fn new(url: &str, scale: i64, op_timeout: Duration, one_round_trip: bool) -> Self {
         let (sqls, vars): (Vec<TypedSql>, Vec<Vec<Var>>) = statements().into_iter().unzip();
         // pgbench keeps its connections for the whole run; so does tpcb (it is compared with
         // pgbench), so no lifetime.
-        Self { conn: SqlConn::new(url, op_timeout, sqls, None), vars: Arc::new(vars), scale }
+        Self { conn: SqlConn::new(url, op_timeout, sqls, None), one_round_trip, vars: Arc::new(vars), scale }
     }
 }
 
@@ -194,9 +197,10 @@ impl Worker for TpcbWorker {
                 delta: rng.i64(-5000..=5000),
             };
             let vars = self.vars.clone();
+            let one_round_trip = self.one_round_trip;
             let res = self
                 .conn
-                .transaction(move |c, s| {
+                .transaction_parts(one_round_trip, move |c, s| {
                     let vars = vars.clone();
                     Box::pin(async move {
                         let value = |v: &Var| -> &(dyn tokio_postgres::types::ToSql + Sync) {
@@ -209,14 +213,20 @@ impl Worker for TpcbWorker {
                         };
                         let params: Vec<Vec<&(dyn tokio_postgres::types::ToSql + Sync)>> =
                             vars.iter().map(|vs| vs.iter().map(value).collect()).collect();
-                        // Sent in this order on one connection: one round trip for all of them.
+                        // Sent in this order on one connection: one round trip for all of them
+                        // (with COMMIT last when `one_round_trip`).
                         let statements = params.iter().zip(s).map(|(p, stmt)| run_prepared(c, stmt, p));
-                        let (begin, results) = futures_util::join!(c.batch_execute("BEGIN"), futures_util::future::join_all(statements));
-                        begin?;
-                        for r in results {
-                            r?;
-                        }
-                        Ok(())
+                        let commit = async {
+                            if one_round_trip {
+                                Some(c.batch_execute("COMMIT").await)
+                            } else {
+                                None
+                            }
+                        };
+                        let (begin, results, commit) =
+                            futures_util::join!(c.batch_execute("BEGIN"), futures_util::future::join_all(statements), commit);
+                        let statements = begin.and_then(|()| results.into_iter().collect::<std::result::Result<Vec<_>, _>>().map(drop));
+                        (statements, commit)
                     })
                 })
                 .await;

@@ -158,4 +158,18 @@ fn tpcb_runs_and_its_counts_agree_with_the_tables() {
     assert_eq!(t["sum_tbalance"], t["sum_delta"]);
     assert_eq!(t["sum_bbalance"], t["sum_delta"]);
     assert_eq!(v["violations"], serde_json::json!([]));
+
+    // With COMMIT pipelined behind the statements (one round trip): the same accounting.
+    let out = lab.ok(&["workload", "run", "tpcb", "--one-round-trip", "--clients", "4", "--duration", "2s", "--url", &url]);
+    let more: i64 = out.split("number of transactions actually processed: ").nth(1).unwrap().lines().next().unwrap().parse().unwrap();
+    assert!(more > 0 && out.contains("number of failed transactions: 0 (0.000%)"), "{out}");
+    let v: Value = serde_json::from_str(&lab.ok(&["workload", "check", "tpcb", "--url", &url, "--json"])).unwrap();
+    let t = &v["totals"];
+    assert_eq!(t["history_rows"].as_i64(), Some(processed + more), "one history row per committed transaction, both modes");
+    assert_eq!(t["sum_abalance"], t["sum_delta"]);
+    assert_eq!(t["sum_bbalance"], t["sum_delta"]);
+    assert_eq!(v["violations"], serde_json::json!([]));
+    let refused = lab.run(&["workload", "run", "bank", "--one-round-trip", "--duration", "1s", "--url", &url]);
+    assert!(!refused.status.success());
+    assert!(text(&refused.stderr).contains("--one-round-trip applies to tpcb only"), "{}", text(&refused.stderr));
 }
