@@ -14,6 +14,10 @@
 //!   (on ROLLBACK, or when the connection closes).
 //! - At COMMIT, any other error — 40003 `result is ambiguous`, 57P01 from a draining node, a
 //!   lost connection, a timeout — is `ambiguous`.
+//! - With COMMIT pipelined behind the statements ([`SqlConn::transaction_parts`], tpcb's
+//!   `--one-round-trip`): a statement's server error still proves the abort (the COMMIT
+//!   behind it only rolls back), but a lost connection or a timeout is `ambiguous`, since
+//!   COMMIT may have been applied.
 //! - Every statement carries a statement timeout (and a client-side one), so nothing hangs
 //!   when quorum is lost.
 //!
