@@ -259,12 +259,7 @@ impl Supervisor {
             // (`is_ready` takes the state lock itself: not while holding it above.)
             let targets: Vec<(NodeId, String)> = live.into_iter().filter(|(id, _)| !self.is_ready(*id)).collect();
             async move {
-                let engine = self.inner.engine.clone();
-                let results = futures_util::future::join_all(targets.iter().map(|(id, addr)| {
-                    let engine = engine.clone();
-                    async move { (*id, engine::probe_readiness(engine.as_ref(), &self.inner.http, addr).await) }
-                }))
-                .await;
+                let results = self.probe_readiness_of(&targets).await;
                 // Probes overlap, so a "timed out" can arrive after a newer "ready": only
                 // readiness is applied here; the poller reports a node that is not ready.
                 for (node, r) in results.into_iter().filter(|(_, r)| r.ready) {

@@ -258,23 +258,9 @@ impl Supervisor {
     }
 
     /// Waits until `cond` holds, re-checking on every state change and at least every 200 ms.
-    async fn wait_until(&self, what: impl Fn() -> String, deadline: Duration, mut cond: impl FnMut(&Self) -> bool) -> Result<()> {
-        let start = Instant::now();
-        let mut rx = self.inner.generation.subscribe();
-        loop {
-            if cond(self) {
-                return Ok(());
-            }
-            let left = deadline.saturating_sub(start.elapsed());
-            if left.is_zero() {
-                return Err(Error::Timeout { what: what(), after_ms: deadline.as_millis() as u64 });
-            }
-            tokio::select! {
-                _ = rx.changed() => {}
-                _ = tokio::time::sleep(left.min(Duration::from_millis(200))) => {}
-                _ = self.inner.cancel.cancelled() => return Err(Error::Refused("the daemon is shutting down".into())),
-            }
-        }
+    async fn wait_until(&self, what: impl Fn() -> String, deadline: Duration, cond: impl FnMut(&Self) -> bool) -> Result<()> {
+        // A probe that does nothing: the 200 ms re-check.
+        self.wait_probing(what, deadline, (Duration::from_millis(200), 1), || std::future::ready(()), cond).await
     }
 
     /// [`Self::wait_until`] that also probes: a `probe` starts at once and then every `every`

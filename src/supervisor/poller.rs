@@ -28,13 +28,8 @@ impl Supervisor {
             self.state().nodes.iter().filter(|n| n.process.is_some()).map(|n| (n.id, n.ports.http_addr())).collect();
         let all = self.members();
         let live_members: Vec<Member> = all.iter().copied().filter(|m| live.iter().any(|(id, _)| *id == m.id)).collect();
-        let engine = self.inner.engine.clone();
-        let client = &self.inner.http;
-        let probes = futures_util::future::join_all(live.iter().map(|(id, addr)| {
-            let engine = engine.clone();
-            async move { (*id, engine::probe_readiness(engine.as_ref(), client, addr).await) }
-        }));
-        let observe = engine.observe(client, &live_members, &all);
+        let probes = self.probe_readiness_of(&live);
+        let observe = self.inner.engine.observe(&self.inner.http, &live_members, &all);
         let (results, observation) = futures_util::join!(probes, observe);
         for (node, r) in results {
             self.apply_readiness(node, r.ready, r.detail);
@@ -47,6 +42,17 @@ impl Supervisor {
         let consistent = live_after == live.iter().map(|(id, _)| *id).collect::<Vec<_>>();
         self.apply_observation(observation, consistent);
         self.poll_haproxy().await;
+    }
+
+    /// Probes the readiness of `targets` (node, admin HTTP address) in parallel, each bounded
+    /// by the poll client's timeout: the poller's round and `wait_ready`'s fast probes.
+    pub(super) async fn probe_readiness_of(&self, targets: &[(NodeId, String)]) -> Vec<(NodeId, engine::Readiness)> {
+        let engine = self.inner.engine.as_ref();
+        let client = &self.inner.http;
+        futures_util::future::join_all(
+            targets.iter().map(|(id, addr)| async move { (*id, engine::probe_readiness(engine, client, addr).await) }),
+        )
+        .await
     }
 
     /// Stores an observation, adds the quorum figure, and publishes what changed. Quorum

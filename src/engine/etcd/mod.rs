@@ -9,7 +9,7 @@ use futures_util::future::BoxFuture;
 use nix::sys::signal::Signal;
 use serde::{Deserialize, Deserializer};
 
-use super::{describe_http_error, find_binary, http_client, run_cli, Engine, Member, Readiness, StartContext, StartMode};
+use super::{describe_http_error, fetch_text, find_binary, http_client, run_cli, Engine, Member, Readiness, StartContext, StartMode};
 
 mod observe;
 use crate::config::{EngineKind, EtcdSpec, LabSpec, PortsSpec};
@@ -306,11 +306,12 @@ impl Engine for Etcd {
     /// "Cluster up"); one after the other, ~30 ms each, none.
     fn after_initial_spawn<'a>(&'a self, client: &'a reqwest::Client, member: &'a Member) -> BoxFuture<'a, ()> {
         Box::pin(async move {
-            let url = format!("{}/members", Self::peer_url(&member.ports));
+            let Some(peer) = member.ports.peer_addr() else { return };
             let deadline = std::time::Instant::now() + Duration::from_secs(2);
             while std::time::Instant::now() < deadline {
-                let short = tokio::time::timeout(Duration::from_millis(200), client.get(&url).send());
-                if matches!(short.await, Ok(Ok(r)) if r.status().is_success()) {
+                // Shorter than the client's timeout: a peer that listens without serving holds it.
+                let answer = tokio::time::timeout(Duration::from_millis(200), fetch_text(client, peer.clone(), "/members"));
+                if matches!(answer.await, Ok(Ok(_))) {
                     return;
                 }
                 tokio::time::sleep(Duration::from_millis(5)).await;
