@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """roachlab's tpcb against pgbench's strongest modes on one PostgreSQL server.
 
-Five clients of the same TPC-B-like transaction, on the same server and data
+Six clients of the same TPC-B-like transaction, on the same server and data
 (`pgbench -i -s SCALE`, loaded once), at each of --clients (default 1, 8, 32):
 
 - `tpcb`: `roachlab workload run tpcb` (BEGIN and the five statements pipelined, COMMIT in
@@ -10,10 +10,12 @@ Five clients of the same TPC-B-like transaction, on the same server and data
 - `pgbench simple`: the built-in script, `-M simple` (7 round trips, text queries);
 - `pgbench prepared`: the built-in script, `-M prepared` (7 round trips, prepared statements);
 - `pgbench pipeline`: the built-in transaction between `\\startpipeline` and `\\endpipeline`
-  (PostgreSQL 14+; one round trip per transaction), `-M prepared`.
+  (PostgreSQL 14+; one round trip per transaction), `-M prepared`;
+- `pgbench one query`: the built-in transaction as one multi-statement Query (`\\;`),
+  `-M simple`: one round trip and one Sync, without prepared statements.
 
 pgbench runs with `-j` = clients, up to the number of CPUs. Every (clients, round) runs the
-five in a rotating order, for --rounds rounds. Reported per run and as medians with spread
+six in a rotating order, for --rounds rounds. Reported per run and as medians with spread
 (min–max): tps, latency avg and p99 (both tools log every transaction: roachlab always,
 pgbench with -l), and client CPU per transaction: user + system time of the client process
 (getrusage of the child) over committed transactions. Each run also records the server's WAL
@@ -48,7 +50,24 @@ END;
 \\endpipeline
 """
 
-TOOLS = ["tpcb", "tpcb one trip", "pgbench simple", "pgbench prepared", "pgbench pipeline"]
+# The same transaction as one simple-protocol Query message (`\\;` joins the statements:
+# pgbench 15 docs, "Custom Scripts"): one round trip and one Sync like the pipeline, but
+# parsed and planned at every execution. It answers whether tpcb could reach the pipeline
+# through the one single-Sync path tokio-postgres offers (`simple_query`/`batch_execute`).
+ONE_QUERY_SCRIPT = """\\set aid random(1, 100000 * :scale)
+\\set bid random(1, 1 * :scale)
+\\set tid random(1, 10 * :scale)
+\\set delta random(-5000, 5000)
+BEGIN \\;
+UPDATE pgbench_accounts SET abalance = abalance + :delta WHERE aid = :aid \\;
+SELECT abalance FROM pgbench_accounts WHERE aid = :aid \\;
+UPDATE pgbench_tellers SET tbalance = tbalance + :delta WHERE tid = :tid \\;
+UPDATE pgbench_branches SET bbalance = bbalance + :delta WHERE bid = :bid \\;
+INSERT INTO pgbench_history (tid, bid, aid, delta, mtime) VALUES (:tid, :bid, :aid, :delta, CURRENT_TIMESTAMP) \\;
+END;
+"""
+
+TOOLS = ["tpcb", "tpcb one trip", "pgbench simple", "pgbench prepared", "pgbench pipeline", "pgbench one query"]
 
 
 def pg_bin():
@@ -115,7 +134,8 @@ def run_tool(tool, clients, a, tmp, url, conn, pgbench, key):
     prefix = f"{tmp}/pgbench-logs/{key}"
     threads = min(clients, os.cpu_count() or 1)
     mode = {"pgbench simple": ["-M", "simple"], "pgbench prepared": ["-M", "prepared"],
-            "pgbench pipeline": ["-M", "prepared", "-f", f"{tmp}/pipeline.sql", "-s", str(a.scale)]}[tool]
+            "pgbench pipeline": ["-M", "prepared", "-f", f"{tmp}/pipeline.sql", "-s", str(a.scale)],
+            "pgbench one query": ["-M", "simple", "-f", f"{tmp}/one-query.sql", "-s", str(a.scale)]}[tool]
     out, cpu = timed([pgbench, "-n", "-c", str(clients), "-j", str(threads), "-T", str(a.duration), "-l", "--log-prefix", prefix]
                      + mode + conn + ["postgres"])
     tps = float(out.split("tps = ")[1].split()[0])
@@ -165,6 +185,8 @@ def main():
         os.chmod(f"{tmp}/pgbench-logs", 0o777)
         with open(f"{tmp}/pipeline.sql", "w") as f:
             f.write(PIPELINE_SCRIPT)
+        with open(f"{tmp}/one-query.sql", "w") as f:
+            f.write(ONE_QUERY_SCRIPT)
         rows = []  # (seq, round, clients, tool, tps, avg, p99, n, cpu, wal_bytes_per_txn, syncs_per_txn, checkpoints)
         seq = 0
         for r in range(a.rounds):
@@ -186,8 +208,9 @@ def main():
         for row in rows:
             print("| %d | %d | %d | %s | %.1f | %.3f | %.3f | %d | %.1f | %.0f | %.3f | %d |" % row)
         print("\nMedians (min–max) over the rounds:\n")
-        print("| clients | client | tps | latency avg (ms) | p99 (ms) | client CPU per txn (µs) | tpcb ÷ this, tps | tpcb ÷ this, CPU per txn |")
-        print("|---|---|---|---|---|---|---|---|")
+        print("| clients | client | tps | latency avg (ms) | p99 (ms) | client CPU per txn (µs) | tpcb ÷ this, tps | tpcb ÷ this, CPU per txn "
+              "| tpcb one trip ÷ this, tps | tpcb one trip ÷ this, CPU per txn |")
+        print("|---|---|---|---|---|---|---|---|---|---|")
         for c in client_counts:
             med = {t: (statistics.median(x[4] for x in rows if x[2] == c and x[3] == t),
                        statistics.median(x[8] for x in rows if x[2] == c and x[3] == t)) for t in TOOLS}
@@ -195,7 +218,8 @@ def main():
                 mine = [x for x in rows if x[2] == c and x[3] == t]
                 print(f"| {c} | {t} | {spread([x[4] for x in mine], '%.0f')} | {spread([x[5] for x in mine], '%.3f')} | "
                       f"{spread([x[6] for x in mine], '%.2f')} | {spread([x[8] for x in mine], '%.1f')} | "
-                      f"{med['tpcb'][0] / med[t][0]:.2f}× | {med['tpcb'][1] / med[t][1]:.2f}× |")
+                      f"{med['tpcb'][0] / med[t][0]:.2f}× | {med['tpcb'][1] / med[t][1]:.2f}× | "
+                      f"{med['tpcb one trip'][0] / med[t][0]:.2f}× | {med['tpcb one trip'][1] / med[t][1]:.2f}× |")
     finally:
         if pid:
             try:

@@ -63,6 +63,9 @@ pub async fn run(lab: Lab, shutdown: impl Future<Output = ()> + Send + 'static) 
     let timeline = tokio::spawn(write_timeline(bus.subscribe(), lab.events_file(), timeline_stop.clone()));
     let exit = CancellationToken::new();
     let sup = Supervisor::open(lab.clone(), bus.clone(), exit.child_token()).await?;
+    // A daemon is started for a request, mostly `up`: ask the engine binary its release while
+    // the socket opens and the request comes, not after.
+    sup.prefetch_engine_version();
 
     let socket = lab.socket();
     let listener = UnixListener::bind(&socket).map_err(|e| Error::io(format!("cannot listen on {}", socket.display()), e))?;

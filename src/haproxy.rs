@@ -56,8 +56,32 @@ impl Backend {
     }
 }
 
-/// Renders `haproxy.cfg` for these backends.
-pub fn render(lab: &Lab, spec: &HaproxySpec, engine: &dyn Engine, backends: &[Backend]) -> Result<String> {
+/// An HAProxy release as `haproxy -v` names it: (major, minor), e.g. (2, 6) for
+/// `HAProxy version 2.6.12-1+deb12u4 2025/...` (1.x printed `HA-Proxy version 1.8.3-...`).
+pub type HaproxyVersion = (u32, u32);
+
+/// Reads the release from `haproxy -v`'s first line; `None` when it cannot be read (the
+/// config then uses nothing newer than what roachlab needed before 2.6).
+pub fn parse_version(text: &str) -> Option<HaproxyVersion> {
+    let line = text.lines().find(|l| l.contains("version"))?;
+    let v = line.split("version").nth(1)?.split_whitespace().next()?;
+    let mut parts = v.split(|c: char| !c.is_ascii_digit());
+    Some((parts.next()?.parse().ok()?, parts.next()?.parse().ok()?))
+}
+
+/// `haproxy -v` (a few ms: it reads no config).
+pub async fn version(bin: &Path) -> Option<HaproxyVersion> {
+    let (ok, out, _) = run_cli("haproxy", bin, &["-v".to_string()], &[], Duration::from_secs(10)).await.ok()?;
+    if ok {
+        parse_version(&out)
+    } else {
+        None
+    }
+}
+
+/// Renders `haproxy.cfg` for these backends, for HAProxy `version` (what a newer release
+/// needs said, e.g. not to load the system's CA store, is written only for it).
+pub fn render(lab: &Lab, spec: &HaproxySpec, engine: &dyn Engine, backends: &[Backend], version: Option<HaproxyVersion>) -> Result<String> {
     let mut env = minijinja::Environment::new();
     env.set_keep_trailing_newline(true);
     env.add_template("haproxy.cfg", TEMPLATE).map_err(|e| Error::Haproxy { message: format!("bad template: {e}") })?;
@@ -76,6 +100,9 @@ pub fn render(lab: &Lab, spec: &HaproxySpec, engine: &dyn Engine, backends: &[Ba
         fall => spec.fall,
         rise => spec.rise,
         nodes => backends,
+        // `httpclient.ssl.verify` exists from 2.6 (HAProxy commit f1344b3, "httpclient:
+        // re-enable the verify by default", 2.6-dev; configuration.txt of 2.6).
+        httpclient_ssl_verify => version.is_some_and(|v| v >= (2, 6)),
     };
     env.get_template("haproxy.cfg")
         .and_then(|t| t.render(ctx))
@@ -237,11 +264,36 @@ mod tests {
     use crate::config::{EngineKind, LabSpec, Overrides};
 
     fn rendered(engine: EngineKind) -> String {
+        rendered_for(engine, Some((2, 6)))
+    }
+
+    fn rendered_for(engine: EngineKind, version: Option<HaproxyVersion>) -> String {
         let spec = LabSpec::load(None, &Overrides { engine: Some(engine), ..Default::default() }).unwrap();
         let e = crate::engine::for_spec(&spec);
         let lab = Lab::new("/lab").unwrap();
         let backends: Vec<Backend> = (1..=3).map(|id| Backend::new(id, &e.node_ports(id))).collect();
-        render(&lab, &spec.haproxy, e.as_ref(), &backends).unwrap()
+        render(&lab, &spec.haproxy, e.as_ref(), &backends, version).unwrap()
+    }
+
+    #[test]
+    fn versions_are_read_from_haproxy_v() {
+        assert_eq!(parse_version("HAProxy version 2.6.12-1+deb12u4 2025/04/10 - https://haproxy.org/\nStatus: long-term"), Some((2, 6)));
+        assert_eq!(parse_version("HA-Proxy version 1.8.3-205f675 2017/12/30\nCopyright"), Some((1, 8)));
+        assert_eq!(parse_version("HAProxy version 3.2-dev4 2025/01/22"), Some((3, 2)));
+        assert_eq!(parse_version("something else"), None);
+    }
+
+    #[test]
+    fn only_haproxy_2_6_and_later_are_told_not_to_load_the_ca_store() {
+        let line = "httpclient.ssl.verify none";
+        assert!(rendered_for(EngineKind::Etcd, Some((2, 6))).contains(line));
+        assert!(rendered_for(EngineKind::Etcd, Some((3, 0))).contains(line));
+        // 2.4 and 2.5 predate the keyword; an unreadable version gets the older config.
+        for v in [Some((2, 4)), Some((2, 5)), None] {
+            let text = rendered_for(EngineKind::Etcd, v);
+            assert!(!text.contains("httpclient"), "{v:?}");
+            assert!(text.contains("    max-spread-checks 1\n    # Saved by roachlab"), "{v:?}");
+        }
     }
 
     #[test]

@@ -247,7 +247,8 @@ impl Supervisor {
         let lab = self.inner.lab.clone();
         let pending = |s: &Self| nodes.iter().copied().filter(|&n| !s.is_ready(n)).collect::<Vec<_>>();
         // Probes the pending live nodes every FAST_PROBE, in parallel, as the poller would;
-        // up to 20 rounds in flight: a probe can hang for the HTTP client's 1 s timeout (etcd during startup).
+        // each abandoned after FAST_PROBE_TIMEOUT (etcd holds a `/health` it accepted before it
+        // serves), and enough rounds in flight to cover that wait.
         let probe = || {
             let live: Vec<(NodeId, String)> = self
                 .state()
@@ -259,10 +260,15 @@ impl Supervisor {
             // (`is_ready` takes the state lock itself: not while holding it above.)
             let targets: Vec<(NodeId, String)> = live.into_iter().filter(|(id, _)| !self.is_ready(*id)).collect();
             async move {
-                let results = self.probe_readiness_of(&targets).await;
+                let results = futures_util::future::join_all(
+                    targets.iter().map(|t| tokio::time::timeout(FAST_PROBE_TIMEOUT, self.probe_readiness_of(std::slice::from_ref(t)))),
+                )
+                .await
+                .into_iter()
+                .flat_map(|r| r.unwrap_or_default());
                 // Probes overlap, so a "timed out" can arrive after a newer "ready": only
                 // readiness is applied here; the poller reports a node that is not ready.
-                for (node, r) in results.into_iter().filter(|(_, r)| r.ready) {
+                for (node, r) in results.filter(|(_, r)| r.ready) {
                     self.apply_readiness(node, r.ready, r.detail);
                 }
             }
@@ -271,7 +277,7 @@ impl Supervisor {
             .wait_probing(
                 || "nodes to become ready".into(),
                 deadline,
-                (FAST_PROBE, 20),
+                (FAST_PROBE, (FAST_PROBE_TIMEOUT.as_millis() / FAST_PROBE.as_millis()) as usize + 1),
                 probe,
                 |s| {
                     // A node that exited will never become ready: fail fast.

@@ -56,10 +56,17 @@ pub use net::{check_sides, describe_sides, NetStatus};
 const PROGRESS_EVERY: Duration = Duration::from_secs(5);
 /// How long to wait for a process to vanish after SIGKILL.
 const KILL_WAIT: Duration = Duration::from_secs(10);
-/// How often a request that waits for readiness or HAProxy UP probes them itself (the poller
-/// runs at `timeouts.poll`, 1 s): `up` and `node start` finish within 50 ms of the fact
+/// How often a request that waits for readiness probes the pending nodes itself (the poller
+/// runs at `timeouts.poll`, 1 s): `up` and `node start` finish within 20 ms of the fact
 /// instead of within a poll interval (docs/BENCHMARKS.md, "Cluster up").
-const FAST_PROBE: Duration = Duration::from_millis(50);
+const FAST_PROBE: Duration = Duration::from_millis(20);
+/// How long one of those probes may take before it is abandoned (a node that accepts but does
+/// not answer yet, as etcd during startup; the 1 Hz poller, with the client's 1 s timeout,
+/// still sees a node whose answers are slower than this).
+const FAST_PROBE_TIMEOUT: Duration = Duration::from_millis(250);
+/// How often a request that waits for HAProxy to mark servers UP reads its stats socket (a
+/// local Unix socket: microseconds per look).
+const HAPROXY_PROBE: Duration = Duration::from_millis(10);
 
 /// What the poller last saw of a node (not persisted).
 #[derive(Debug, Clone, Default)]
@@ -160,6 +167,15 @@ impl Supervisor {
     /// Loads the lab's state, re-adopts processes that are still running (matched by PID and
     /// start time; a PID now used by another process is never touched), records this daemon,
     /// and starts the poller. Supervision stops when `cancel` fires.
+    /// Asks the engine binary its release in the background ([`Engine::version`] caches it);
+    /// an error is not kept: the request that needs the version asks again and reports it.
+    pub fn prefetch_engine_version(&self) {
+        let engine = self.inner.engine.clone();
+        tokio::spawn(async move {
+            let _ = engine.version().await;
+        });
+    }
+
     pub async fn open(lab: Lab, bus: EventBus, cancel: CancellationToken) -> Result<Self> {
         let (state, recovered) = LabState::load_or_recover(&lab.state_file())?;
         let state = state.ok_or_else(|| Error::NoLab { dir: lab.dir().to_path_buf() })?;
@@ -267,7 +283,7 @@ impl Supervisor {
     /// while `cond` is false, up to `overlap` of them in flight, so a waiter notices a change
     /// within about `every` (e.g. [`FAST_PROBE`]) instead of within the poller's interval —
     /// also when probes hang until their timeout (etcd accepts connections before it serves
-    /// them, so a `/health` sent during startup waits; the next one, 50 ms later, may not).
+    /// them, so a `/health` sent during startup waits; the next one, 20 ms later, may not).
     /// A probe whose results can arrive out of order must apply only what cannot go stale.
     /// Errors as `wait_until`.
     async fn wait_probing<F>(

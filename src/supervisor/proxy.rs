@@ -30,7 +30,8 @@ impl Supervisor {
         let spec = self.spec();
         let bin = haproxy::binary(&spec.haproxy)?;
         let backends: Vec<haproxy::Backend> = self.state().members().map(|n| haproxy::Backend::new(n.id, &n.ports)).collect();
-        let text = haproxy::render(&self.inner.lab, &spec.haproxy, self.inner.engine.as_ref(), &backends)?;
+        let version = haproxy::version(&bin).await;
+        let text = haproxy::render(&self.inner.lab, &spec.haproxy, self.inner.engine.as_ref(), &backends, version)?;
         let cfg = self.inner.lab.haproxy_cfg();
         haproxy::write_validated(&bin, &cfg, &text).await?;
         let names: Vec<String> = backends.iter().map(|b| format!("node{}", b.id)).collect();
@@ -106,9 +107,10 @@ impl Supervisor {
                     after_ms: deadline.as_millis() as u64,
                 });
             }
-            // A new HAProxy opens its stats socket ~50 ms after exec (2.6, this machine); a
-            // connect attempt costs microseconds, so look often.
-            tokio::time::sleep(Duration::from_millis(10)).await;
+            // A new HAProxy opens its stats socket ~17 ms after exec (2.6, this machine, with
+            // `httpclient.ssl.verify none`; ~50 ms without); a connect attempt costs
+            // microseconds, so look often.
+            tokio::time::sleep(HAPROXY_PROBE).await;
         }
     }
 
@@ -122,7 +124,7 @@ impl Supervisor {
         self.wait_probing(
             || format!("HAProxy to mark node(s) {} UP", join_ids(&nodes)),
             deadline,
-            (FAST_PROBE, 1),
+            (HAPROXY_PROBE, 1),
             || self.poll_haproxy(),
             |s| nodes.iter().all(|&n| s.backend_is(n, "UP")),
         )

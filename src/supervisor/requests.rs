@@ -75,8 +75,9 @@ impl Supervisor {
             }
             self.update(|st| st.initialized = true)?;
         }
-        self.learn_engine_ids().await;
-        self.start_or_reload_haproxy(prepared).await?;
+        // The members' engine ids are asked for while HAProxy starts: neither needs the other.
+        let ((), haproxy) = futures_util::join!(self.learn_engine_ids(), self.start_or_reload_haproxy(prepared));
+        haproxy?;
         self.wait_backends_up(&all).await?;
         // The files were written and checked by `check_monitoring` above; the members are the same.
         self.apply_monitoring(true).await?;

@@ -29,11 +29,13 @@ pub const INSTALL_HINT: &str =
 pub struct Etcd {
     ports: PortsSpec,
     spec: EtcdSpec,
+    /// `etcd --version`, asked once per daemon (as the [`Engine::version`] contract says).
+    version: tokio::sync::OnceCell<super::EngineVersion>,
 }
 
 impl Etcd {
     pub fn new(spec: &LabSpec) -> Self {
-        Self { ports: spec.ports.clone(), spec: spec.etcd.clone() }
+        Self { ports: spec.ports.clone(), spec: spec.etcd.clone(), version: tokio::sync::OnceCell::new() }
     }
 
     /// The member name of node `id`.
@@ -406,14 +408,20 @@ impl Engine for Etcd {
 
     fn version<'a>(&'a self) -> BoxFuture<'a, Result<super::EngineVersion>> {
         Box::pin(async move {
-            let (_, out, err) = run_cli("etcd", &self.binary()?, &["--version".to_string()], &[], Duration::from_secs(10)).await?;
-            // `etcd Version: 3.4.30` (etcd 3.4 `etcd --version`, first line).
-            let version = out
-                .lines()
-                .chain(err.lines())
-                .find_map(|l| l.trim().strip_prefix("etcd Version:").map(|v| v.trim().to_string()))
-                .ok_or_else(|| Error::engine("etcd", format!("`etcd --version` printed no `etcd Version:` line: {}", out.trim())))?;
-            Ok(super::EngineVersion { version, warning: None })
+            let v = self
+                .version
+                .get_or_try_init(|| async {
+                    let (_, out, err) = run_cli("etcd", &self.binary()?, &["--version".to_string()], &[], Duration::from_secs(10)).await?;
+                    // `etcd Version: 3.4.30` (etcd 3.4 `etcd --version`, first line).
+                    let version = out
+                        .lines()
+                        .chain(err.lines())
+                        .find_map(|l| l.trim().strip_prefix("etcd Version:").map(|v| v.trim().to_string()))
+                        .ok_or_else(|| Error::engine("etcd", format!("`etcd --version` printed no `etcd Version:` line: {}", out.trim())))?;
+                    Ok::<_, Error>(super::EngineVersion { version, warning: None })
+                })
+                .await?;
+            Ok(v.clone())
         })
     }
 
