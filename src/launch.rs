@@ -70,7 +70,9 @@ pub async fn start_daemon(lab: &Lab) -> Result<Client> {
         if Instant::now() > deadline {
             return Err(Error::DaemonStart { log: log_path, message: "it did not answer within 20 s".into() });
         }
-        tokio::time::sleep(Duration::from_millis(10)).await;
+        // A new daemon answers ~15 ms after exec; a look at a socket that is not there yet
+        // costs microseconds.
+        tokio::time::sleep(Duration::from_millis(2)).await;
     }
 }
 

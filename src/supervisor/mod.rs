@@ -64,9 +64,9 @@ const FAST_PROBE: Duration = Duration::from_millis(20);
 /// not answer yet, as etcd during startup; the 1 Hz poller, with the client's 1 s timeout,
 /// still sees a node whose answers are slower than this).
 const FAST_PROBE_TIMEOUT: Duration = Duration::from_millis(250);
-/// How often a request that waits for HAProxy to mark servers UP reads its stats socket (a
-/// local Unix socket: microseconds per look).
-const HAPROXY_PROBE: Duration = Duration::from_millis(10);
+/// How often a request that waits for HAProxy (its stats socket to open, servers to be UP)
+/// reads its stats socket: a local Unix socket, tens of µs of HAProxy's CPU per `show stat`.
+const HAPROXY_PROBE: Duration = Duration::from_millis(5);
 
 /// What the poller last saw of a node (not persisted).
 #[derive(Debug, Clone, Default)]
