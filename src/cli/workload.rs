@@ -202,7 +202,19 @@ pub async fn run(lab: &Lab, command: WorkloadCommand) -> Result<i32> {
             }
             Ok(0)
         }
-        WorkloadCommand::Run { name, concurrency, progress, duration, max_rate, tolerate_errors, op_timeout, json, seed, url, one_round_trip } => {
+        WorkloadCommand::Run {
+            name,
+            concurrency,
+            progress,
+            duration,
+            max_rate,
+            tolerate_errors,
+            op_timeout,
+            json,
+            seed,
+            url,
+            one_round_trip,
+        } => {
             if one_round_trip && !matches!(name, WorkloadName::Tpcb) {
                 return Err(Error::Refused("--one-round-trip applies to tpcb only (bank sends its COMMIT on its own)".into()));
             }
@@ -240,7 +252,8 @@ pub async fn run(lab: &Lab, command: WorkloadCommand) -> Result<i32> {
                     if scale < 1 {
                         return Err(Error::Refused("pgbench_branches is empty; run `roachlab workload init tpcb` first".into()));
                     }
-                    let make = move |_| Box::new(tpcb::TpcbWorker::new(&url, scale, op_timeout, one_round_trip)) as Box<dyn workload::Worker>;
+                    let make =
+                        move |_| Box::new(tpcb::TpcbWorker::new(&url, scale, op_timeout, one_round_trip)) as Box<dyn workload::Worker>;
                     ("tpcb", "tpcb", workload::Style::Pgbench { scale }, Box::new(make))
                 }
             };

@@ -176,8 +176,15 @@ pub struct VarsFigures {
 
 /// Parses `/_status/vars`. Errors when the text holds none of these metrics.
 pub fn parse_vars(text: &str) -> Result<VarsFigures> {
-    const NAMES: [&str; 7] =
-        ["ranges", "ranges_underreplicated", "ranges_unavailable", "ranges_overreplicated", "replicas", "replicas_leaseholders", "liveness_livenodes"];
+    const NAMES: [&str; 7] = [
+        "ranges",
+        "ranges_underreplicated",
+        "ranges_unavailable",
+        "ranges_overreplicated",
+        "replicas",
+        "replicas_leaseholders",
+        "liveness_livenodes",
+    ];
     let samples = parse_prometheus_only(text, &NAMES);
     let get = |n: &str| sum_metric(&samples, n).map(|v| v.max(0.0) as u64);
     let f = VarsFigures {

@@ -417,7 +417,9 @@ impl Engine for Etcd {
                         .lines()
                         .chain(err.lines())
                         .find_map(|l| l.trim().strip_prefix("etcd Version:").map(|v| v.trim().to_string()))
-                        .ok_or_else(|| Error::engine("etcd", format!("`etcd --version` printed no `etcd Version:` line: {}", out.trim())))?;
+                        .ok_or_else(|| {
+                            Error::engine("etcd", format!("`etcd --version` printed no `etcd Version:` line: {}", out.trim()))
+                        })?;
                     Ok::<_, Error>(super::EngineVersion { version, warning: None })
                 })
                 .await?;
@@ -507,7 +509,8 @@ mod tests {
         assert_eq!((s.leader, s.raft_term), (Some(1520713267247070721), Some(2)));
         assert_eq!(leader_flags(&s), (Some(true), Some(true)));
         // A follower names another member; a member without a leader says 0 (omitted in JSON).
-        let f: MaintenanceStatus = serde_json::from_str(r#"{"header":{"member_id":"9"},"leader":"1520713267247070721","raftTerm":"2"}"#).unwrap();
+        let f: MaintenanceStatus =
+            serde_json::from_str(r#"{"header":{"member_id":"9"},"leader":"1520713267247070721","raftTerm":"2"}"#).unwrap();
         assert_eq!(leader_flags(&f), (Some(true), Some(false)));
         let none: MaintenanceStatus = serde_json::from_str(r#"{"header":{"member_id":"9"},"leader":"0","raftTerm":"3"}"#).unwrap();
         assert_eq!(leader_flags(&none), (Some(false), Some(false)));
