@@ -62,6 +62,24 @@ def etcd_config(path, members, inter="1s", fall=2, rise=2, poll=None, start=2410
     return {"base": base, "peer": peer, "frontend": front, "admin": front + 1, "stats": front + 2}
 
 
+def cockroach_config(path, members, start=24100):
+    """Writes a CockroachDB lab config for `members` nodes on free 127.0.0.1 ports (SQL/RPC
+    block, admin HTTP block, HAProxy's three ports); returns the ports it chose as a dict."""
+    base = start
+    while True:
+        if all(port_free(b) for b in list(range(base, base + members)) + list(range(base + 64, base + 64 + members)) + [base + 128, base + 129, base + 130]):
+            break
+        base += 256
+        if base > 64000:
+            raise SystemExit(f"no free ports for {members} nodes from {start}")
+    http, front = base + 64, base + 128
+    pathlib.Path(path).write_text(
+        f'engine = "cockroach"\nnodes = {members}\n\n[ports]\nbase = {base}\nhttp_base = {http}\n\n'
+        f"[haproxy]\nfrontend_port = {front}\nadmin_port = {front + 1}\nstats_port = {front + 2}\n"
+    )
+    return {"base": base, "http": http, "frontend": front, "admin": front + 1, "stats": front + 2}
+
+
 def roachlab(binary, lab, *args, check=True, timeout=600):
     return subprocess.run([binary, "--dir", str(lab), *args], check=check, capture_output=True, text=True, timeout=timeout)
 

@@ -237,6 +237,22 @@ pub fn http_client(timeout: Duration) -> reqwest::Client {
     reqwest::Client::builder().timeout(timeout).connect_timeout(timeout).no_proxy().build().expect("a plain HTTP client builds")
 }
 
+/// Waits until `addr` (`host:port`) accepts a TCP connection, looking every 20 ms (each
+/// attempt bounded by 200 ms), for at most `deadline`. Returns whether it did. The connection
+/// is closed at once, nothing sent.
+pub async fn wait_accepting(addr: &str, deadline: Duration) -> bool {
+    let end = tokio::time::Instant::now() + deadline;
+    loop {
+        if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_millis(200), tokio::net::TcpStream::connect(addr)).await {
+            return true;
+        }
+        if tokio::time::Instant::now() >= end {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// GET `http://{http_addr}{path}` and judge it with the engine; transport errors are
 /// "not ready" with the error as detail.
 pub async fn probe_readiness(engine: &dyn Engine, client: &reqwest::Client, http_addr: &str) -> Readiness {
@@ -295,4 +311,27 @@ pub async fn run_cli(
         .map_err(|_| Error::Timeout { what: format!("`{shown}`"), after_ms: deadline.as_millis() as u64 })?
         .map_err(|e| Error::engine(engine, format!("cannot run `{shown}`: {e}")))?;
     Ok((out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn wait_accepting_waits_for_a_listener_and_gives_up_at_its_deadline() {
+        // A port nobody listens on (bound, then released): never accepts.
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let addr = format!("127.0.0.1:{port}");
+        assert!(!wait_accepting(&addr, Duration::from_millis(100)).await);
+        // A listener that appears while it waits is found.
+        let late = {
+            let addr = addr.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(60)).await;
+                tokio::net::TcpListener::bind(&addr).await.unwrap()
+            })
+        };
+        assert!(wait_accepting(&addr, Duration::from_secs(10)).await);
+        drop(late.await.unwrap());
+    }
 }

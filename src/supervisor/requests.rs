@@ -69,16 +69,26 @@ impl Supervisor {
         let (ready, prepared) = futures_util::join!(self.wait_ready(&all, spec.timeouts.ready), self.prepare_haproxy());
         ready?;
         let prepared = prepared?;
-        if !initialized {
-            for note in self.inner.engine.configure(&members, spec.haproxy.down_window()).await? {
-                self.emit(EventKind::Note { message: note });
+        // A new cluster is configured (CockroachDB: cluster settings through `cockroach sql`,
+        // a process of its own) while HAProxy starts and checks the nodes; the members' engine
+        // ids are asked meanwhile too. None of the three needs another.
+        let configured = async {
+            if !initialized {
+                for note in self.inner.engine.configure(&members, spec.haproxy.down_window()).await? {
+                    self.emit(EventKind::Note { message: note });
+                }
+                self.update(|st| st.initialized = true)?;
             }
-            self.update(|st| st.initialized = true)?;
-        }
-        // The members' engine ids are asked for while HAProxy starts: neither needs the other.
-        let ((), haproxy) = futures_util::join!(self.learn_engine_ids(), self.start_or_reload_haproxy(prepared));
-        haproxy?;
-        self.wait_backends_up(&all).await?;
+            Ok::<(), Error>(())
+        };
+        let fronted = async {
+            let ((), haproxy) = futures_util::join!(self.learn_engine_ids(), self.start_or_reload_haproxy(prepared));
+            haproxy?;
+            self.wait_backends_up(&all).await
+        };
+        let (configured, fronted) = futures_util::join!(configured, fronted);
+        configured?;
+        fronted?;
         // The files were written and checked by `check_monitoring` above; the members are the same.
         self.apply_monitoring(true).await?;
         Ok(serde_json::json!({ "started": to_start, "nodes": all }))

@@ -167,7 +167,12 @@ impl Engine for Cockroach {
             let first = members.first().ok_or_else(|| Error::engine("cockroach", "no members to initialise"))?;
             let bin = self.binary()?;
             let args = vec!["init".into(), "--insecure".into(), Self::host_flag(first)];
-            // `cockroach init` retries every second until the node answers.
+            // `cockroach init` retries every second until the node answers (contract §1), so
+            // sent as the nodes spawn it loses up to a second to its retry interval. It talks to
+            // the node's RPC/SQL port, and cannot succeed before that port accepts: wait for
+            // that first (every 20 ms). A node that never accepts gets init anyway, which
+            // reports it, as before.
+            let _ = super::wait_accepting(&first.ports.service_addr(), Duration::from_secs(30)).await;
             let (ok, out, err) = run_cli("cockroach", &bin, &args, &offline_env(), Duration::from_secs(60)).await?;
             init_outcome(ok, &out, &err).map(Some)
         })
