@@ -39,17 +39,24 @@ def port_free(port):
         s.close()
 
 
+def free_blocks(members, start):
+    """The first base from `start` (in steps of 256) where roachlab's port blocks are free:
+    each node role gets a block of 64 ports (base: client/SQL ports, base + 64: peer or admin
+    HTTP ports), then HAProxy's three ports at base + 128."""
+    base = start
+    while True:
+        wanted = list(range(base, base + members)) + list(range(base + 64, base + 64 + members)) + [base + 128, base + 129, base + 130]
+        if all(port_free(b) for b in wanted):
+            return base
+        base += 256
+        if base > 64000:
+            raise SystemExit(f"no free ports for {members} nodes from {start}")
+
+
 def etcd_config(path, members, inter="1s", fall=2, rise=2, poll=None, start=24100):
     """Writes an etcd lab config for `members` members on free 127.0.0.1 ports; returns the
     ports it chose as a dict."""
-    # roachlab gives each node role a block of 64 ports (node ports, peer ports).
-    base = start
-    while True:
-        if all(port_free(b) for b in list(range(base, base + members)) + list(range(base + 64, base + 64 + members)) + [base + 128, base + 129, base + 130]):
-            break
-        base += 256
-        if base > 64000:
-            raise SystemExit(f"no free ports for {members} members from {start}")
+    base = free_blocks(members, start)
     peer, front = base + 64, base + 128
     text = (
         f'engine = "etcd"\nnodes = {members}\n\n[ports]\nbase = {base}\npeer_base = {peer}\n\n'
@@ -65,13 +72,7 @@ def etcd_config(path, members, inter="1s", fall=2, rise=2, poll=None, start=2410
 def cockroach_config(path, members, start=24100):
     """Writes a CockroachDB lab config for `members` nodes on free 127.0.0.1 ports (SQL/RPC
     block, admin HTTP block, HAProxy's three ports); returns the ports it chose as a dict."""
-    base = start
-    while True:
-        if all(port_free(b) for b in list(range(base, base + members)) + list(range(base + 64, base + 64 + members)) + [base + 128, base + 129, base + 130]):
-            break
-        base += 256
-        if base > 64000:
-            raise SystemExit(f"no free ports for {members} nodes from {start}")
+    base = free_blocks(members, start)
     http, front = base + 64, base + 128
     pathlib.Path(path).write_text(
         f'engine = "cockroach"\nnodes = {members}\n\n[ports]\nbase = {base}\nhttp_base = {http}\n\n'
