@@ -164,9 +164,6 @@ pub struct Supervisor {
 }
 
 impl Supervisor {
-    /// Loads the lab's state, re-adopts processes that are still running (matched by PID and
-    /// start time; a PID now used by another process is never touched), records this daemon,
-    /// and starts the poller. Supervision stops when `cancel` fires.
     /// Asks the engine binary its release in the background ([`Engine::version`] caches it);
     /// an error is not kept: the request that needs the version asks again and reports it.
     pub fn prefetch_engine_version(&self) {
@@ -176,6 +173,9 @@ impl Supervisor {
         });
     }
 
+    /// Loads the lab's state, re-adopts processes that are still running (matched by PID and
+    /// start time; a PID now used by another process is never touched), records this daemon,
+    /// and starts the poller. Supervision stops when `cancel` fires.
     pub async fn open(lab: Lab, bus: EventBus, cancel: CancellationToken) -> Result<Self> {
         let (state, recovered) = LabState::load_or_recover(&lab.state_file())?;
         let state = state.ok_or_else(|| Error::NoLab { dir: lab.dir().to_path_buf() })?;
