@@ -152,19 +152,31 @@ fn describe_pg_error(e: &tokio_postgres::Error) -> String {
 
 /// Connects with a statement timeout of `op_timeout` (so a server without quorum answers with
 /// an error instead of hanging) and a connect timeout of the same.
+///
+/// The statement timeout is set with `SET statement_timeout` once connected, not with the
+/// `options` startup parameter: CockroachDB v20.1.5 ignores `options` (seen: `SHOW
+/// statement_timeout` is `0` after `options=-c statement_timeout=2000`), while both servers
+/// honour the SET (PostgreSQL: "Client Connection Defaults"; CockroachDB: `statement_timeout`
+/// session variable, v19.1+).
 pub async fn connect(url: &str, op_timeout: Duration) -> Result<Client> {
     let mut config: tokio_postgres::Config = url
         .parse()
         .map_err(|e| Error::ConfigInvalid { origin: "--url".into(), message: format!("{} is not a PostgreSQL URL: {e}", redact(url)) })?;
     config.connect_timeout(op_timeout);
-    config.options(format!("-c statement_timeout={}", op_timeout.as_millis()));
+    let timed_out = || Error::Timeout { what: format!("connecting to {}", redact(url)), after_ms: op_timeout.as_millis() as u64 };
     let (client, conn) = match tokio::time::timeout(op_timeout, config.connect(NoTls)).await {
         Ok(r) => r.map_err(|e| sql_err(url, &e))?,
-        Err(_) => return Err(Error::Timeout { what: format!("connecting to {}", redact(url)), after_ms: op_timeout.as_millis() as u64 }),
+        Err(_) => return Err(timed_out()),
     };
     tokio::spawn(async move {
         let _ = conn.await;
     });
+    // A whole number of ms, formatted by roachlab: no placeholder to type.
+    let set = format!("SET statement_timeout = {}", op_timeout.as_millis().max(1));
+    match tokio::time::timeout(op_timeout, client.batch_execute(&set)).await {
+        Ok(r) => r.map_err(|e| sql_err(url, &e))?,
+        Err(_) => return Err(timed_out()),
+    }
     Ok(client)
 }
 

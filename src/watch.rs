@@ -94,13 +94,13 @@ pub struct ClusterFigures {
 /// still be briefly unable to serve (a leader election): see readiness and `has_leader`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Quorum {
-    /// Members up (etcd), or nodes whose SQL probe answered (CockroachDB).
+    /// Members up (etcd), or nodes whose SQL write probe committed (CockroachDB).
     pub up: usize,
     /// Majority of members (etcd), or of a range's replicas (CockroachDB).
     pub needed: usize,
     pub ok: bool,
-    /// How the verdict was reached, when it was observed rather than counted (e.g. `SQL probe
-    /// through node 1 answered in 4 ms`, `SQL probe timed out after 2000 ms on every node;
+    /// How the verdict was reached, when it was observed rather than counted (e.g. `SQL write probe
+    /// committed through 3 of 3 node(s) (node 1 in 4 ms)`, `SQL write probe failed on every live node;
     /// node 1: node is not healthy`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
@@ -111,6 +111,25 @@ impl Quorum {
     pub fn of(up: usize, members: usize) -> Self {
         let needed = members / 2 + 1;
         Self { up, needed, ok: up >= needed, detail: None }
+    }
+}
+
+/// How long the cluster takes to route around a member that stops answering without a
+/// hand-off (SIGKILL, SIGSTOP, a partition), and why: a drill's waits for writes to resume
+/// are sized from it and say it ([`crate::engine::Engine::takeover`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Takeover {
+    /// The expected time from the fault until writes go through again, at most.
+    pub expected: std::time::Duration,
+    /// The mechanism in one sentence, with the figures of the running release.
+    pub why: String,
+}
+
+impl Takeover {
+    /// A generous bound for a drill's wait: three times the expected time, at least 30 s (a
+    /// loaded 2-core machine stretches every timer).
+    pub fn wait_bound(&self) -> std::time::Duration {
+        (self.expected * 3).max(std::time::Duration::from_secs(30))
     }
 }
 

@@ -57,7 +57,7 @@ pub async fn run(lab: &Lab, command: DrillCommand, node: Option<NodeId>, seed: O
                         "quorum-loss needs at least 3 members to show a majority surviving one failure; this lab has {members} (`roachlab node add`)"
                     )));
             }
-            (crate::drill::quorum_loss_scenario(members), "<built-in quorum-loss>".to_string())
+            (crate::drill::quorum_loss_scenario(members, &takeover(&state).await), "<built-in quorum-loss>".to_string())
         }
         DrillCommand::Scale { to } => {
             let state = LabState::load(&lab.state_file())?.ok_or_else(|| Error::NoLab { dir: lab.dir().to_path_buf() })?;
@@ -84,12 +84,14 @@ pub async fn run(lab: &Lab, command: DrillCommand, node: Option<NodeId>, seed: O
                 )));
             }
             match &command {
-                DrillCommand::PartitionMinority => {
-                    (crate::drill::partitions::partition_minority_scenario(ids.len(), node), "<built-in partition-minority>".into())
-                }
-                DrillCommand::PartitionLeader => {
-                    (crate::drill::partitions::partition_leader_scenario(ids.len(), node), "<built-in partition-leader>".into())
-                }
+                DrillCommand::PartitionMinority => (
+                    crate::drill::partitions::partition_minority_scenario(ids.len(), node, &takeover(&state).await),
+                    "<built-in partition-minority>".into(),
+                ),
+                DrillCommand::PartitionLeader => (
+                    crate::drill::partitions::partition_leader_scenario(ids.len(), node, &takeover(&state).await),
+                    "<built-in partition-leader>".into(),
+                ),
                 _ => (crate::drill::partitions::split_brain_scenario(&ids), "<built-in split-brain>".into()),
             }
         }
@@ -104,7 +106,9 @@ pub async fn run(lab: &Lab, command: DrillCommand, node: Option<NodeId>, seed: O
             }
             use crate::drill::process_faults as pf;
             match &command {
-                DrillCommand::PauseLeader => (pf::pause_leader_scenario(ids.len(), node), "<built-in pause-leader>".into()),
+                DrillCommand::PauseLeader => {
+                    (pf::pause_leader_scenario(ids.len(), node, &takeover(&state).await), "<built-in pause-leader>".into())
+                }
                 DrillCommand::ZoneFailure => {
                     if state.spec.restart.policy != crate::config::RestartPolicy::Never {
                         return Err(Error::Refused(format!(
@@ -115,7 +119,7 @@ pub async fn run(lab: &Lab, command: DrillCommand, node: Option<NodeId>, seed: O
                     }
                     let localities: Vec<(NodeId, String)> =
                         ids.iter().filter_map(|&id| state.spec.locality_of(id).map(|l| (id, l))).collect();
-                    (pf::zone_failure_scenario(&localities).map_err(Error::Refused)?, "<built-in zone-failure>".into())
+                    (pf::zone_failure_scenario(&localities, &takeover(&state).await).map_err(Error::Refused)?, "<built-in zone-failure>".into())
                 }
                 _ => {
                     if state.spec.restart.policy == crate::config::RestartPolicy::Never {
@@ -135,6 +139,12 @@ pub async fn run(lab: &Lab, command: DrillCommand, node: Option<NodeId>, seed: O
         ),
     };
     drill(lab, &text, &origin, &extra_ids, node, seed, baseline).await
+}
+
+/// How long this lab's engine takes to route around a member that stops answering (the
+/// release's figures, read from its binary), for the generated drills' waits.
+async fn takeover(state: &LabState) -> crate::watch::Takeover {
+    crate::engine::for_spec(&state.spec).takeover().await
 }
 
 /// The graceful-vs-kill drill for this lab's HAProxy check settings.

@@ -134,8 +134,8 @@ impl Cmp {
     }
 }
 
-/// A condition on what the watcher sees: `live_nodes == 2`, `backend 2 DOWN`,
-/// `node 3 ready`, `node 3 not ready`.
+/// A condition on what the watcher sees (`live_nodes == 2`, `backend 2 DOWN`, `node 3 ready`,
+/// `node 3 not ready`) or on what the drill's clients see (`writes resumed`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Condition {
@@ -162,6 +162,10 @@ pub enum Condition {
         cmp: Cmp,
         node: NodeRef,
     },
+    /// `writes resumed`: a transfer of the drill's workload that *began* after the latest
+    /// fault step has committed — the cluster routes around the fault for clients, whatever
+    /// it took (an election, a lease taken over once the holder's liveness expired).
+    WritesResumed,
 }
 
 impl std::fmt::Display for Condition {
@@ -175,6 +179,7 @@ impl std::fmt::Display for Condition {
             Condition::Ready { node, ready } => write!(f, "{node} {}", if *ready { "ready" } else { "not ready" }),
             Condition::SeesQuorum { node, sees } => write!(f, "{node} sees {}quorum", if *sees { "" } else { "no " }),
             Condition::Leader { cmp, node } => write!(f, "leader {} {node}", cmp_str(*cmp)),
+            Condition::WritesResumed => f.write_str("writes resumed"),
         }
     }
 }
@@ -225,6 +230,7 @@ pub fn parse_condition(text: &str) -> std::result::Result<Condition, String> {
         ["node", node, "sees", "quorum"] => Ok(Condition::SeesQuorum { node: node_ref(node)?, sees: true }),
         ["node", node, "sees", "no", "quorum"] => Ok(Condition::SeesQuorum { node: node_ref(node)?, sees: false }),
         ["leader", op @ ("==" | "!="), node] => Ok(Condition::Leader { cmp: parse_cmp(op)?, node: node_ref(node)? }),
+        ["writes", "resumed"] => Ok(Condition::WritesResumed),
         [figure, op, value] => {
             let figure = Figure::ALL.iter().find(|(n, _)| n == figure).map(|(_, f)| *f).ok_or_else(|| {
                 format!("unknown figure `{figure}`; known: {}", Figure::ALL.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", "))
@@ -235,7 +241,8 @@ pub fn parse_condition(text: &str) -> std::result::Result<Condition, String> {
         }
         _ => Err(format!(
             "cannot read condition `{text}`: write `<figure> <op> <number>` (e.g. `live_nodes == 2`), `backend <node> DOWN`, \
-             `node <node> ready`, `node <node> sees quorum`, `node <node> sees no quorum`, or `leader != <node>`"
+             `node <node> ready`, `node <node> sees quorum`, `node <node> sees no quorum`, `leader != <node>`, or \
+             `writes resumed`"
         )),
     }
 }
@@ -259,5 +266,7 @@ mod tests {
         assert!(parse_condition("ranges_unavailable ~ 0").unwrap_err().contains("not a comparison"));
         assert!(parse_condition("just words").unwrap_err().contains("cannot read condition"));
         assert_eq!(parse_condition("quorum == 0").unwrap().to_string(), "quorum == 0");
+        assert_eq!(parse_condition("writes  resumed").unwrap(), Condition::WritesResumed);
+        assert_eq!(Condition::WritesResumed.to_string(), "writes resumed");
     }
 }

@@ -16,6 +16,8 @@ pub mod scenario;
 pub mod steps;
 pub mod story;
 
+use crate::watch::Takeover;
+
 /// The head of a generated scenario: name, description, and the drills' usual workload (4
 /// workers, 1000 accounts, 3 s per operation).
 pub(crate) fn header(name: &str, description: &str) -> String {
@@ -26,6 +28,34 @@ pub(crate) fn header(name: &str, description: &str) -> String {
 pub(crate) fn expect(engine: Option<&str>, phase: &str, metric: &str, cmp: &str, value: u64, text: &str) -> String {
     let engine = engine.map(|e| format!("engine = \"{e}\"\n")).unwrap_or_default();
     format!("[[expect]]\n{engine}phase = \"{phase}\"\nmetric = \"{metric}\"\ncmp = \"{cmp}\"\nvalue = {value}\ntext = \"{text}\"\n\n")
+}
+
+/// A TOML basic string holding `text` (quotes and backslashes escaped).
+pub(crate) fn toml_str(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 2);
+    out.push('"');
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            c if c.is_control() => out.push_str(&format!("\\u{:04X}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// A step that waits until the drill's clients commit again after the latest fault, bounded
+/// by the engine's takeover time ([`Takeover::wait_bound`]) and saying why it may take that
+/// long.
+pub(crate) fn writes_resumed_step(t: &Takeover) -> String {
+    format!(
+        "[[step]]\naction = \"wait_until\"\ncondition = \"writes resumed\"\ntimeout = \"{}s\"\nwhy = {}\n",
+        t.wait_bound().as_secs(),
+        toml_str(&t.why)
+    )
 }
 
 /// The `scale` drill for a lab whose members are `members` and whose next node id is
@@ -59,9 +89,12 @@ pub fn scale_scenario(members: usize, next_id: u32, to: usize) -> (String, Vec<u
 
 /// The `quorum-loss` drill for a lab of `members` members ("remove all but one node"): kill
 /// members one at a time while a majority remains (`one-down`), then down to one
-/// (`quorum-lost`: writes must stop), restore one (`one-restored`), restore all. For 3
-/// members this is `configs/drills/quorum-loss.toml`. Needs at least 3 members.
-pub fn quorum_loss_scenario(members: usize) -> String {
+/// (`quorum-lost`: writes must stop), restore one (`one-restored`), restore all. Before
+/// taking the last majority away, it waits until writes go through again (`writes resumed`,
+/// bounded by the engine's `takeover`: on CockroachDB the leases of a killed node move only
+/// once its liveness record expires). For 3 members this is `configs/drills/quorum-loss.toml`.
+/// Needs at least 3 members.
+pub fn quorum_loss_scenario(members: usize, takeover: &Takeover) -> String {
     let needed = members / 2 + 1;
     let tolerated = members - needed;
     let mut s = format!(
@@ -84,6 +117,7 @@ pub fn quorum_loss_scenario(members: usize) -> String {
     for k in 1..=first {
         kill(&mut s, members - k);
     }
+    s.push_str(&writes_resumed_step(takeover));
     s.push_str("[[step]]\naction = \"wait\"\nduration = \"5s\"\n");
     // Then down to one.
     for k in first + 1..members {
@@ -91,7 +125,7 @@ pub fn quorum_loss_scenario(members: usize) -> String {
     }
     // Restore enough for a majority: the last killed first.
     s.push_str(
-        "[[step]]\naction = \"wait_until\"\ncondition = \"quorum == 0\"\ntimeout = \"10s\"\n\
+        "[[step]]\naction = \"wait_until\"\ncondition = \"quorum == 0\"\ntimeout = \"15s\"\n\
          [[step]]\naction = \"phase\"\nname = \"quorum-lost\"\n[[step]]\naction = \"wait\"\nduration = \"6s\"\n\
          [[step]]\naction = \"phase\"\nname = \"one-restored\"\n",
     );
@@ -132,7 +166,21 @@ pub const BUILT_IN: [(&str, &str); 2] = [
 ];
 
 #[cfg(test)]
+pub(crate) fn takeover() -> Takeover {
+    Takeover { expected: std::time::Duration::from_secs(14), why: "leases wait for \"liveness\" to expire".into() }
+}
+
+#[cfg(test)]
 mod tests {
+    #[test]
+    fn a_why_with_quotes_survives_toml() {
+        let s = super::writes_resumed_step(&super::takeover());
+        let v: toml::Value = toml::from_str(&s).unwrap();
+        assert_eq!(v["step"][0]["why"].as_str(), Some("leases wait for \"liveness\" to expire"));
+        assert_eq!(v["step"][0]["timeout"].as_str(), Some("42s"));
+        assert_eq!(super::toml_str("a\\b\nc"), "\"a\\\\b\\nc\"");
+    }
+
     #[test]
     fn built_in_and_generated_scenarios_load() {
         for (name, text) in super::BUILT_IN {
@@ -148,11 +196,16 @@ mod tests {
         }
         assert!(files >= 3, "the example drills");
         for members in [3, 4, 5, 7] {
-            let text = super::quorum_loss_scenario(members);
+            let text = super::quorum_loss_scenario(members, &super::takeover());
             let ids: Vec<u32> = (1..=members as u32).collect();
             let s = super::scenario::Scenario::parse(&text, "quorum-loss", &ids).unwrap_or_else(|e| panic!("{members}: {e}\n{text}"));
             let kills = s.steps.iter().filter(|st| matches!(st.action, super::scenario::Action::Kill { .. })).count();
             assert_eq!(kills, members - 1, "{members} members: kill until one remains");
+            let resumed = s.steps.iter().position(|st| {
+                matches!(&st.action, super::scenario::Action::WaitUntil { condition: super::scenario::Condition::WritesResumed, why: Some(_), .. })
+            });
+            let last_kill = s.steps.iter().rposition(|st| matches!(st.action, super::scenario::Action::Kill { .. })).unwrap();
+            assert!(resumed.is_some_and(|r| r < last_kill), "{members} members: writes resume before the last majority is taken");
             let starts = s.steps.iter().filter(|st| matches!(st.action, super::scenario::Action::Start { .. })).count();
             assert_eq!(starts, members / 2, "{members} members: restore to a bare majority");
         }

@@ -4,8 +4,9 @@
 //! side able to write — and checks it against what the clients saw; the bank check proves
 //! nothing acknowledged was lost.
 
-use super::{expect, header};
+use super::{expect, header, toml_str, writes_resumed_step};
 use crate::node::NodeId;
+use crate::watch::Takeover;
 
 fn node_value(node: Option<NodeId>, default: &str) -> String {
     node.map(|n| n.to_string()).unwrap_or_else(|| format!("\"{default}\""))
@@ -19,7 +20,7 @@ const HEALED: &str = "[[step]]\naction = \"phase\"\nname = \"healed\"\n[[step]]\
 
 /// `partition-minority`: one node (`node`, else a follower chosen with the seed) loses every
 /// peer; HAProxy still reaches it.
-pub fn partition_minority_scenario(members: usize, node: Option<NodeId>) -> String {
+pub fn partition_minority_scenario(members: usize, node: Option<NodeId>, takeover: &Takeover) -> String {
     let needed = members / 2 + 1;
     let mut s = header(
         "partition-minority",
@@ -43,18 +44,20 @@ pub fn partition_minority_scenario(members: usize, node: Option<NodeId>) -> Stri
         30000,
         "after the heal, throughput is back to 90% of the baseline within 30 s",
     );
+    // The cut-off member may hold leases (CockroachDB) the majority must take over first.
     s += &format!(
-        "[[step]]\naction = \"phase\"\nname = \"partitioned\"\n[[step]]\naction = \"isolate\"\nnode = {}\n\
+        "[[step]]\naction = \"phase\"\nname = \"partitioned\"\n[[step]]\naction = \"isolate\"\nnode = {}\n{}\
          [[step]]\naction = \"wait\"\nduration = \"8s\"\n\
          [[step]]\naction = \"assert\"\ncondition = \"node same sees no quorum\"\n",
-        node_value(node, "follower")
+        node_value(node, "follower"),
+        writes_resumed_step(takeover)
     );
     s + &HEALED.replace("MEMBERS", &members.to_string())
 }
 
 /// `partition-leader`: the node leading the workload's writes (etcd's Raft leader,
 /// CockroachDB's leaseholder of the bank's first row; or `node`) loses every peer.
-pub fn partition_leader_scenario(members: usize, node: Option<NodeId>) -> String {
+pub fn partition_leader_scenario(members: usize, node: Option<NodeId>, takeover: &Takeover) -> String {
     let needed = members / 2 + 1;
     let mut s = header(
         "partition-leader",
@@ -80,9 +83,12 @@ pub fn partition_leader_scenario(members: usize, node: Option<NodeId>) -> String
     s += &expect(None, "healed", "committed", ">", 0, "healed: the old leader rejoins as a follower, writes continue");
     s += &format!(
         "[[step]]\naction = \"phase\"\nname = \"partitioned\"\n[[step]]\naction = \"isolate\"\nnode = {}\n\
-         [[step]]\naction = \"wait_until\"\ncondition = \"leader != same\"\ntimeout = \"30s\"\n\
+         [[step]]\naction = \"wait_until\"\ncondition = \"leader != same\"\ntimeout = \"{}s\"\nwhy = {}\n{}\
          [[step]]\naction = \"wait\"\nduration = \"6s\"\n",
-        node_value(node, "leader")
+        node_value(node, "leader"),
+        takeover.wait_bound().as_secs(),
+        toml_str(&takeover.why),
+        writes_resumed_step(takeover)
     );
     s + &HEALED.replace("MEMBERS", &members.to_string())
 }
@@ -154,8 +160,8 @@ mod tests {
         for n in [3usize, 4, 5, 7] {
             let ids: Vec<NodeId> = (1..=n as u32).collect();
             for (name, text) in [
-                ("partition-minority", partition_minority_scenario(n, None)),
-                ("partition-leader", partition_leader_scenario(n, Some(2))),
+                ("partition-minority", partition_minority_scenario(n, None, &crate::drill::takeover())),
+                ("partition-leader", partition_leader_scenario(n, Some(2), &crate::drill::takeover())),
                 ("split-brain", split_brain_scenario(&ids)),
             ] {
                 let s = Scenario::parse(&text, name, &ids).unwrap_or_else(|e| panic!("{name} ({n}): {e}\n{text}"));

@@ -2,13 +2,14 @@
 //! users write: `pause-leader` (a gray failure), `zone-failure` (every node of a locality at
 //! once), `self-healing` (a crash undone by the restart policy, against a restart by hand).
 
-use super::{expect, header};
+use super::{expect, header, toml_str, writes_resumed_step};
 use crate::node::NodeId;
+use crate::watch::Takeover;
 
 /// `pause-leader`: SIGSTOP the node leading the workload's writes (etcd's Raft leader,
 /// CockroachDB's leaseholder of the bank's first row; or `node`): it keeps its sockets and
 /// answers nothing; the rest must notice by timeouts alone.
-pub fn pause_leader_scenario(members: usize, node: Option<NodeId>) -> String {
+pub fn pause_leader_scenario(members: usize, node: Option<NodeId>, takeover: &Takeover) -> String {
     let needed = members / 2 + 1;
     let target = node.map(|n| n.to_string()).unwrap_or_else(|| "\"leader\"".into());
     let mut s = header(
@@ -36,11 +37,14 @@ pub fn pause_leader_scenario(members: usize, node: Option<NodeId>) -> String {
     s += &expect(None, "resumed", "committed", ">", 0, "resumed: the old leader rejoins as a follower, writes continue");
     s += &format!(
         "[[step]]\naction = \"phase\"\nname = \"paused\"\n[[step]]\naction = \"pause\"\nnode = {target}\n\
-         [[step]]\naction = \"wait_until\"\ncondition = \"leader != same\"\ntimeout = \"45s\"\n\
+         [[step]]\naction = \"wait_until\"\ncondition = \"leader != same\"\ntimeout = \"{bound}s\"\nwhy = {why}\n{resumed}\
          [[step]]\naction = \"wait\"\nduration = \"5s\"\n\
          [[step]]\naction = \"phase\"\nname = \"resumed\"\n[[step]]\naction = \"resume\"\nnode = \"same\"\n\
          [[step]]\naction = \"wait_until\"\ncondition = \"node same ready\"\ntimeout = \"60s\"\n\
-         [[step]]\naction = \"wait\"\nduration = \"5s\"\n"
+         [[step]]\naction = \"wait\"\nduration = \"5s\"\n",
+        bound = takeover.wait_bound().as_secs().max(45),
+        why = toml_str(&takeover.why),
+        resumed = writes_resumed_step(takeover)
     );
     s
 }
@@ -64,7 +68,7 @@ pub fn zones(localities: &[(NodeId, String)]) -> Vec<(String, Vec<NodeId>)> {
 /// members left against the majority (etcd), and — CockroachDB spreading each range's
 /// replicas over the zones — replicas left per range; the engine's prediction before each
 /// loss is checked too. Needs at least two zones.
-pub fn zone_failure_scenario(localities: &[(NodeId, String)]) -> Result<String, String> {
+pub fn zone_failure_scenario(localities: &[(NodeId, String)], takeover: &Takeover) -> Result<String, String> {
     let zs = zones(localities);
     if zs.len() < 2 {
         return Err(format!(
@@ -113,9 +117,12 @@ pub fn zone_failure_scenario(localities: &[(NodeId, String)]) -> Result<String, 
         &format!("losing {} as well leaves {left2} of {n}, {}", second.0, verdict(left2)),
     );
     s += &expect(None, "restored", "committed", ">", 0, "both zones back: every member, writes continue");
+    // Where the first loss leaves a majority, the rest take over what the lost zone led
+    // before the second loss is measured.
+    let resumed = if left1 >= needed { writes_resumed_step(takeover) } else { String::new() };
     s += &format!(
         "[[step]]\naction = \"phase\"\nname = \"one-zone-down\"\n[[step]]\naction = \"kill\"\nnode = \"locality {z1}\"\n\
-         [[step]]\naction = \"wait_until\"\ncondition = \"members_up == {left1}\"\ntimeout = \"15s\"\n\
+         [[step]]\naction = \"wait_until\"\ncondition = \"members_up == {left1}\"\ntimeout = \"15s\"\n{resumed}\
          [[step]]\naction = \"wait\"\nduration = \"6s\"\n\
          [[step]]\naction = \"phase\"\nname = \"losing-second-zone\"\n[[step]]\naction = \"kill\"\nnode = \"locality {z2}\"\n\
          [[step]]\naction = \"wait_until\"\ncondition = \"members_up == {left2}\"\ntimeout = \"15s\"\n\
@@ -182,20 +189,23 @@ mod tests {
 
     #[test]
     fn zone_failure_states_the_theory_from_the_topology() {
-        let text = zone_failure_scenario(&five_over_three()).unwrap();
+        let text = zone_failure_scenario(&five_over_three(), &crate::drill::takeover()).unwrap();
         assert!(text.contains("5 members in zones zone=a(1,4), zone=b(2,5), zone=c(3)"), "{text}");
         assert!(text.contains("losing zone=a leaves 3 of 5 members, a majority: writes continue"), "{text}");
         assert!(text.contains("losing zone=b as well leaves 1 of 5, not a majority: writes stop"), "{text}");
         let ids: Vec<NodeId> = (1..=5).collect();
         let s = Scenario::parse(&text, "zone-failure", &ids).unwrap_or_else(|e| panic!("{e}\n{text}"));
         assert_eq!(s.expect.len(), 3);
-        assert!(zone_failure_scenario(&[(1, "zone=a".into()), (2, "zone=a".into())]).unwrap_err().contains("at least two zones"));
-        assert!(zone_failure_scenario(&[]).unwrap_err().contains("no localities"));
+        let t = crate::drill::takeover();
+        assert!(zone_failure_scenario(&[(1, "zone=a".into()), (2, "zone=a".into())], &t).unwrap_err().contains("at least two zones"));
+        assert!(zone_failure_scenario(&[], &t).unwrap_err().contains("no localities"));
+        assert!(text.contains("condition = \"writes resumed\""), "one zone of three lost leaves a majority: {text}");
     }
 
     #[test]
     fn pause_and_self_healing_load() {
-        for text in [pause_leader_scenario(3, None), pause_leader_scenario(5, Some(2)), self_healing_scenario(None)] {
+        let t = crate::drill::takeover();
+        for text in [pause_leader_scenario(3, None, &t), pause_leader_scenario(5, Some(2), &t), self_healing_scenario(None)] {
             Scenario::parse(&text, "x", &[1, 2, 3, 4, 5]).unwrap_or_else(|e| panic!("{e}\n{text}"));
         }
     }

@@ -233,6 +233,8 @@ pub async fn run(
         warnings.push(w);
     }
     let stop = Arc::new(AtomicBool::new(false));
+    let t0 = Instant::now();
+    let commits = Arc::new(workload::commits::CommitClock::new(t0));
     let wopts = workload::RunOptions {
         concurrency: w.concurrency,
         duration: Duration::from_secs(24 * 3600),
@@ -243,8 +245,8 @@ pub async fn run(
         progress: Duration::from_secs(1),
         style: workload::Style::Cockroach,
         quiet: true,
+        commits: Some(commits.clone()),
     };
-    let t0 = Instant::now();
     let t0_mono = crate::events::mono_ms();
     let (wdir, wstop, rows, op_timeout) = (run_dir.clone(), stop.clone(), w.rows, w.op_timeout);
     let make_urls = match &target {
@@ -277,6 +279,8 @@ pub async fn run(
         predictions: Vec::new(),
         pending_prediction: None,
         pending: crate::fault::Pending::default(),
+        commits,
+        last_fault: None,
         line: 0,
         say,
     };

@@ -114,11 +114,15 @@ enum RawStep {
     Wait {
         #[serde(with = "humantime_serde")]
         duration: Duration,
+        #[serde(default)]
+        why: Option<String>,
     },
     WaitUntil {
         condition: String,
         #[serde(with = "humantime_serde")]
         timeout: Duration,
+        #[serde(default)]
+        why: Option<String>,
     },
     Assert {
         condition: String,
@@ -355,12 +359,18 @@ pub enum Action {
         node: NodeRef,
         force: bool,
     },
+    /// `why`: the reasoning behind the duration, printed when the step runs.
     Wait {
         duration: Duration,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        why: Option<String>,
     },
+    /// `why`: the reasoning behind the condition or its timeout, printed when the step runs.
     WaitUntil {
         condition: Condition,
         timeout: Duration,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        why: Option<String>,
     },
     Assert {
         condition: Condition,
@@ -466,12 +476,14 @@ impl Scenario {
                 RawStep::StartAll {} => Action::StartAll,
                 RawStep::Add {} => Action::Add,
                 RawStep::Decommission { node: n, force } => Action::Decommission { node: node(&n)?, force },
-                RawStep::Wait { duration } => {
-                    Action::Wait { duration: crate::config::check_duration(duration).map_err(|e| bad(format!("duration: {e}")))? }
-                }
-                RawStep::WaitUntil { condition: c, timeout } => Action::WaitUntil {
+                RawStep::Wait { duration, why } => Action::Wait {
+                    duration: crate::config::check_duration(duration).map_err(|e| bad(format!("duration: {e}")))?,
+                    why,
+                },
+                RawStep::WaitUntil { condition: c, timeout, why } => Action::WaitUntil {
                     condition: condition(&c)?,
                     timeout: crate::config::check_duration(timeout).map_err(|e| bad(format!("timeout: {e}")))?,
+                    why,
                 },
                 RawStep::Assert { condition: c } => Action::Assert { condition: condition(&c)? },
                 RawStep::Set { setting, value } => Action::Set { setting, value },
@@ -590,7 +602,8 @@ condition = "members_up >= 3"
             s.steps[2].action,
             Action::WaitUntil {
                 condition: Condition::Backend { node: NodeRef::Same, state: "DOWN".into() },
-                timeout: Duration::from_secs(10)
+                timeout: Duration::from_secs(10),
+                why: None
             }
         );
         assert_eq!(s.workload, WorkloadSpec::default());

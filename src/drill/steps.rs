@@ -14,6 +14,7 @@ use crate::events::Event;
 use crate::fault::{Failer, Fault, Pending};
 use crate::node::NodeId;
 use crate::watch::{LossPrediction, Writes};
+use crate::workload::commits::CommitClock;
 use crate::{Error, Result};
 
 /// The running drill's state, step to step.
@@ -34,6 +35,10 @@ pub(super) struct Ctx<'a> {
     pub pending_prediction: Option<LossPrediction>,
     /// Faults injected and not yet recovered.
     pub pending: Pending,
+    /// When the workload's committed operations began (`writes resumed`).
+    pub commits: std::sync::Arc<CommitClock>,
+    /// When the latest fault step ran.
+    pub last_fault: Option<Instant>,
     pub line: usize,
     pub say: &'a mut (dyn FnMut(String) + Send),
 }
@@ -195,6 +200,18 @@ impl Ctx<'_> {
                     },
                 )
             }
+            Condition::WritesResumed => {
+                let since = self.last_fault.unwrap_or(self.t0);
+                let resumed = self.commits.committed_since(since);
+                (
+                    resumed,
+                    if resumed {
+                        "a transfer begun after the fault committed".into()
+                    } else {
+                        format!("no transfer begun in the {:.1} s since the fault has committed", since.elapsed().as_secs_f64())
+                    },
+                )
+            }
             Condition::Leader { cmp, node } => {
                 let want = self.resolve(node).await?;
                 let now = self.leader(&s).await.ok();
@@ -299,6 +316,7 @@ impl Ctx<'_> {
     }
 
     fn fault(&mut self, what: String, nodes: &[NodeId]) {
+        self.last_fault = Some(Instant::now());
         self.downed.extend_from_slice(nodes);
         self.record(StepKind::Fault, what.clone());
         let now = self.now_ms();
@@ -465,8 +483,16 @@ impl Ctx<'_> {
                 let body = serde_json::json!({ "name": setting, "value": value });
                 self.node_request(&format!("set {setting}"), "/v1/settings".into(), body).await?;
             }
-            Action::Wait { duration } => tokio::time::sleep(*duration).await,
-            Action::WaitUntil { condition, timeout } => {
+            Action::Wait { duration, why } => {
+                if let Some(why) = why {
+                    (self.say)(format!("    waiting {:.0} s: {why}", duration.as_secs_f64()));
+                }
+                tokio::time::sleep(*duration).await
+            }
+            Action::WaitUntil { condition, timeout, why } => {
+                if let Some(why) = why {
+                    (self.say)(format!("    waiting until {condition} (at most {:.0} s): {why}", timeout.as_secs_f64()));
+                }
                 let start = Instant::now();
                 loop {
                     let (ok, observed) = self.holds(condition).await?;

@@ -190,6 +190,12 @@ pub trait Engine: Send + Sync + std::fmt::Debug {
     /// can follow: a drill's stated theory.
     fn quorum_rule(&self, members: usize) -> Vec<String>;
 
+    /// How long the cluster takes to route around a member that stops answering without a
+    /// hand-off, and why (etcd: an election timeout; CockroachDB: the dead holder's liveness
+    /// record must expire before its leases move), with the running release's figures where
+    /// they differ by release.
+    fn takeover<'a>(&'a self) -> BoxFuture<'a, crate::watch::Takeover>;
+
     /// Predicts what taking the nodes `down` out of the cluster would do to quorum, from the
     /// layout observed now (asked of `ask`: ready members, ideally not in `down`). `all` maps
     /// the engine's ids to ours. Every request is bounded (10 s).

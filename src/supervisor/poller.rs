@@ -58,7 +58,7 @@ impl Supervisor {
     /// Stores an observation, adds the quorum figure, and publishes what changed. Quorum
     /// transitions come only from a `consistent` round (the same members ran throughout).
     pub(super) fn apply_observation(&self, mut obs: Observation, consistent: bool) {
-        // Quorum as the engine observed it (CockroachDB: a timed SQL probe), else Raft
+        // Quorum as the engine observed it (CockroachDB: a timed SQL write), else Raft
         // arithmetic over members whose process runs (etcd); whether the cluster serves right
         // now (an election in progress, a node not yet ready) is readiness.
         let (members, up, initialized) = {

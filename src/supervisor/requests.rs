@@ -141,10 +141,16 @@ impl Supervisor {
     }
 
     /// Our id of the node holding the lease for `key` of `table` (CockroachDB).
+    /// Asked of ready members, those whose last quorum probe committed first: a node cut off
+    /// by a partition is still ready until its liveness record expires, but cannot answer.
     pub async fn leaseholder_of(&self, table: &str, key: i64) -> Result<NodeId> {
-        let members: Vec<Member> = self.members().into_iter().filter(|m| self.is_ready(m.id)).collect();
+        let mut members: Vec<Member> = self.members().into_iter().filter(|m| self.is_ready(m.id)).collect();
         if members.is_empty() {
             return Err(Error::Refused("no member is ready to ask".into()));
+        }
+        {
+            let w = self.inner.watch.lock().unwrap_or_else(|p| p.into_inner());
+            members.sort_by_key(|m| w.last.nodes.get(&m.id).and_then(|f| f.sees_quorum) != Some(true));
         }
         let engine_id = self.inner.engine.leaseholder_of(&members, table, key).await?;
         self.members()

@@ -28,6 +28,7 @@ pub const CONN_LIFETIME: std::time::Duration = std::time::Duration::from_secs(1)
 
 pub mod bank_etcd;
 pub mod bank_sql;
+pub mod commits;
 pub mod sql;
 pub mod tpcb;
 
@@ -146,6 +147,8 @@ pub struct RunOptions {
     pub style: Style,
     /// Print nothing (a drill runs the workload in the background and reads its logs).
     pub quiet: bool,
+    /// Told when each committed operation began (a drill waits on it for `writes resumed`).
+    pub commits: Option<Arc<commits::CommitClock>>,
 }
 
 /// The output conventions a workload follows.
@@ -391,6 +394,7 @@ where
         let tx = tx.clone();
         let stop = stop.clone();
         let mut rng = fastrand::Rng::with_seed(seed.wrapping_add(w as u64));
+        let commits = opts.commits.clone();
         workers.push(tokio::spawn(async move {
             let mut next = Instant::now();
             let mut backoff = Duration::ZERO;
@@ -406,6 +410,9 @@ where
                 }
                 let began = Instant::now();
                 let (detail, r) = worker.op(&mut rng).await;
+                if let (Outcome::Ok, Some(c)) = (r.outcome, &commits) {
+                    c.committed(began);
+                }
                 backoff = if r.outcome == Outcome::Ok {
                     Duration::ZERO
                 } else {

@@ -89,7 +89,7 @@ pub async fn init(url: &str, scale: i64) -> Result<Dialect> {
     c.batch_execute(SCHEMA).await.map_err(err)?;
     let [branches, tellers, accounts] = init_statements();
     branches.run(&c, &[&scale]).await.map_err(err)?;
-    tellers.run(&c, &[&(10 * scale)]).await.map_err(err)?;
+    tellers.run(&c, &[&scale]).await.map_err(err)?;
     // Accounts in batches of 100000 (one branch each), so CockroachDB's transactions stay small.
     for b in 0..scale {
         accounts.run(&c, &[&(b * 100_000 + 1), &((b + 1) * 100_000), &(b + 1)]).await.map_err(err)?;
@@ -100,13 +100,20 @@ pub async fn init(url: &str, scale: i64) -> Result<Dialect> {
     Ok(d)
 }
 
-/// `tpcb init`'s loaders, every parameter INT8: branches 1..=`$1`, tellers 1..=`$1`, accounts
-/// `$1..=$2` of branch `$3`.
+/// `tpcb init`'s loaders, every parameter INT8: branches 1..=`$1`, ten tellers for each of
+/// branches 1..=`$1` (teller `(b − 1) × 10 + t` of branch `b`, pgbench's layout: teller `i`
+/// belongs to branch `(i − 1) / 10 + 1`), accounts `$1..=$2` of branch `$3`.
+///
+/// No division: `INT / INT` is DECIMAL on CockroachDB (v20.1.5: `unsupported binary operator:
+/// <decimal> + <int> (desired <int>)`, SQLSTATE 22023; docs "Operators": `/` on two INTs yields
+/// DECIMAL, `//` is floor division) but integer division on PostgreSQL; a cross join of two
+/// series computes the same rows with `+` and `*` only, which type as INT on both.
 fn init_statements() -> [TypedSql; 3] {
     [
         TypedSql::fixed("INSERT INTO pgbench_branches (bid, bbalance) SELECT i, 0 FROM generate_series(1, $1) AS g(i)", &[Type::INT8]),
         TypedSql::fixed(
-            "INSERT INTO pgbench_tellers (tid, bid, tbalance) SELECT i, (i - 1) / 10 + 1, 0 FROM generate_series(1, $1) AS g(i)",
+            "INSERT INTO pgbench_tellers (tid, bid, tbalance) \
+             SELECT (b - 1) * 10 + t, b, 0 FROM generate_series(1, $1) AS g(b), generate_series(1, 10) AS h(t)",
             &[Type::INT8],
         ),
         TypedSql::fixed(

@@ -77,7 +77,7 @@ fn cockroach_scale_out_and_decommission() {
     assert!(!out.contains("NOT MET"), "{out}");
     let status = lab.ok(&["status"]);
     assert!(status.contains("decommissioned"), "{status}");
-    assert!(status.contains("quorum ok (SQL probe answered"), "quorum is observed, not counted: {status}");
+    assert!(status.contains("quorum ok (SQL write probe committed"), "quorum is observed, not counted: {status}");
 }
 
 #[test]

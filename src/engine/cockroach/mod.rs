@@ -18,12 +18,13 @@ use crate::watch::{ClusterFigures, Liveness, LossPrediction, NodeFigures, Observ
 use crate::{Error, Result};
 use version::{Facts, Version};
 
+pub mod lease;
 pub mod parse;
 pub mod quorum;
 pub mod version;
 
 use parse::{add, last_lines};
-pub use parse::{init_outcome, judge_readiness, node_ids_from_status, parse_leaseholder, parse_liveness, parse_vars, VarsFigures};
+pub use parse::{init_outcome, judge_readiness, node_ids_from_status, parse_liveness, parse_vars, VarsFigures};
 
 /// How to install CockroachDB when it is missing.
 pub const INSTALL_HINT: &str = "Install CockroachDB from the official release tarball \
@@ -94,7 +95,7 @@ impl Cockroach {
     }
 }
 
-/// The SQL probe's bound: the same 2 s the supervisor gives its poll client at most.
+/// The SQL write probe's bound: the same 2 s the supervisor gives its poll client at most.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The environment every `cockroach` process gets: no phoning home from an offline laptop
@@ -192,6 +193,8 @@ impl Engine for Cockroach {
             if rf != 3 {
                 statements.push(format!("ALTER RANGE default CONFIGURE ZONE USING num_replicas = {rf}"));
             }
+            // The quorum probe's table (after the zone change, so it takes the lab's factor).
+            statements.push(quorum::PROBE_SCHEMA.to_string());
             let args = vec!["sql".into(), "--insecure".into(), Self::host_flag(first), "-e".into(), statements.join("; ")];
             let (ok, out, err) = run_cli("cockroach", &self.binary()?, &args, &offline_env(), Duration::from_secs(30)).await?;
             if !ok {
@@ -252,22 +255,7 @@ impl Engine for Cockroach {
     }
 
     fn leaseholder_of<'a>(&'a self, members: &'a [Member], table: &'a str, key: i64) -> BoxFuture<'a, Result<u64>> {
-        Box::pin(async move {
-            if table.is_empty() || !table.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.') {
-                return Err(Error::Refused(format!("`{table}` is not a table name (letters, digits, `_`, `.`)")));
-            }
-            let first = members.first().ok_or_else(|| Error::engine("cockroach", "no member to ask"))?;
-            let sql = format!("SELECT lease_holder FROM [SHOW RANGE FROM TABLE {table} FOR ROW ({key})]");
-            let args = vec!["sql".into(), "--insecure".into(), Self::host_flag(first), "--format=csv".into(), "-e".into(), sql];
-            let (ok, out, err) = run_cli("cockroach", &self.binary()?, &args, &offline_env(), Duration::from_secs(20)).await?;
-            if !ok {
-                return Err(Error::engine(
-                    "cockroach",
-                    format!("cannot find the leaseholder of {table} row {key}: {}", last_lines(&err, &out)),
-                ));
-            }
-            parse_leaseholder(&out)
-        })
+        Box::pin(async move { lease::leaseholder(self.facts().await, members, table, key).await })
     }
 
     fn prepare_join<'a>(&'a self, _members: &'a [Member], _new: Member) -> BoxFuture<'a, Result<()>> {
@@ -324,8 +312,8 @@ impl Engine for Cockroach {
                     let f = obs.nodes.entry(id).or_default();
                     f.sees_quorum = Some(r.is_ok());
                     f.quorum_detail = Some(match r {
-                        Ok(d) => format!("SQL probe in {} ms{live_seen}", d.as_millis()),
-                        Err(e) => format!("SQL probe: {e}{live_seen}"),
+                        Ok(d) => format!("SQL write probe in {} ms{live_seen}", d.as_millis()),
+                        Err(e) => format!("SQL write probe: {e}{live_seen}"),
                     });
                 }
                 cluster.quorum = Some(quorum);
@@ -423,6 +411,17 @@ impl Engine for Cockroach {
 
     fn quorum_rule(&self, members: usize) -> Vec<String> {
         quorum::rule(self.spec.replication_factor, members)
+    }
+
+    fn takeover<'a>(&'a self) -> BoxFuture<'a, crate::watch::Takeover> {
+        Box::pin(async move {
+            let facts = self.facts().await;
+            let release = match self.release().await {
+                Ok((v, _, _)) => v.to_string(),
+                Err(_) => format!("{}+", facts.since),
+            };
+            quorum::takeover(facts, &release)
+        })
     }
 
     fn predict_loss<'a>(&'a self, ask: &'a [Member], all: &'a [Member], down: &'a [NodeId]) -> BoxFuture<'a, Result<LossPrediction>> {

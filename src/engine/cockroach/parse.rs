@@ -233,18 +233,6 @@ pub fn drain_summary(out: &str) -> String {
     }
 }
 
-/// Reads `cockroach sql --format=csv` output of `SELECT lease_holder ...`: a header line, then
-/// the node ID.
-pub fn parse_leaseholder(csv: &str) -> Result<u64> {
-    let mut lines = csv.lines().map(str::trim).filter(|l| !l.is_empty());
-    match (lines.next(), lines.next()) {
-        (Some("lease_holder"), Some(v)) => {
-            v.parse().map_err(|_| Error::engine("cockroach", format!("unexpected lease_holder value `{v}`")))
-        }
-        _ => Err(Error::engine("cockroach", format!("unexpected SHOW RANGE output: {}", csv.trim()))),
-    }
-}
-
 /// Adds optional counts, keeping `None` only if every term is `None`.
 pub(crate) fn add(a: Option<u64>, b: Option<u64>) -> Option<u64> {
     match (a, b) {
@@ -389,13 +377,6 @@ mod tests {
         let out = "node is draining... remaining: 27\nnode is draining... remaining: 3\nnode is draining... remaining: 0 (complete)\nok\n";
         assert_eq!(drain_summary(out), "leases and Raft leadership handed over (remaining 27 → 0)");
         assert_eq!(drain_summary("ok\n"), "leases and Raft leadership handed over");
-    }
-
-    #[test]
-    fn leaseholder_from_csv() {
-        assert_eq!(parse_leaseholder("lease_holder\n3\n").unwrap(), 3);
-        assert!(parse_leaseholder("").is_err());
-        assert!(parse_leaseholder("lease_holder\nNULL\n").unwrap_err().to_string().contains("NULL"));
     }
 
     #[test]

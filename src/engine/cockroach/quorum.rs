@@ -7,9 +7,11 @@
 //! - [`predict`]: which ranges would lose their majority if given nodes went down, from the
 //!   replica placement observed before the fault (`crdb_internal.ranges_no_leases`, and
 //!   `SHOW RANGES FROM TABLE` for the bank's own tables).
-//! - [`probe`]: quorum *observed*: a timed SQL read through each live node. On v20.1 quorum loss
-//!   is invisible in `ranges_unavailable` (it stays 0: no store counts the ranges), while
-//!   `/health?ready=1` says `node is not healthy` and SQL hangs (fixtures 05-quorum-loss).
+//! - [`probe`]: quorum *observed*: a timed SQL write through each live node, which commits only
+//!   once a majority of its range's replicas have appended it to their Raft logs. On v20.1
+//!   quorum loss is invisible in `ranges_unavailable` (it stays 0: no store counts the
+//!   ranges), while `/health?ready=1` says `node is not healthy` and SQL hangs (fixtures
+//!   05-quorum-loss).
 
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
@@ -18,7 +20,8 @@ use super::version::Facts;
 use crate::engine::Member;
 use crate::node::NodeId;
 use crate::sql::{self, TypedSql};
-use crate::watch::{groups_losing_majority, LossPrediction, Quorum, Writes};
+use tokio_postgres::error::SqlState;
+use crate::watch::{groups_losing_majority, LossPrediction, Quorum, Takeover, Writes};
 use crate::{Error, Result};
 
 /// The SQL URL of one node (not through HAProxy: the prediction and the probe are about that
@@ -27,10 +30,49 @@ pub fn node_url(m: &Member) -> String {
     format!("postgresql://root@{}/defaultdb?sslmode=disable", m.ports.service_addr())
 }
 
-/// A read that needs the quorum of a system range (`system.users`): it hangs, and times out,
-/// when that range has lost its majority (fixtures 05-quorum-loss: `select count(*) from
-/// system.users` timed out after 10 s).
-const PROBE: &str = "SELECT count(*) FROM system.users";
+/// The probe's table, in a database of roachlab's own: one row per node and second of the
+/// minute (`slot`), so a probe abandoned at its timeout during quorum loss (which may leave
+/// an intent behind) never holds up the next probes, which write other keys; 60 rows per node
+/// at most. Created by `up` ([`super::Cockroach`]'s `configure`), and by the probe itself on a
+/// lab made before it existed.
+pub const PROBE_SCHEMA: &str = "CREATE DATABASE IF NOT EXISTS roachlab; \
+    CREATE TABLE IF NOT EXISTS roachlab.quorum_probe (node_id INT8 NOT NULL, slot INT8 NOT NULL, \
+    written_at TIMESTAMPTZ NOT NULL, PRIMARY KEY (node_id, slot))";
+
+/// The probe: a write, not a read. A read is served by the range's leaseholder alone for as
+/// long as its lease is valid — an epoch-based lease lasts as long as the holder's liveness
+/// record, up to 9 s on v20.1 after its last heartbeat (docs "Replication layer": leases;
+/// seen on v20.1.5: `SELECT count(*) FROM system.users` still answered through the survivor
+/// after two of three nodes were SIGKILLed) — so a read can answer without any majority. A
+/// write commits only once a majority of the range's replicas have appended it to their Raft
+/// logs (docs "Replication layer": Raft), so its answer means "a majority agreed" at once.
+/// `$1` node, `$2` slot (INT8).
+const PROBE: &str = "UPSERT INTO roachlab.quorum_probe (node_id, slot, written_at) VALUES ($1, $2, now())";
+
+fn probe_statement() -> TypedSql {
+    TypedSql::fixed(PROBE, &[tokio_postgres::types::Type::INT8, tokio_postgres::types::Type::INT8])
+}
+
+/// The slot a probe writes now: the second of the minute.
+fn probe_slot() -> i64 {
+    (std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0) % 60) as i64
+}
+
+/// One probe through `m`, bounded by the connection's statement timeout (`timeout`): the
+/// write, after creating the table if this lab has none yet.
+async fn probe_one(m: &Member, timeout: Duration) -> std::result::Result<(), String> {
+    let c = sql::connect(&node_url(m), timeout).await.map_err(|e| e.to_string())?;
+    let stmt = probe_statement();
+    let node = i64::from(m.id);
+    match stmt.run(&c, &[&node, &probe_slot()]).await {
+        Ok(_) => Ok(()),
+        Err(e) if matches!(e.code(), Some(c) if *c == SqlState::UNDEFINED_TABLE || *c == SqlState::INVALID_CATALOG_NAME) => {
+            c.batch_execute(PROBE_SCHEMA).await.map_err(|e| sql::describe(&e))?;
+            stmt.run(&c, &[&node, &probe_slot()]).await.map(drop).map_err(|e| sql::describe(&e))
+        }
+        Err(e) => Err(sql::describe(&e)),
+    }
+}
 
 /// The theory of a cluster of `members` nodes at replication factor `rf`.
 pub fn rule(rf: u32, members: usize) -> Vec<String> {
@@ -150,42 +192,56 @@ pub fn verdict(
     }
 }
 
+/// How long the others take to route around a node that stops answering with leases in hand
+/// (SIGKILL, SIGSTOP, cut off): its epoch-based leases stay valid until its liveness record
+/// expires, `liveness_expiry_s` after its last heartbeat (9 s up to v22.2, 6 s from v23.1;
+/// contract §4), then the next request to each of its ranges makes a live replica bump its
+/// epoch and take the lease, and the ranges' Raft groups elect a new leader. Observed on
+/// v20.1.5: throughput at 0 for about 7 s after a SIGKILL, 10 s at most (contract §9). Give
+/// it the expiry plus a heartbeat interval and the lease acquisition: expiry × 1.5, rounded up.
+pub fn takeover(facts: &Facts, release: &str) -> Takeover {
+    let expiry = facts.liveness_expiry_s;
+    Takeover {
+        expected: Duration::from_secs_f64((expiry * 1.5).ceil()),
+        why: format!(
+            "a node that stops answering keeps its leases until its liveness record expires ({expiry:.0} s after its last \
+             heartbeat on {release}); then another replica of each of its ranges takes the lease and the range serves again"
+        ),
+    }
+}
+
 /// One node's probe answer: the time it took, or why it failed.
 pub type ProbeAnswer = (NodeId, std::result::Result<Duration, String>);
 
-/// Quorum observed: [`PROBE`] through every live node at once, each bounded by `timeout`. Ok
-/// when any node answers. `needed` is a range's majority at replication factor `rf`. Also
-/// returns each node's answer (its own view: under a partition, the minority's fail).
+/// Quorum observed: [`PROBE`], a write, through every live node at once, each bounded by
+/// `timeout` (the statement timeout and a client-side one). Ok when any node's write
+/// committed: the probe's range had a majority of its replicas (and the node could reach
+/// them). `needed` is a range's majority at replication factor `rf`. Also returns each node's
+/// answer (its own view: under a partition, the minority's writes cannot commit).
 pub async fn probe(live: &[Member], rf: u32, timeout: Duration) -> Option<(Quorum, Vec<ProbeAnswer>)> {
     if live.is_empty() {
         return None;
     }
-    let stmt = TypedSql::fixed(PROBE, &[]);
-    let answers = futures_util::future::join_all(live.iter().map(|m| {
-        let stmt = stmt.clone();
-        async move {
-            let start = Instant::now();
-            let attempt = async {
-                let c = sql::connect(&node_url(m), timeout).await.map_err(|e| e.to_string())?;
-                stmt.fetch(&c, &[]).await.map_err(|e| sql::describe(&e))
-            };
-            let r = match tokio::time::timeout(timeout, attempt).await {
-                Ok(Ok(_)) => Ok(start.elapsed()),
-                Ok(Err(e)) => Err(e),
-                Err(_) => Err(format!("timed out after {} ms", timeout.as_millis())),
-            };
-            (m.id, r)
-        }
+    let answers = futures_util::future::join_all(live.iter().map(|m| async move {
+        let start = Instant::now();
+        let r = match tokio::time::timeout(timeout, probe_one(m, timeout)).await {
+            Ok(Ok(())) => Ok(start.elapsed()),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(format!("timed out after {} ms", timeout.as_millis())),
+        };
+        (m.id, r)
     }))
     .await;
     let up = answers.iter().filter(|(_, r)| r.is_ok()).count();
     let needed = rf as usize / 2 + 1;
     let detail = match answers.iter().find_map(|(id, r)| r.as_ref().ok().map(|d| (id, d))) {
-        Some((id, d)) => format!("SQL probe answered through {up} of {} node(s) (node {id} in {} ms)", live.len(), d.as_millis()),
+        Some((id, d)) => {
+            format!("SQL write probe committed through {up} of {} node(s) (node {id} in {} ms)", live.len(), d.as_millis())
+        }
         None => {
             let why: Vec<String> =
                 answers.iter().map(|(id, r)| format!("node {id}: {}", r.as_ref().err().map(String::as_str).unwrap_or(""))).collect();
-            format!("SQL probe failed on every live node ({})", why.join("; "))
+            format!("SQL write probe failed on every live node ({})", why.join("; "))
         }
     };
     Some((Quorum { up, needed, ok: up > 0, detail: Some(detail) }, answers))
@@ -228,5 +284,26 @@ mod tests {
         // Without the bank's placement, the cluster decides.
         assert_eq!(verdict(&five, None, &ids(&[4, 5]), &[4, 5]).writes, Writes::Some);
         assert_eq!(verdict(&five, None, &ids(&[1]), &[1]).writes, Writes::Continue);
+    }
+
+    #[test]
+    fn takeover_waits_for_the_liveness_record_of_the_release() {
+        use super::super::version::{facts_for, Version};
+        let v20 = facts_for(Version::new(20, 1, 5)).facts().unwrap();
+        let t = takeover(v20, "v20.1.5");
+        assert_eq!(t.expected, Duration::from_secs(14));
+        assert!(t.why.contains("expires (9 s after its last heartbeat on v20.1.5)"), "{}", t.why);
+        let v23 = facts_for(Version::new(23, 1, 0)).facts().unwrap();
+        assert_eq!(takeover(v23, "v23.1.0").expected, Duration::from_secs(9));
+        assert_eq!(t.wait_bound(), Duration::from_secs(42));
+    }
+
+    #[test]
+    fn the_probe_writes_one_typed_row_per_node_and_slot() {
+        let s = probe_statement();
+        assert!(s.sql().starts_with("UPSERT INTO roachlab.quorum_probe"), "a write, not a read: {}", s.sql());
+        assert_eq!(s.types().len(), 2);
+        assert!((0..60).contains(&probe_slot()));
+        assert!(PROBE_SCHEMA.contains("PRIMARY KEY (node_id, slot)"));
     }
 }

@@ -90,6 +90,11 @@ pub struct Facts {
     /// (the ones its Raft quorum counts): `replicas` before v21.1, `voting_replicas` after
     /// (`replicas` then also lists non-voters).
     pub voting_replicas_column: &'static str,
+    /// `SHOW RANGE FROM TABLE t FOR ROW (…)` wants a value for every column of the table
+    /// (v20.1), not only the indexed ones (v20.2+: docs v20.2 show-range-for-row, "New in
+    /// v20.2: the values of the indexed columns … In previous releases, this statement
+    /// required the values of all columns of a row"; cockroachdb/docs#8634).
+    pub for_row_takes_every_column: bool,
     /// Columns of `cockroach node decommission` progress rows.
     pub decommission_columns: &'static [&'static str],
     /// A liveness record expires after this many seconds without a heartbeat: how long a
@@ -123,19 +128,23 @@ const V20_1: Facts = Facts {
     liveness_membership: false,
     drain_self_flag: false,
     voting_replicas_column: "replicas",
+    for_row_takes_every_column: true,
     decommission_columns: DECOMMISSION_COLUMNS_V20_1,
     liveness_expiry_s: 9.0,
     diagnostics_opt_out: true,
     licence_notice: false,
     source: "recorded from a real v20.1.5 (tests/fixtures/cockroach-v20.1.5: liveness without `membership`, \
-             no DRAINING status, decommission-output.txt columns); docs v20.1 cluster-settings",
+             no DRAINING status, decommission-output.txt columns; SHOW RANGE … FOR ROW refused a key-only tuple); \
+             docs v20.1 cluster-settings",
 };
 
 const V20_2: Facts = Facts {
     since: Version::new(20, 2, 0),
     liveness_membership: true,
     decommission_columns: DECOMMISSION_COLUMNS_V20_2,
-    source: "docs v20.2 cockroach-node (decommission output gains `membership`); \
+    for_row_takes_every_column: false,
+    source: "docs v20.2 cockroach-node (decommission output gains `membership`); docs v20.2 show-range-for-row (FOR ROW \
+             takes the indexed columns); \
              pkg/kv/kvserver/liveness/livenesspb/liveness.proto v20.2 (MembershipStatus, NodeLivenessStatus_DRAINING = 6)",
     ..V20_1
 };

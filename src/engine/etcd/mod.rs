@@ -439,6 +439,17 @@ impl Engine for Etcd {
         ]
     }
 
+    fn takeover<'a>(&'a self) -> BoxFuture<'a, crate::watch::Takeover> {
+        Box::pin(async {
+            crate::watch::Takeover {
+                expected: std::time::Duration::from_secs(3),
+                why: "etcd's followers campaign once they miss the leader's heartbeats for an election timeout (1 s by \
+                      default, randomized up to 2 s; etcd docs \"Tuning\"), and a new leader serves writes at once"
+                    .into(),
+            }
+        })
+    }
+
     fn predict_loss<'a>(&'a self, _ask: &'a [Member], all: &'a [Member], down: &'a [NodeId]) -> BoxFuture<'a, Result<LossPrediction>> {
         Box::pin(async move { Ok(predict_members(all.len(), down)) })
     }
