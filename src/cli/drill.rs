@@ -119,7 +119,10 @@ pub async fn run(lab: &Lab, command: DrillCommand, node: Option<NodeId>, seed: O
                     }
                     let localities: Vec<(NodeId, String)> =
                         ids.iter().filter_map(|&id| state.spec.locality_of(id).map(|l| (id, l))).collect();
-                    (pf::zone_failure_scenario(&localities, &takeover(&state).await).map_err(Error::Refused)?, "<built-in zone-failure>".into())
+                    (
+                        pf::zone_failure_scenario(&localities, &takeover(&state).await).map_err(Error::Refused)?,
+                        "<built-in zone-failure>".into(),
+                    )
                 }
                 _ => {
                     if state.spec.restart.policy == crate::config::RestartPolicy::Never {

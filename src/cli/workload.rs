@@ -258,8 +258,18 @@ pub async fn run(lab: &Lab, command: WorkloadCommand) -> Result<i32> {
                 }
             };
             let run_dir = workload::new_run_dir(lab.dir(), dir)?;
-            let opts =
-                workload::RunOptions { concurrency, duration, max_rate, json, tolerate_errors, seed, progress, style, quiet: false, commits: None };
+            let opts = workload::RunOptions {
+                concurrency,
+                duration,
+                max_rate,
+                json,
+                tolerate_errors,
+                seed,
+                progress,
+                style,
+                quiet: false,
+                commits: None,
+            };
             let stop = stop_on_ctrl_c();
             let summary = workload::run_workers(label, &opts, &run_dir, stop.clone(), make).await?;
             // Interrupted: the summary is printed, and the exit code says so (128 + SIGINT).

@@ -202,7 +202,10 @@ mod tests {
             let kills = s.steps.iter().filter(|st| matches!(st.action, super::scenario::Action::Kill { .. })).count();
             assert_eq!(kills, members - 1, "{members} members: kill until one remains");
             let resumed = s.steps.iter().position(|st| {
-                matches!(&st.action, super::scenario::Action::WaitUntil { condition: super::scenario::Condition::WritesResumed, why: Some(_), .. })
+                matches!(
+                    &st.action,
+                    super::scenario::Action::WaitUntil { condition: super::scenario::Condition::WritesResumed, why: Some(_), .. }
+                )
             });
             let last_kill = s.steps.iter().rposition(|st| matches!(st.action, super::scenario::Action::Kill { .. })).unwrap();
             assert!(resumed.is_some_and(|r| r < last_kill), "{members} members: writes resume before the last majority is taken");

@@ -476,10 +476,9 @@ impl Scenario {
                 RawStep::StartAll {} => Action::StartAll,
                 RawStep::Add {} => Action::Add,
                 RawStep::Decommission { node: n, force } => Action::Decommission { node: node(&n)?, force },
-                RawStep::Wait { duration, why } => Action::Wait {
-                    duration: crate::config::check_duration(duration).map_err(|e| bad(format!("duration: {e}")))?,
-                    why,
-                },
+                RawStep::Wait { duration, why } => {
+                    Action::Wait { duration: crate::config::check_duration(duration).map_err(|e| bad(format!("duration: {e}")))?, why }
+                }
                 RawStep::WaitUntil { condition: c, timeout, why } => Action::WaitUntil {
                     condition: condition(&c)?,
                     timeout: crate::config::check_duration(timeout).map_err(|e| bad(format!("timeout: {e}")))?,

@@ -260,6 +260,7 @@ impl Supervisor {
             // (`is_ready` takes the state lock itself: not while holding it above.)
             let targets: Vec<(NodeId, String)> = live.into_iter().filter(|(id, _)| !self.is_ready(*id)).collect();
             async move {
+                let sent = Instant::now();
                 let results = futures_util::future::join_all(
                     targets.iter().map(|t| tokio::time::timeout(FAST_PROBE_TIMEOUT, self.probe_readiness_of(std::slice::from_ref(t)))),
                 )
@@ -269,7 +270,7 @@ impl Supervisor {
                 // Probes overlap, so a "timed out" can arrive after a newer "ready": only
                 // readiness is applied here; the poller reports a node that is not ready.
                 for (node, r) in results.filter(|(_, r)| r.ready) {
-                    self.apply_readiness(node, r.ready, r.detail);
+                    self.apply_readiness(node, r.ready, r.detail, sent);
                 }
             }
         };

@@ -73,6 +73,9 @@ const HAPROXY_PROBE: Duration = Duration::from_millis(5);
 struct NodeRuntime {
     ready: bool,
     ready_detail: Option<String>,
+    /// When the readiness probe behind `ready` was sent: an answer to an older probe (a
+    /// poll round's, applied after a newer fast probe's) never overwrites a newer one.
+    ready_sent: Option<Instant>,
     /// HAProxy's status of the node's server in the client frontend.
     backend: Option<String>,
     /// HAProxy's last check result for it (`L7OK`, `L4CON`, `INI`...).
@@ -119,12 +122,20 @@ struct WatchState {
     node_lost_reported: std::collections::HashSet<NodeId>,
 }
 
-/// How long an observed quorum probe must keep failing before the watcher calls it lost
-/// (the cluster's `quorum_lost`, a node's `node_quorum` false): a leader election is not
-/// quorum loss. etcd's election timeout is 1 s by default, randomized up to 2 s, so an
-/// election after a leader dies completes well within 3 s; `status` shows the probes as
-/// they are at once.
+/// The least time an observed quorum probe must keep failing before the watcher calls it
+/// lost (the cluster's `quorum_lost`, a node's `node_quorum` false): a leader election is
+/// not quorum loss. etcd's election timeout is 1 s by default, randomized up to 2 s, so an
+/// election after a leader dies completes well within 3 s. The engine's takeover time
+/// raises it ([`quorum_confirm`]); `status` shows the probes as they are at once.
 pub const QUORUM_CONFIRM: Duration = Duration::from_secs(3);
+
+/// How long a quorum probe must keep failing before it counts as lost, for an engine whose
+/// takeover (an election; on CockroachDB, a dead leaseholder's liveness expiry before its
+/// leases move — the quorum probe's own range may be one of them) is expected to take
+/// `takeover`: the longer of the two, so a takeover in progress is not reported as a loss.
+pub fn quorum_confirm(takeover: Duration) -> Duration {
+    takeover.max(QUORUM_CONFIRM)
+}
 
 struct Inner {
     lab: Lab,
@@ -153,6 +164,9 @@ struct Inner {
     http: reqwest::Client,
     /// The Alertmanager webhook is being served (once per daemon).
     webhook_started: std::sync::atomic::AtomicBool,
+    /// [`quorum_confirm`] for this engine, set when the poller starts ([`QUORUM_CONFIRM`]
+    /// until then).
+    quorum_confirm: std::sync::OnceLock<Duration>,
     /// Per alert (Alertmanager's fingerprint): the last (status, startsAt) told as an event.
     alerts_seen: Mutex<HashMap<String, (String, String)>>,
 }
@@ -203,6 +217,7 @@ impl Supervisor {
                 cancel,
                 http: engine::http_client(poll.max(Duration::from_millis(500)).min(Duration::from_secs(2))),
                 webhook_started: std::sync::atomic::AtomicBool::new(false),
+                quorum_confirm: std::sync::OnceLock::new(),
                 alerts_seen: Mutex::new(HashMap::new()),
             }),
         };
@@ -339,5 +354,16 @@ fn describe_state(s: &NodeState) -> String {
     match s {
         NodeState::Exited { status, .. } => format!("exited, {status}"),
         other => other.name().to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_takeover_in_progress_is_not_a_quorum_loss() {
+        assert_eq!(quorum_confirm(Duration::from_secs(14)), Duration::from_secs(14), "CockroachDB v20.1: past the lease expiry");
+        assert_eq!(quorum_confirm(Duration::from_secs(2)), QUORUM_CONFIRM, "never shorter than an election");
     }
 }

@@ -9,6 +9,13 @@ impl Supervisor {
     // ----- polling --------------------------------------------------------------------------
 
     pub(super) async fn poll_loop(&self) {
+        // The engine's takeover time (CockroachDB asks its binary, once) sets how long a
+        // failing quorum probe is a takeover in progress; not waited for by the first rounds.
+        let sup = self.clone();
+        tokio::spawn(async move {
+            let takeover = sup.inner.engine.takeover().await;
+            let _ = sup.inner.quorum_confirm.set(quorum_confirm(takeover.expected));
+        });
         let poll = self.spec().timeouts.poll;
         let mut tick = tokio::time::interval(poll);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -28,12 +35,16 @@ impl Supervisor {
             self.state().nodes.iter().filter(|n| n.process.is_some()).map(|n| (n.id, n.ports.http_addr())).collect();
         let all = self.members();
         let live_members: Vec<Member> = all.iter().copied().filter(|m| live.iter().any(|(id, _)| *id == m.id)).collect();
-        let probes = self.probe_readiness_of(&live);
+        // Readiness is applied as soon as its probes answer, not after the engine's slower
+        // observation (CockroachDB's quorum probe may take its whole 2 s timeout).
+        let probes = async {
+            let sent = Instant::now();
+            for (node, r) in self.probe_readiness_of(&live).await {
+                self.apply_readiness(node, r.ready, r.detail, sent);
+            }
+        };
         let observe = self.inner.engine.observe(&self.inner.http, &live_members, &all);
-        let (results, observation) = futures_util::join!(probes, observe);
-        for (node, r) in results {
-            self.apply_readiness(node, r.ready, r.detail);
-        }
+        let ((), observation) = futures_util::join!(probes, observe);
         // A node that started or exited while the round ran makes its quorum figure a mix of
         // two memberships (seen: a read answered by the member that was alone when the round
         // began, after a restarted one had joined it — "regained with 1 of 3 running"): such a
@@ -96,15 +107,17 @@ impl Supervisor {
                 events.push(EventKind::LeaderChanged { from: w.last.cluster.leader, to: c.leader, term: c.term });
             }
             if initialized && consistent {
-                // Lost once it has failed for QUORUM_CONFIRM without a break (an election is
-                // not a loss); regained at the first success after a reported loss.
+                // Lost once it has failed for the engine's confirm time without a break (an
+                // election or a lease takeover is not a loss); regained at the first success
+                // after a reported loss.
+                let confirm = self.inner.quorum_confirm.get().copied().unwrap_or(QUORUM_CONFIRM);
                 let now = Instant::now();
                 if quorum.ok {
                     w.quorum_failing_since = None;
                 } else {
                     w.quorum_failing_since.get_or_insert(now);
                 }
-                let confirmed_lost = w.quorum_failing_since.is_some_and(|t| now.duration_since(t) >= QUORUM_CONFIRM);
+                let confirmed_lost = w.quorum_failing_since.is_some_and(|t| now.duration_since(t) >= confirm);
                 if confirmed_lost && !w.lost_reported && w.quorum_ok.is_some() {
                     w.lost_reported = true;
                     events.push(EventKind::QuorumLost { up: quorum.up, needed: quorum.needed, detail: quorum.detail.clone() });
@@ -123,7 +136,7 @@ impl Supervisor {
                         }
                     } else {
                         let since = *w.node_failing_since.entry(*node).or_insert(now);
-                        if now.duration_since(since) >= QUORUM_CONFIRM && w.node_lost_reported.insert(*node) {
+                        if now.duration_since(since) >= confirm && w.node_lost_reported.insert(*node) {
                             events.push(EventKind::NodeQuorum { node: *node, sees_quorum: false, detail: f.quorum_detail.clone() });
                         }
                     }
@@ -148,17 +161,23 @@ impl Supervisor {
         self.inner.watch.lock().unwrap_or_else(|p| p.into_inner()).last.cluster.clone()
     }
 
-    pub(super) fn apply_readiness(&self, node: NodeId, ready: bool, detail: Option<String>) {
-        self.note_ready_for_restarts(node, ready);
+    /// Applies a readiness answer to the probe sent at `sent`, unless an answer to a newer
+    /// probe was applied already (probes overlap: the poller's and `wait_ready`'s).
+    pub(super) fn apply_readiness(&self, node: NodeId, ready: bool, detail: Option<String>, sent: Instant) {
         let (changed, detail_changed) = {
             let mut rt = self.runtime();
             let r = rt.entry(node).or_default();
+            if r.ready_sent.is_some_and(|newer| newer > sent) {
+                return;
+            }
+            r.ready_sent = Some(sent);
             let changed = r.ready != ready;
             let detail_changed = r.ready_detail != detail;
             r.ready = ready;
             r.ready_detail = detail.clone();
             (changed, detail_changed)
         };
+        self.note_ready_for_restarts(node, ready);
         // The process may have exited while the probe ran; only live nodes change.
         let mut became_running = false;
         {

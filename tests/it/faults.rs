@@ -23,7 +23,7 @@ fn cpu_ticks(pid: u64) -> u64 {
 }
 
 /// Share of one core a process used over `window`, percent.
-fn cpu_pct(pid: u64, window: Duration) -> f64 {
+pub(crate) fn cpu_pct(pid: u64, window: Duration) -> f64 {
     let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK).unwrap().unwrap_or(100) as f64;
     let (t0, s0) = (cpu_ticks(pid), Instant::now());
     // A measurement window, not a wait for a condition.

@@ -128,6 +128,12 @@ impl TestLab {
         lab
     }
 
+    /// Appends `toml` (sections) to the lab's config.
+    pub fn append_config(&self, toml: &str) {
+        let text = std::fs::read_to_string(&self.config).unwrap();
+        std::fs::write(&self.config, format!("{text}\n{toml}\n")).unwrap();
+    }
+
     /// The lab's tag in the names of its namespaces and interfaces.
     pub fn net_tag(&self) -> String {
         roachlab::topology::netns::tag_of(&self.lab_dir())
@@ -309,6 +315,27 @@ pub fn text(b: &[u8]) -> String {
 /// capture (which only intercepts `print!`/`eprint!`), so it shows in every test run.
 pub fn skipped(reason: &str, test: &str) {
     let _ = writeln!(std::io::stderr().lock(), "SKIPPED ({reason}): {test}");
+}
+
+/// Held by each CockroachDB test for its whole length: they run one at a time (three
+/// CockroachDB nodes use most of a 2-core machine while they up-replicate), beside the etcd
+/// tests.
+static COCKROACH_TESTS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// For a CockroachDB test: the suite's CockroachDB lock once this test's turn has come, or
+/// `None` with a SKIPPED line naming `test` when no binary is available
+/// (`$ROACHLAB_COCKROACH` or `cockroach` on PATH; `.ci/run` unpacks one from
+/// `../shared/cockroach/`). Bind it first in the test, so it is released after the lab's
+/// teardown.
+pub fn cockroach_turn(test: &str) -> Option<std::sync::MutexGuard<'static, ()>> {
+    let Some(bin) = binary_available("ROACHLAB_COCKROACH", "cockroach") else {
+        skipped("no cockroach binary", &format!("{test} (set ROACHLAB_COCKROACH or put `cockroach` on PATH)"));
+        return None;
+    };
+    // A test that failed holding the lock poisons it; the next one still runs.
+    let guard = COCKROACH_TESTS.lock().unwrap_or_else(|p| p.into_inner());
+    println!("running against {}", bin.display());
+    Some(guard)
 }
 
 /// Whether a binary is available (by env var or PATH), for SKIPPED lines.

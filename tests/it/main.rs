@@ -3,6 +3,7 @@
 
 mod cli_errors;
 mod cockroach;
+mod cockroach_faults;
 mod daemon;
 mod drain;
 mod drill;

@@ -116,8 +116,7 @@ async fn ask(facts: &Facts, m: &Member, table: &str, key: i64) -> std::result::R
             .fetch(&client, &[])
             .await
             .map_err(|e| engine_err(&e))?;
-        let columns: Vec<Column> =
-            rows.iter().map(|r| Column { name: r.get(0), data_type: r.get(1), nullable: r.get(2) }).collect();
+        let columns: Vec<Column> = rows.iter().map(|r| Column { name: r.get(0), data_type: r.get(1), nullable: r.get(2) }).collect();
         let keys = TypedSql::fixed(
             &format!("SELECT column_name FROM [SHOW INDEX FROM {table}] WHERE index_name = 'primary' AND seq_in_index = 1"),
             &[],

@@ -21,6 +21,8 @@ use version::{Facts, Version};
 pub mod lease;
 pub mod parse;
 pub mod quorum;
+#[cfg(test)]
+mod recorded;
 pub mod version;
 
 use parse::{add, last_lines};
@@ -398,7 +400,7 @@ impl Engine for Cockroach {
             if !ok {
                 return Err(Error::engine("cockroach", format!("`cockroach {}` failed: {}", args.join(" "), last_lines(&err, &out))));
             }
-            Ok(vec![format!("drained in {} ms: {}", start.elapsed().as_millis(), parse::drain_summary(&out))])
+            Ok(vec![format!("drained in {} ms: {}", start.elapsed().as_millis(), parse::drain_summary(&format!("{err}\n{out}")))])
         })
     }
 

@@ -220,7 +220,8 @@ pub fn decommission_replicas(out: &str, columns: &[&str], node: u64) -> Option<(
 
 /// Summarises `cockroach node drain` output (contract §2: `node is draining... remaining: N`
 /// lines, then `(complete)` and `ok`): the first and last remaining counts — leases and
-/// other work the node still had to hand over.
+/// other work the node still had to hand over. v20.1.5 prints the progress lines on stderr
+/// and only `ok` on stdout (`tests/fixtures/cockroach-v20.1.5-oss/02-drain`): pass both.
 pub fn drain_summary(out: &str) -> String {
     let counts: Vec<u64> = out
         .lines()
@@ -242,7 +243,7 @@ pub(crate) fn add(a: Option<u64>, b: Option<u64>) -> Option<u64> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::config::{LabSpec, Overrides};
     use crate::engine::Engine;
@@ -260,7 +261,7 @@ mod tests {
 
     /// The body of a recorded `curl -si` reply (after the blank line that ends the headers),
     /// without the gRPC trailer curl prints after a chunked body.
-    fn http_body(raw: &str) -> (u16, String) {
+    pub(crate) fn http_body(raw: &str) -> (u16, String) {
         let status = raw.split_whitespace().nth(1).unwrap().parse().unwrap();
         let body = raw.split_once("\r\n\r\n").or_else(|| raw.split_once("\n\n")).unwrap().1;
         let body = body.split("Grpc-Trailer-Content-Type").next().unwrap();

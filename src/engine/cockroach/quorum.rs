@@ -20,9 +20,9 @@ use super::version::Facts;
 use crate::engine::Member;
 use crate::node::NodeId;
 use crate::sql::{self, TypedSql};
-use tokio_postgres::error::SqlState;
 use crate::watch::{groups_losing_majority, LossPrediction, Quorum, Takeover, Writes};
 use crate::{Error, Result};
+use tokio_postgres::error::SqlState;
 
 /// The SQL URL of one node (not through HAProxy: the prediction and the probe are about that
 /// node).
