@@ -25,7 +25,8 @@ fn cockroach_demo_workloads_quorum_loss_and_scale() {
     assert!(out.contains("met:     graceful: fail == 0") && out.contains("met:     graceful: ambiguous == 0"), "{out}");
     // The theory speaks of ranges and replicas, and each fault's prediction is checked.
     assert!(out.contains("replication factor 3: each range is its own Raft group of 3 replicas and needs 2"), "{out}");
-    assert!(out.contains("prediction: with node(s) 3 down, 0 of"), "{out}");
+    // The target is the leaseholder of the bank's first row (CockroachDB has no single leader).
+    assert!(out.contains("prediction: with node(s) ") && out.contains(" down, 0 of "), "{out}");
     assert!(!out.contains("NOT MET"), "every prediction and expectation holds: {out}");
     assert!(out.contains("the cluster is still up"), "{out}");
 
