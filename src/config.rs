@@ -533,10 +533,19 @@ impl LabSpec {
 /// A locality as CockroachDB's `--locality` takes it: `key=value` tiers joined by commas
 /// (`region=us-east1,zone=a`); keys and values non-empty, without spaces.
 pub fn check_locality(l: &str) -> std::result::Result<(), String> {
+    let shown = crate::events::printable(l);
+    let mut keys = std::collections::HashSet::new();
     for tier in l.split(',') {
         match tier.split_once('=') {
-            Some((k, v)) if !k.is_empty() && !v.is_empty() && !tier.contains(char::is_whitespace) && !v.contains('=') => {}
-            _ => return Err(format!("`{l}` is not a locality like \"zone=a\" or \"region=us-east1,zone=a\"")),
+            Some((k, v))
+                if !k.is_empty() && !v.is_empty() && !tier.contains(|c: char| c.is_whitespace() || c.is_control()) && !v.contains('=') =>
+            {
+                // CockroachDB's --locality: "each tier key must be unique" (cockroach start docs).
+                if !keys.insert(k) {
+                    return Err(format!("`{shown}` names the tier `{k}` twice; each key once, e.g. \"region=us-east1,zone=a\""));
+                }
+            }
+            _ => return Err(format!("`{shown}` is not a locality like \"zone=a\" or \"region=us-east1,zone=a\"")),
         }
     }
     Ok(())
@@ -629,6 +638,9 @@ mod tests {
         assert_eq!(LabSpec::load(None, &Overrides::default()).unwrap().topology.kind, TopologyKind::Loopback);
         let err = RawConfig::parse("[netns]\nsubnet = \"198.18.9.1/24\"\n", "t.toml").unwrap_err().to_string();
         assert!(err.starts_with("t.toml:2:10:") && err.contains("write 198.18.9.0/24"), "{err}");
+        // A reserved range is refused before anything starts, at its line.
+        let err = RawConfig::parse("[netns]\nsubnet = \"224.0.0.0/24\"\n", "t.toml").unwrap_err().to_string();
+        assert!(err.starts_with("t.toml:2:10:") && err.contains("multicast"), "{err}");
         let err = RawConfig::parse("topology = \"docker\"\n", "t.toml").unwrap_err().to_string();
         assert!(err.starts_with("t.toml:1:12:") && err.contains("loopback") && err.contains("netns"), "{err}");
     }
@@ -652,6 +664,9 @@ mod tests {
             .resolve(&Overrides::default(), "t.toml")
             .unwrap_err();
         assert!(err.to_string().contains("etcd.localities: `zone a` is not a locality"), "{err}");
+        assert!(check_locality("zone=a,zone=b").unwrap_err().contains("names the tier `zone` twice"));
+        assert!(check_locality("zone=a\u{0}").unwrap_err().contains("`zone=a\\u{0}` is not a locality"));
+        assert!(check_locality("region=r1,zone=a").is_ok());
         assert!(locality_matches("region=r1,zone=a", "zone=a") && !locality_matches("region=r1,zone=a", "zone=b"));
         assert!(locality_matches("region=r1,zone=a", "region=r1,zone=a"));
         assert_eq!(LabSpec::load(None, &Overrides::default()).unwrap().locality_of(1), None);

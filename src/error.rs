@@ -56,8 +56,9 @@ pub enum Error {
     LabRunning { dir: PathBuf, pid: u32 },
 
     /// The lab exists but was created with another spec than the one asked for now.
-    #[error("the lab in {} was created as {existing}, not {requested}; use another --dir, or `roachlab down --wipe` first", dir.display())]
-    LabMismatch { dir: PathBuf, existing: String, requested: String },
+    /// `differences`: each as "engine etcd, not cockroach".
+    #[error("the lab in {} was created with another shape ({differences}); use another --dir, or `roachlab down --wipe` first", dir.display())]
+    LabMismatch { dir: PathBuf, differences: String },
 
     /// The daemon could not be reached on its socket.
     #[error("cannot reach the roachlab daemon at {}: {message}", socket.display())]

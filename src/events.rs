@@ -163,7 +163,13 @@ impl Event {
     }
 
     /// A one-line human description, without the timestamp.
+    /// The event in one line of words, control characters escaped ([`printable`]): events
+    /// carry text from outside (alert labels, engine errors, node log lines).
     pub fn describe(&self) -> String {
+        printable(&self.describe_raw())
+    }
+
+    fn describe_raw(&self) -> String {
         match &self.kind {
             EventKind::Command { command, by: Some(by) } => format!("request: {command} (from {by})"),
             EventKind::Command { command, by: None } => format!("request: {command}"),
@@ -258,6 +264,16 @@ impl Event {
 }
 
 /// Prometheus' way of writing labels, `{node="3"}`; nothing for no labels.
+/// `text` safe for a terminal or a report line: every control character (a NUL, an escape
+/// sequence's ESC, a newline) written as its Rust escape (`\u{0}`, `\u{1b}`, `\n`); the rest
+/// unchanged.
+pub fn printable(text: &str) -> String {
+    if !text.chars().any(char::is_control) {
+        return text.to_string();
+    }
+    text.chars().map(|c| if c.is_control() { c.escape_default().to_string() } else { c.to_string() }).collect()
+}
+
 pub fn describe_labels(labels: &std::collections::BTreeMap<String, String>) -> String {
     if labels.is_empty() {
         return String::new();
@@ -366,6 +382,12 @@ pub async fn write_timeline(mut rx: broadcast::Receiver<Event>, path: PathBuf, c
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn control_characters_never_reach_a_terminal() {
+        assert_eq!(printable("Evil\u{0}\n\u{1b}[31m"), "Evil\\u{0}\\n\\u{1b}[31m");
+        assert_eq!(printable("plain ü"), "plain ü");
+    }
 
     #[test]
     fn events_serialize_flat_with_both_clocks() {

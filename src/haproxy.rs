@@ -79,6 +79,25 @@ pub async fn version(bin: &Path) -> Option<HaproxyVersion> {
     }
 }
 
+/// A word of HAProxy's configuration holding `text` verbatim, spaces and all (HAProxy 2.6
+/// configuration.txt, 2.2 "Quoting and escaping"): single quotes, in which nothing is
+/// special; where `text` has a single quote itself, double quotes, with `\`, `"` and `$`
+/// (environment variables are expanded there) escaped by a backslash.
+pub fn quote(text: &str) -> String {
+    if !text.contains('\'') {
+        return format!("'{text}'");
+    }
+    let mut out = String::from("\"");
+    for c in text.chars() {
+        if matches!(c, '\\' | '"' | '$') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out.push('"');
+    out
+}
+
 /// Renders `haproxy.cfg` for these backends, for HAProxy `version` (what a newer release
 /// needs said, e.g. not to load the system's CA store, is written only for it).
 pub fn render(lab: &Lab, spec: &HaproxySpec, engine: &dyn Engine, backends: &[Backend], version: Option<HaproxyVersion>) -> Result<String> {
@@ -87,9 +106,10 @@ pub fn render(lab: &Lab, spec: &HaproxySpec, engine: &dyn Engine, backends: &[Ba
     env.add_template("haproxy.cfg", TEMPLATE).map_err(|e| Error::Haproxy { message: format!("bad template: {e}") })?;
     let ctx = minijinja::context! {
         engine => engine.kind().to_string(),
-        dir => lab.dir().display().to_string(),
-        stats_socket => lab.haproxy_socket().display().to_string(),
-        state_file => lab.haproxy_state().display().to_string(),
+        // In a comment: one line, whatever the directory's name.
+        dir => lab.dir().display().to_string().replace(['\n', '\r'], " "),
+        stats_socket => quote(&lab.haproxy_socket().display().to_string()),
+        state_file => quote(&lab.haproxy_state().display().to_string()),
         frontend_name => engine.frontend_name(),
         client_role => match engine.frontend_name() { "psql" => "SQL", _ => "client API" },
         frontend_port => spec.frontend_port,
@@ -262,6 +282,12 @@ pub async fn server_stats(socket: &Path) -> Result<Vec<ServerStat>> {
 mod tests {
     use super::*;
     use crate::config::{EngineKind, LabSpec, Overrides};
+
+    #[test]
+    fn paths_are_quoted_as_one_word() {
+        assert_eq!(quote("/tmp/a space/ü/haproxy.sock"), "'/tmp/a space/ü/haproxy.sock'");
+        assert_eq!(quote("/tmp/it's $HOME \\ \"x\""), "\"/tmp/it's \\$HOME \\\\ \\\"x\\\"\"");
+    }
 
     fn rendered(engine: EngineKind) -> String {
         rendered_for(engine, Some((2, 6)))

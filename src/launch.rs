@@ -34,6 +34,7 @@ pub async fn ensure_daemon(lab: &Lab) -> Result<Client> {
 /// Ctrl-C in this terminal), output to `DIR/logs/daemon.log`, and waits until it answers.
 pub async fn start_daemon(lab: &Lab) -> Result<Client> {
     use process_wrap::std::{CommandWrap, ProcessSession};
+    refuse_a_foreign_lab(lab)?;
     std::fs::create_dir_all(lab.logs_dir()).map_err(|e| Error::io(format!("cannot create {}", lab.logs_dir().display()), e))?;
     let log_path = lab.daemon_log();
     let open = || {
@@ -80,6 +81,36 @@ fn log_tail(path: &Path) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
     lines[lines.len().saturating_sub(3)..].join(" / ")
+}
+
+/// A lab whose directory belongs to another user (a root lab, for one made with `sudo` for
+/// the netns topology) cannot be run by this one: its daemon, socket and logs are that
+/// user's. Said plainly, instead of the first file that cannot be opened.
+fn refuse_a_foreign_lab(lab: &Lab) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let me = nix::unistd::geteuid();
+    let meta = match std::fs::metadata(lab.dir()) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+            return Err(Error::Refused(format!(
+                "cannot reach the lab in {} as this user (uid {me}): permission denied. It was made by another user (a root \
+                 lab, for one, made with `sudo` for the netns topology): run the command as that user, or use a lab directory of your own",
+                lab.dir().display()
+            )))
+        }
+        Err(_) => return Ok(()),
+    };
+    if me.is_root() || meta.uid() == me.as_raw() {
+        return Ok(());
+    }
+    let owner =
+        nix::unistd::User::from_uid(meta.uid().into()).ok().flatten().map(|u| u.name).unwrap_or_else(|| format!("uid {}", meta.uid()));
+    Err(Error::Refused(format!(
+        "the lab in {} belongs to {owner}: its daemon, control socket and logs are {owner}'s, so this user (uid {me}) can neither \
+         reach nor start them. Run the command as {owner} (e.g. `sudo roachlab --dir {} …` for a root lab), or use a lab directory of your own",
+        lab.dir().display(),
+        lab.dir().display()
+    )))
 }
 
 /// Opens (creating it if needed, never truncating) the lab's lock file `DIR/daemon.lock`.

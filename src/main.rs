@@ -34,8 +34,9 @@ fn main() {
             eprintln!("{e}");
             130
         }
+        // Errors quote engines and servers: their control characters are escaped.
         Err(e) => {
-            eprintln!("error: {e}");
+            eprintln!("error: {}", roachlab::events::printable(&e.to_string()));
             1
         }
     };

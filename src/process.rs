@@ -11,7 +11,7 @@ use std::process::Stdio;
 
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
-use process_wrap::tokio::{ChildWrapper, CommandWrap, ProcessGroup};
+use process_wrap::tokio::{ChildWrapper, CommandWrap, ProcessSession};
 use serde::{Deserialize, Serialize};
 use sysinfo::{ProcessRefreshKind, ProcessStatus, ProcessesToUpdate, System};
 
@@ -155,9 +155,17 @@ impl std::fmt::Debug for Spawned {
     }
 }
 
-/// Spawns `program args…` as the leader of a new process group, with stdin closed and stdout
-/// and stderr appended to `log`. The child does not die with the daemon: it outlives it and is
+/// Spawns `program args…` as the leader of a new session (and so of a new process group,
+/// its id the child's pid: signals go to the group), with stdin closed and stdout and stderr
+/// appended to `log`. The child does not die with the daemon: it outlives it and is
 /// re-adopted by the next one.
+///
+/// A session of its own, not only a process group: when the daemon dies, a child's process
+/// group in the daemon's session would become orphaned, and the kernel sends an orphaned
+/// group that has a stopped member SIGHUP then SIGCONT (POSIX `_exit`; Linux
+/// `kill_orphaned_pgrp`) — a paused node (`node pause`, SIGSTOP) would be resumed and most
+/// likely killed (etcd exits on SIGHUP). A group in another session is never orphaned by its
+/// parent's exit, so a paused node stays paused until a new daemon resumes it.
 ///
 /// With `netns` (`/run/netns/NAME`), the child enters that network namespace (`setns(2)`,
 /// CLONE_NEWNET) between fork and exec: it is still our child, in our process tree, with the
@@ -184,7 +192,7 @@ pub fn spawn(program: &Path, args: &[String], env: &[(String, String)], log: &Pa
         }
     }
     let mut wrap = CommandWrap::from(cmd);
-    wrap.wrap(ProcessGroup::leader());
+    wrap.wrap(ProcessSession);
     let child = wrap.spawn().map_err(|e| Error::io(format!("cannot start {}", program.display()), e))?;
     let pid = child.id().ok_or_else(|| Error::io("spawned child has no pid", std::io::ErrorKind::Other.into()))?;
     // The start time is read from /proc right after spawn; the child cannot have exited and

@@ -261,15 +261,42 @@ async fn up(lab: &Lab, config: Option<&Path>, overrides: Overrides) -> Result<i3
     if !created {
         let (existing, _) = LabState::load_or_recover(&lab.state_file())?;
         if let Some(existing) = existing {
-            if asked && !same_shape(&existing.spec, &requested) {
-                return Err(Error::LabMismatch {
-                    dir: lab.dir().to_path_buf(),
-                    existing: existing.spec.summary(),
-                    requested: requested.summary(),
-                });
+            let differences = shape_differences(&existing.spec, &requested);
+            if asked && !differences.is_empty() {
+                return Err(Error::LabMismatch { dir: lab.dir().to_path_buf(), differences: differences.join("; ") });
             }
         }
     }
+    let result = up_created(lab, &overrides, &requested).await;
+    // A first `up` that failed before any process started (a port taken, a binary missing)
+    // leaves no lab behind: the next `up` may ask for another shape.
+    if result.is_err() && created {
+        let untouched = LabState::load(&lab.state_file()).ok().flatten().is_some_and(|st| {
+            st.haproxy.is_none()
+                && st.prometheus.is_none()
+                && st.alertmanager.is_none()
+                && st.nodes.iter().all(|n| n.process.is_none())
+                && !st.initialized
+        });
+        if untouched {
+            // Its daemon (started for this `up`) goes first, so nothing writes the state again.
+            // (A daemon that gave up by itself may still be writing it as it exits: its lock
+            // tells when it is gone.)
+            let client = Client::new(&lab.socket());
+            if client.is_up().await {
+                let _ = client.stream("/v1/down", &DownRequest { fast: true }, |_| {}).await;
+            }
+            if crate::launch::wait_lab_unlocked(lab, Duration::from_secs(10)).await {
+                let _ = std::fs::remove_file(lab.state_file());
+                let _ = std::fs::remove_file(crate::state::prev_of(&lab.state_file()));
+            }
+        }
+    }
+    result
+}
+
+/// The rest of `up`, once the lab's state exists.
+async fn up_created(lab: &Lab, overrides: &Overrides, requested: &LabSpec) -> Result<i32> {
     // Monitoring asked for now (flag or config) is switched on for a lab made without it.
     let wanted_monitoring = requested.monitoring.enabled.then(|| requested.monitoring.clone());
     let client = Client::new(&lab.socket());
@@ -296,10 +323,17 @@ async fn up(lab: &Lab, config: Option<&Path>, overrides: Overrides) -> Result<i3
     let client = match sent {
         // Queued behind a `down` (refused, or the daemon closed its socket as the request
         // came): wait for that daemon to exit, then a new one brings the lab up.
-        Err(Error::DaemonExiting)
-        | Err(Error::Api { code: crate::error::ErrorCode::Exiting, .. })
-        | Err(Error::DaemonUnreachable { .. }) => {
-            println!("the lab's daemon is finishing a `down`; waiting for it to exit, then starting the lab again");
+        Err(e @ (Error::DaemonExiting | Error::Api { code: crate::error::ErrorCode::Exiting, .. } | Error::DaemonUnreachable { .. })) => {
+            // Unreachable with its lock free: the daemon died mid-`up`, no `down` involved.
+            let died = matches!(e, Error::DaemonUnreachable { .. }) && crate::launch::wait_lab_unlocked(lab, Duration::ZERO).await;
+            if died {
+                println!(
+                    "the lab's daemon died during `up` (its log: {}); starting a new one, which re-adopts what runs, to finish",
+                    lab.dir().join("logs/daemon.log").display()
+                );
+            } else {
+                println!("the lab's daemon is finishing a `down`; waiting for it to exit, then starting the lab again");
+            }
             crate::launch::wait_lab_unlocked(lab, Duration::from_secs(60)).await;
             let client = crate::launch::start_daemon(lab).await?;
             stream(&client, "/v1/up", &body).await?;
@@ -315,14 +349,25 @@ async fn up(lab: &Lab, config: Option<&Path>, overrides: Overrides) -> Result<i3
     Ok(0)
 }
 
-/// A lab created with a config matches a later `up --config` of the same shape: engine, node
-/// count and ports. (Timeouts may differ; the stored ones win.)
-fn same_shape(a: &LabSpec, b: &LabSpec) -> bool {
-    a.engine == b.engine
-        && a.nodes == b.nodes
-        && a.topology.kind == b.topology.kind
-        && a.ports == b.ports
-        && a.haproxy.frontend_port == b.haproxy.frontend_port
+/// What differs between the shape a lab was created with (`existing`) and the one asked for
+/// now, each as "`existing`, not `requested`": engine, node count, topology, the nodes' port
+/// blocks, HAProxy's frontend. Empty when a later `up --config` matches (timeouts may differ;
+/// the stored ones win).
+fn shape_differences(existing: &LabSpec, requested: &LabSpec) -> Vec<String> {
+    let mut d = Vec::new();
+    let mut differ = |what: &str, a: String, b: String| {
+        if a != b {
+            d.push(format!("{what} {a}, not {b}"));
+        }
+    };
+    differ("engine", existing.engine.to_string(), requested.engine.to_string());
+    differ("nodes", existing.nodes.to_string(), requested.nodes.to_string());
+    differ("topology", existing.topology.kind.to_string(), requested.topology.kind.to_string());
+    differ("node service ports from", existing.ports.base.to_string(), requested.ports.base.to_string());
+    differ("node HTTP ports from", existing.ports.http_base.to_string(), requested.ports.http_base.to_string());
+    differ("node peer ports from", existing.ports.peer_base.to_string(), requested.ports.peer_base.to_string());
+    differ("HAProxy frontend port", existing.haproxy.frontend_port.to_string(), requested.haproxy.frontend_port.to_string());
+    d
 }
 
 async fn demo(lab: &Lab, config: Option<&Path>) -> Result<i32> {
@@ -462,5 +507,75 @@ pub async fn shutdown_signal() {
     tokio::select! {
         _ = term.recv() => {}
         _ = int.recv() => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::Cli;
+
+    /// The command lines of the README's first command block, as a user would type them:
+    /// `a | b` alternatives split, each `[…]` optional part left out and put in, `(…)` notes
+    /// and `# …` comments dropped, a leading `sudo` removed.
+    fn readme_command_lines() -> Vec<String> {
+        let readme = include_str!("../../README.md");
+        let block = readme.split("```\n").nth(1).expect("the README's first code block");
+        let mut out = Vec::new();
+        for line in block.lines() {
+            let line = line.split(" # ").next().unwrap_or("").trim();
+            let line = line.strip_prefix("sudo ").unwrap_or(line);
+            let Some(rest) = line.strip_prefix("roachlab ") else { continue };
+            for alt in rest.split(" | ") {
+                let mut no_notes = String::new();
+                let mut depth = 0;
+                for c in alt.chars() {
+                    match c {
+                        '(' => depth += 1,
+                        ')' => depth -= 1,
+                        c if depth == 0 => no_notes.push(c),
+                        _ => {}
+                    }
+                }
+                let mut without = String::new();
+                let mut skip = 0;
+                for c in no_notes.chars() {
+                    match c {
+                        '[' => skip += 1,
+                        ']' => skip -= 1,
+                        c if skip == 0 => without.push(c),
+                        _ => {}
+                    }
+                }
+                let with: String = no_notes.chars().filter(|c| *c != '[' && *c != ']').collect();
+                for variant in [without, with] {
+                    let words: Vec<&str> = variant.split_whitespace().collect();
+                    if !words.is_empty() {
+                        out.push(words.join(" "));
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// Every documented form parses, and none panics (`net partition 3 --one-way 1` did).
+    #[test]
+    fn every_command_line_of_the_readme_parses() {
+        let lines = readme_command_lines();
+        assert!(lines.len() > 40, "{lines:?}");
+        assert!(lines.iter().any(|l| l == "net partition 3 --one-way 1"), "{lines:?}");
+        for line in &lines {
+            let args = std::iter::once("roachlab").chain(line.split_whitespace());
+            let parsed = std::panic::catch_unwind(|| Cli::try_parse_from(args));
+            match parsed {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => panic!("`roachlab {line}` from the README does not parse: {e}"),
+                Err(_) => panic!("`roachlab {line}` from the README panics the argument parser"),
+            }
+        }
+        let one_way = Cli::try_parse_from(["roachlab", "net", "partition", "3", "--one-way", "1,2"]).unwrap();
+        assert!(format!("{:?}", one_way.command).contains("Side([1, 2])"), "{one_way:?}");
     }
 }

@@ -22,15 +22,16 @@ pub async fn alerts(lab: &Lab, json: bool) -> Result<i32> {
 /// `roachlab alerts` as text.
 pub fn alerts_text(r: &AlertsReport) -> String {
     let mut out = String::new();
+    let p = crate::events::printable;
     match &r.error {
-        Some(e) => out.push_str(&format!("firing now: unknown ({e})\n")),
+        Some(e) => out.push_str(&format!("firing now: unknown ({})\n", p(e))),
         None if r.firing.is_empty() => out.push_str("firing now: none\n"),
         None => {
             out.push_str("firing now:\n");
             for a in &r.firing {
-                let labels: Vec<String> = a.identifying_labels().iter().map(|(k, v)| format!("{k}={v}")).collect();
-                let summary = a.annotations.get("summary").map(|s| format!(" — {s}")).unwrap_or_default();
-                out.push_str(&format!("  {} {} since {}{summary}\n", a.name(), labels.join(" "), a.starts_at));
+                let labels: Vec<String> = a.identifying_labels().iter().map(|(k, v)| format!("{}={}", p(k), p(v))).collect();
+                let summary = a.annotations.get("summary").map(|s| format!(" — {}", p(s))).unwrap_or_default();
+                out.push_str(&format!("  {} {} since {}{summary}\n", p(a.name()), labels.join(" "), p(&a.starts_at)));
             }
         }
     }

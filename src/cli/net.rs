@@ -31,8 +31,8 @@ pub enum NetCommand {
         sides: Vec<Vec<NodeId>>,
         /// Asymmetric: the (single) side given cannot send to these nodes; they can still send
         /// to it (over TCP, which needs both directions, connections fail either way).
-        #[arg(long, value_parser = parse_side)]
-        one_way: Option<Vec<NodeId>>,
+        #[arg(long, value_parser = parse_one_side)]
+        one_way: Option<Side>,
         /// Also cut HAProxy and the daemon off from every side without a majority.
         #[arg(long)]
         from_clients: bool,
@@ -60,6 +60,17 @@ pub enum NetCommand {
         #[arg(long)]
         json: bool,
     },
+}
+
+/// One side given as a single value (`--one-way 1,2`). A newtype, so clap takes the whole
+/// list as one value: an `Option<Vec<_>>` field is read by clap's derive as many values of
+/// one id each, which does not match `parse_side`'s list (it panicked with "Mismatch between
+/// definition and access of `one_way`").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Side(pub Vec<NodeId>);
+
+fn parse_one_side(s: &str) -> std::result::Result<Side, String> {
+    parse_side(s).map(Side)
 }
 
 /// `1,2,3` → `[1, 2, 3]`.
@@ -92,7 +103,7 @@ pub async fn run(lab: &Lab, command: NetCommand) -> Result<i32> {
         }
         NetCommand::Partition { sides, one_way, from_clients } => {
             let req = match one_way {
-                Some(to) if sides.len() == 1 => PartitionRequest { sides: vec![sides[0].clone(), to], one_way: true, from_clients },
+                Some(Side(to)) if sides.len() == 1 => PartitionRequest { sides: vec![sides[0].clone(), to], one_way: true, from_clients },
                 Some(_) => return Err(Error::Refused("--one-way takes one side, e.g. `net partition 3 --one-way 1`".into())),
                 None => PartitionRequest { sides, one_way: false, from_clients },
             };

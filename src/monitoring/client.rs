@@ -146,6 +146,39 @@ pub struct WebhookPayload {
     pub alerts: Vec<Alert>,
 }
 
+impl WebhookPayload {
+    /// Checks the payload against Alertmanager's webhook format (version `"4"`; `status` and
+    /// each alert's `firing` or `resolved`; every alert named by a non-empty `alertname`;
+    /// `startsAt` and any `endsAt` RFC 3339 times). `Err` says what is wrong, for a 400.
+    pub fn validate(&self) -> Result<(), String> {
+        use time::format_description::well_known::Rfc3339;
+        if self.version != "4" {
+            return Err(format!("version {:?}: Alertmanager's webhook payload is version \"4\"", self.version));
+        }
+        let status = |s: &str, what: &str| {
+            if s == "firing" || s == "resolved" {
+                Ok(())
+            } else {
+                Err(format!("{what} status {s:?}: expected \"firing\" or \"resolved\""))
+            }
+        };
+        status(&self.status, "the group's")?;
+        for (i, a) in self.alerts.iter().enumerate() {
+            status(&a.status, &format!("alert {i}'s"))?;
+            if a.labels.get("alertname").is_none_or(|n| n.trim().is_empty()) {
+                return Err(format!("alert {i} has no alertname label"));
+            }
+            time::OffsetDateTime::parse(&a.starts_at, &Rfc3339)
+                .map_err(|e| format!("alert {i}'s startsAt {:?}: not an RFC 3339 time ({e})", a.starts_at))?;
+            if !a.ends_at.is_empty() {
+                time::OffsetDateTime::parse(&a.ends_at, &Rfc3339)
+                    .map_err(|e| format!("alert {i}'s endsAt {:?}: not an RFC 3339 time ({e})", a.ends_at))?;
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Alerts active in Alertmanager now (not silenced or inhibited).
 pub async fn active_alerts(http: &reqwest::Client, base: &str) -> Result<Vec<Alert>, String> {
     let body = get(http, &format!("{base}/api/v2/alerts?active=true&silenced=false&inhibited=false")).await?;
@@ -204,6 +237,17 @@ mod tests {
             "externalURL":"http://127.0.0.1:9093","version":"4","groupKey":"{}:{}","truncatedAlerts":0}"#;
         let p: WebhookPayload = serde_json::from_str(w).unwrap();
         assert_eq!(p.version, "4");
+        assert_eq!(p.validate(), Ok(()));
+        // What Alertmanager would never send is refused, saying why.
+        let evil = r#"{"version":"4","status":"firing","alerts":[{"status":"firing","labels":{"alertname":"Evil\u0000\n","node":"99"},"startsAt":"garbage"}]}"#;
+        let e = serde_json::from_str::<WebhookPayload>(evil).unwrap().validate().unwrap_err();
+        assert!(e.contains("startsAt \"garbage\": not an RFC 3339 time"), "{e}");
+        let no_version = r#"{"status":"firing","alerts":[]}"#;
+        assert!(serde_json::from_str::<WebhookPayload>(no_version).unwrap().validate().unwrap_err().contains("version"));
+        let bad_status = w.replace("\"status\":\"resolved\",\"alerts\"", "\"status\":\"sideways\",\"alerts\"");
+        assert!(serde_json::from_str::<WebhookPayload>(&bad_status).unwrap().validate().unwrap_err().contains("sideways"));
+        let nameless = w.replace("\"alertname\":\"NodeDown\",", "");
+        assert!(serde_json::from_str::<WebhookPayload>(&nameless).unwrap().validate().unwrap_err().contains("no alertname"));
         let a = &p.alerts[0];
         assert_eq!((a.name(), a.status.as_str(), a.fingerprint.as_str()), ("NodeDown", "resolved", "0123abcd"));
         assert_eq!(a.identifying_labels(), BTreeMap::from([("node".to_string(), "2".to_string())]));

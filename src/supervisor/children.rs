@@ -117,14 +117,20 @@ impl Supervisor {
     }
 
     pub(super) fn record_exit(&self, node: NodeId, id: ProcIdentity, status: ExitInfo) {
-        let signalled_at = {
+        let (signalled_at, throttled) = {
             let mut rt = self.runtime();
             let r = rt.entry(node).or_default();
             r.ready = false;
             r.ready_detail = Some("process exited".into());
-            r.cpu_quota_pct = None;
-            r.signalled_at.take()
+            (r.signalled_at.take(), r.cpu_quota_pct.take().is_some())
         };
+        // A throttled node's group is empty now (a restarted process is not put in it): gone
+        // with it, not left behind for `down` to find.
+        if throttled {
+            if let Err(e) = crate::cgroup::unthrottle(&self.lab_tag(), node) {
+                tracing::warn!("node {node}: its cgroup stays after its exit: {e}");
+            }
+        }
         let res = self.update(|st| {
             if let Ok(n) = st.node_mut(node) {
                 if n.process == Some(id) {

@@ -230,8 +230,13 @@ impl Supervisor {
             axum::routing::post(move |axum::Json(p): axum::Json<client::WebhookPayload>| {
                 let sup = sup.clone();
                 async move {
+                    // Anyone on this host can post here: what is not Alertmanager's format is
+                    // refused, and nothing of it reaches the timeline.
+                    if let Err(e) = p.validate() {
+                        return (axum::http::StatusCode::BAD_REQUEST, crate::events::printable(&e));
+                    }
                     sup.on_notification(p);
-                    axum::http::StatusCode::OK
+                    (axum::http::StatusCode::OK, String::new())
                 }
             }),
         );
@@ -245,6 +250,7 @@ impl Supervisor {
     /// Turns a notification into events, once per alert and state (Alertmanager repeats
     /// notifications, and a group's notification lists alerts already told).
     pub fn on_notification(&self, p: client::WebhookPayload) {
+        let members: Vec<NodeId> = self.state().nodes.iter().map(|n| n.id).collect();
         let mut events = Vec::new();
         {
             let mut seen = self.inner.alerts_seen.lock().unwrap_or_else(|e| e.into_inner());
@@ -256,6 +262,15 @@ impl Supervisor {
                 }
                 seen.insert(key, now);
                 let (alert, labels) = (a.name().to_string(), a.identifying_labels());
+                // An alert about a node this lab does not have is told, and said to be odd.
+                if let Some(node) = labels.get("node").filter(|n| !members.iter().any(|m| m.to_string() == **n)) {
+                    events.push(EventKind::Warning {
+                        message: crate::events::printable(&format!(
+                            "alert {alert} names node {node}, which this lab does not have (nodes {})",
+                            members.iter().map(|m| m.to_string()).collect::<Vec<_>>().join(", ")
+                        )),
+                    });
+                }
                 events.push(if a.status == "resolved" {
                     EventKind::AlertResolved { alert, labels, starts_at: a.starts_at, ends_at: a.ends_at }
                 } else {

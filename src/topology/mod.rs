@@ -62,6 +62,17 @@ pub struct Subnet {
 /// routed on the Internet, so it cannot shadow a real network.
 pub const DEFAULT_SUBNET: Subnet = Subnet { network: Ipv4Addr::new(198, 18, 7, 0), prefix: 24 };
 
+/// Ranges that cannot hold a lab's unicast addresses (RFC 6890's special-purpose registry):
+/// "this network", loopback, link-local, multicast, and the reserved block with the limited
+/// broadcast address.
+const RESERVED: [(Subnet, &str); 5] = [
+    (Subnet { network: Ipv4Addr::new(0, 0, 0, 0), prefix: 8 }, "\"this network\", RFC 791"),
+    (Subnet { network: Ipv4Addr::new(127, 0, 0, 0), prefix: 8 }, "loopback, RFC 1122"),
+    (Subnet { network: Ipv4Addr::new(169, 254, 0, 0), prefix: 16 }, "link-local, RFC 3927"),
+    (Subnet { network: Ipv4Addr::new(224, 0, 0, 0), prefix: 4 }, "multicast, RFC 5771"),
+    (Subnet { network: Ipv4Addr::new(240, 0, 0, 0), prefix: 4 }, "reserved, with the broadcast address, RFC 1112"),
+];
+
 impl Subnet {
     fn mask(&self) -> u32 {
         u32::MAX << (32 - self.prefix as u32)
@@ -106,6 +117,12 @@ impl std::str::FromStr for Subnet {
         if u32::from(addr) & !subnet.mask() != 0 {
             let net = Ipv4Addr::from(u32::from(addr) & subnet.mask());
             return Err(format!("`{s}` has host bits set; write {net}/{prefix}"));
+        }
+        if let Some((range, what)) = RESERVED.iter().find(|(r, _)| r.overlaps(&subnet)) {
+            return Err(format!(
+                "`{s}` lies in {range} ({what}), where a bridge and its nodes cannot have unicast addresses; use a private or \
+                 benchmarking range no interface of this host uses, e.g. {DEFAULT_SUBNET} or 10.77.0.0/24"
+            ));
         }
         Ok(subnet)
     }
@@ -287,5 +304,17 @@ mod tests {
         assert!("198.18.7.5/24".parse::<Subnet>().unwrap_err().contains("write 198.18.7.0/24"));
         assert!("10.0.0.0/30".parse::<Subnet>().unwrap_err().contains("/16 to /25"));
         assert!("300.1.1.0/24".parse::<Subnet>().unwrap_err().contains("not an IPv4 address"));
+        for (bad, what) in [
+            ("224.0.0.0/24", "multicast"),
+            ("239.255.0.0/16", "multicast"),
+            ("255.255.255.0/24", "broadcast"),
+            ("169.254.1.0/24", "link-local"),
+            ("127.1.0.0/24", "loopback"),
+            ("0.0.7.0/24", "this network"),
+        ] {
+            let e = bad.parse::<Subnet>().unwrap_err();
+            assert!(e.contains(what) && e.contains("198.18.7.0/24"), "{bad}: {e}");
+        }
+        assert!("10.77.0.0/24".parse::<Subnet>().is_ok() && "100.64.3.0/24".parse::<Subnet>().is_ok());
     }
 }

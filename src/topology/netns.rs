@@ -332,7 +332,7 @@ impl Netns {
         let rec = self.record()?;
         for id in sides.iter().flatten() {
             if !rec.nodes.contains_key(id) {
-                return Err(Error::UnknownNode { id: *id, known: rec.nodes.keys().copied().collect() });
+                return Err(no_namespace(&rec, *id));
             }
         }
         // A new partition replaces the one in force (delay and loss stay).
@@ -360,7 +360,7 @@ impl Netns {
     pub fn shape(&self, id: NodeId, s: Shaping) -> Result<()> {
         let _g = self.lock.lock().unwrap_or_else(|p| p.into_inner());
         let rec = self.record()?;
-        let n = rec.nodes.get(&id).cloned().ok_or_else(|| Error::UnknownNode { id, known: rec.nodes.keys().copied().collect() })?;
+        let n = rec.nodes.get(&id).cloned().ok_or_else(|| no_namespace(&rec, id))?;
         which::which("tc").map_err(|_| Error::BinaryNotFound {
             name: "tc".into(),
             env_var: "PATH".into(),
@@ -512,6 +512,18 @@ pub fn teardown_recorded(lab: &Lab) -> Result<Vec<String>> {
         return Ok(Vec::new());
     }
     Netns::new(lab, super::DEFAULT_SUBNET).teardown()
+}
+
+/// Node `id` has no namespace in the record: with none at all, the lab's network is down
+/// (after `down`), which is what to say, not "unknown node".
+fn no_namespace(rec: &NetRecord, id: NodeId) -> Error {
+    if rec.nodes.is_empty() {
+        Error::Refused(format!(
+            "node {id} has no network namespace: the lab's network is down (after `roachlab down`); `roachlab up` first"
+        ))
+    } else {
+        Error::UnknownNode { id, known: rec.nodes.keys().copied().collect() }
+    }
 }
 
 #[cfg(test)]

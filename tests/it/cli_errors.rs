@@ -35,8 +35,8 @@ fn a_taken_port_is_named_with_its_holder() {
         err.contains(&format!("port {} (node 2 etcd client) is already in use by pid {}", lab.ports.base + 1, std::process::id())),
         "{err}"
     );
-    // Nothing was started: no node process recorded.
-    assert!(lab.state()["nodes"].as_array().unwrap().iter().all(|n| n["process"].is_null()));
+    // Nothing was started, so no lab is left behind.
+    assert!(!lab.lab_dir().join("state.json").exists(), "a failed first `up` that started nothing leaves no lab");
     drop(holder);
     // Once the port is free, `up` on the same lab goes through.
     lab.up();
@@ -77,7 +77,32 @@ fn up_with_another_shape_on_an_existing_lab_is_refused() {
     lab.up();
     lab.ok(&["down"]);
     let out = lab.run(&["up", "--config", lab.config.to_str().unwrap(), "--nodes", "5"]);
-    assert!(text(&out.stderr).contains("was created as etcd, 3 nodes, not etcd, 5 nodes"), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("was created with another shape (nodes 3, not 5)"), "{}", text(&out.stderr));
+    // The same engine and size on other ports: the ports are named, not two equal summaries.
+    let other = TestLab::new("etcd", 3);
+    let out = lab.run(&["up", "--config", other.config.to_str().unwrap()]);
+    let err = text(&out.stderr);
+    assert!(
+        err.contains(&format!("node service ports from {}, not {}", lab.ports.base, other.ports.base))
+            && err.contains(&format!("HAProxy frontend port {}, not {}", lab.ports.frontend, other.ports.frontend)),
+        "{err}"
+    );
+}
+
+/// A first `up` that fails before anything starts leaves no lab: the next may ask for another
+/// shape.
+#[test]
+fn a_failed_first_up_that_started_nothing_does_not_fix_the_shape() {
+    let lab = TestLab::new("etcd", 3);
+    let holder = std::net::TcpListener::bind(("127.0.0.1", lab.ports.base + 2)).unwrap();
+    let out = lab.run(&["up", "--config", lab.config.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains(&(lab.ports.base + 2).to_string()), "the taken port is named: {}", text(&out.stderr));
+    drop(holder);
+    assert!(!lab.lab_dir().join("state.json").exists(), "no lab was left behind");
+    let out = lab.run(&["up", "--config", lab.config.to_str().unwrap(), "--nodes", "5"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(lab.status()["nodes"].as_array().unwrap().len(), 5);
 }
 
 #[test]
@@ -171,4 +196,21 @@ fn a_hung_daemon_is_described_and_flags_are_blamed_for_their_own_values() {
     assert!(!out.status.success());
     assert!(err.contains(&format!("connected, but no answer within 2 s; daemon pid {} is stopped (SIGSTOP?)", daemon.pid)), "{err}");
     assert!(lab.ok(&["status"]).contains("running"), "resumed, it answers again");
+}
+
+/// A lab directory with a space and non-ASCII letters: every path written into HAProxy's,
+/// Prometheus' and Alertmanager's configs is quoted, so the whole lab comes up and goes down.
+#[test]
+fn a_lab_directory_with_a_space_and_non_ascii_letters_works() {
+    let mut lab = TestLab::new("etcd", 3);
+    lab.lab_name = "a space/ü ß".into();
+    let out = lab.ok(&["up", "--config", lab.config.to_str().unwrap(), "--monitoring"]);
+    assert!(out.contains("haproxy: running") && out.contains("prometheus: running"), "{out}");
+    let cfg = std::fs::read_to_string(lab.lab_dir().join("haproxy.cfg")).unwrap();
+    assert!(cfg.contains(&format!("stats socket '{}'", lab.lab_dir().join("haproxy.sock").display())), "{cfg}");
+    let s = lab.status();
+    assert!(s["nodes"].as_array().unwrap().iter().all(|n| n["backend"] == "UP"), "{s}");
+    let procs = lab.recorded_processes();
+    lab.ok(&["down"]);
+    wait_for("every process gone", std::time::Duration::from_secs(20), || procs.iter().all(|p| !p.is_alive()).then_some(()));
 }

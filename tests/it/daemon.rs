@@ -221,7 +221,7 @@ fn concurrent_ups_with_different_configs_create_one_lab_and_refuse_the_other() {
     );
     let (winner_nodes, loser) = if a.status.success() { (3, &b) } else { (5, &a) };
     let err = crate::helpers::text(&loser.stderr);
-    assert!(err.contains("was created as etcd"), "{err}");
+    assert!(err.contains("was created with another shape (nodes "), "{err}");
     let s = lab.status();
     assert_eq!(s["nodes"].as_array().unwrap().len(), winner_nodes, "the lab is the winner's: {s}");
     assert!(s["nodes"].as_array().unwrap().iter().all(|n| n["state"] == "running"));

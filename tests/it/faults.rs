@@ -213,6 +213,16 @@ fn a_throttled_node_uses_about_its_quota() {
     assert!(lab.node(leader)["cpu_quota_pct"].is_null());
     let out = lab.run(&["node", "unthrottle", &leader.to_string()]);
     assert!(text(&out.stderr).contains("is not throttled"), "{}", text(&out.stderr));
+
+    // A throttled node that stops takes its (now empty) group with it.
+    lab.ok(&["node", "throttle", &leader.to_string(), "--cpu", "50%"]);
+    let group = format!("roachlab-{}-n{leader}", lab.net_tag());
+    let exists = || {
+        ["/sys/fs/cgroup", "/sys/fs/cgroup/cpu", "/sys/fs/cgroup/cpu,cpuacct"].iter().any(|r| std::path::Path::new(r).join(&group).exists())
+    };
+    assert!(exists(), "the group {group} exists while throttled");
+    lab.ok(&["node", "stop", &leader.to_string()]);
+    assert!(!exists(), "the group {group} was left behind by the stop");
 }
 
 #[test]
@@ -251,4 +261,31 @@ fn a_drill_interrupted_mid_pause_and_mid_throttle_leaves_every_node_whole() {
         .filter(|n| n.contains(&tag))
         .collect();
     assert!(left.is_empty(), "{left:?}");
+}
+
+/// The state letter of `/proc/PID/stat` (`T`: stopped), or `None` once the process is gone.
+fn proc_state(pid: u32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat[stat.rfind(')')? + 2..].chars().next()
+}
+
+/// A paused node outlives the SIGKILL of the daemon that started it, still stopped, and the
+/// next daemon re-adopts it as paused (its process group used to be orphaned by the daemon's
+/// exit, and the kernel's SIGHUP + SIGCONT killed it).
+#[test]
+fn a_paused_node_stays_paused_when_its_daemon_is_killed() {
+    let lab = TestLab::new("etcd", 3);
+    lab.up();
+    lab.ok(&["node", "pause", "3"]);
+    let node: roachlab::process::ProcIdentity = serde_json::from_value(lab.state()["nodes"][2]["process"].clone()).unwrap();
+    let daemon: roachlab::process::ProcIdentity = serde_json::from_value(lab.state()["daemon"].clone()).unwrap();
+    roachlab::process::signal(&daemon, nix::sys::signal::Signal::SIGKILL).unwrap();
+    wait_for("the daemon gone", Duration::from_secs(10), || (!daemon.is_alive()).then_some(()));
+    assert!(node.is_alive(), "the paused node died with its daemon");
+    assert_eq!(proc_state(node.pid), Some('T'), "still stopped, not continued by a hang-up");
+    let n = lab.node(3);
+    assert_eq!((n["state"].as_str(), n["pid"].as_u64()), (Some("paused"), Some(node.pid as u64)), "re-adopted as paused: {n}");
+    lab.ok(&["node", "resume", "3"]);
+    wait_for("node 3 ready again", Duration::from_secs(30), || (lab.node(3)["ready"] == true).then_some(()));
+    assert!(node.is_alive());
 }

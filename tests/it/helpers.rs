@@ -71,6 +71,9 @@ pub struct TestLab {
     pub ports: Ports,
     /// The netns lab's subnet claim (a directory held while the lab lives).
     pub subnet: Option<(String, PathBuf)>,
+    /// The lab directory's path under `dir` (`lab`; any name a user could give, spaces and
+    /// all).
+    pub lab_name: String,
 }
 
 /// Claims a /24 in 198.18.0.0/15 no other test process holds (an atomically created
@@ -114,7 +117,7 @@ impl TestLab {
             ports.webhook
         );
         std::fs::write(&config, text).expect("write config");
-        Self { dir, config, ports, subnet: None }
+        Self { dir, config, ports, subnet: None, lab_name: "lab".into() }
     }
 
     /// A lab like [`TestLab::new`] in the netns topology, on a subnet of its own.
@@ -149,7 +152,7 @@ impl TestLab {
 
     /// The lab directory (`--dir`).
     pub fn lab_dir(&self) -> PathBuf {
-        self.dir.path().join("lab")
+        self.dir.path().join(&self.lab_name)
     }
 
     /// `roachlab --dir LAB args...`, with the environment it is given.

@@ -100,6 +100,22 @@ fn a_monitored_lab_scrapes_every_member_alerts_on_a_kill_into_the_timeline_and_d
     });
     drop(q);
 
+    // The webhook takes only Alertmanager's format; text from it never reaches a terminal raw.
+    let webhook = roachlab::monitoring::render::WEBHOOK_PATH;
+    let evil = r#"{"version":"4","status":"firing","alerts":[{"status":"firing","labels":{"alertname":"Evil\u0000\n","node":"99"},"startsAt":"garbage"}]}"#;
+    let (code, body) = http_post(lab.ports.webhook, webhook, evil).unwrap();
+    assert_eq!(code, 400, "{body}");
+    assert!(body.contains("startsAt"), "{body}");
+    let odd = evil.replace("garbage", "2026-12-05T10:00:00Z");
+    let (code, body) = http_post(lab.ports.webhook, webhook, &odd).unwrap();
+    assert_eq!(code, 200, "well-formed, if odd: {body}");
+    let shown = lab.ok(&["alerts"]);
+    assert!(!shown.contains('\0') && shown.contains("Evil\\u{0}\\n"), "control characters escaped: {shown:?}");
+    assert!(
+        lab.events().iter().any(|e| e["kind"] == "warning" && e["message"].as_str().unwrap_or("").contains("names node 99")),
+        "an alert about an unknown node is flagged"
+    );
+
     // The daemon dies: a new one re-adopts both servers by identity (same pids) and serves
     // the webhook again, so the alert below reaches the timeline through it.
     let daemon: ProcIdentity = serde_json::from_value(lab.state()["daemon"].clone()).unwrap();
