@@ -39,20 +39,8 @@ import time
 
 import lablib
 
-PIPELINE_SCRIPT = """\\set aid random(1, 100000 * :scale)
-\\set bid random(1, 1 * :scale)
-\\set tid random(1, 10 * :scale)
-\\set delta random(-5000, 5000)
-\\startpipeline
-BEGIN;
-UPDATE pgbench_accounts SET abalance = abalance + :delta WHERE aid = :aid;
-SELECT abalance FROM pgbench_accounts WHERE aid = :aid;
-UPDATE pgbench_tellers SET tbalance = tbalance + :delta WHERE tid = :tid;
-UPDATE pgbench_branches SET bbalance = bbalance + :delta WHERE bid = :bid;
-INSERT INTO pgbench_history (tid, bid, aid, delta, mtime) VALUES (:tid, :bid, :aid, :delta, CURRENT_TIMESTAMP);
-END;
-\\endpipeline
-"""
+# pgbench's built-in transaction in one pipeline, as the PostgreSQL comparison runs it.
+from tpcb_vs_pgbench import PIPELINE_SCRIPT  # noqa: E402
 
 TOOLS = ["tpcb", "tpcb one trip", "pgbench simple", "pgbench extended", "pgbench prepared", "pgbench pipeline"]
 

@@ -516,6 +516,21 @@ mod tests {
 
     use super::Cli;
 
+    /// `text` without every part between `open` and `close` (nesting counted).
+    fn without_parts(text: &str, open: char, close: char) -> String {
+        let mut out = String::new();
+        let mut depth = 0;
+        for c in text.chars() {
+            match c {
+                c if c == open => depth += 1,
+                c if c == close => depth -= 1,
+                c if depth == 0 => out.push(c),
+                _ => {}
+            }
+        }
+        out
+    }
+
     /// The command lines of the README's first command block, as a user would type them:
     /// `a | b` alternatives split, each `[…]` optional part left out and put in, `(…)` notes
     /// and `# …` comments dropped, a leading `sudo` removed.
@@ -528,26 +543,8 @@ mod tests {
             let line = line.strip_prefix("sudo ").unwrap_or(line);
             let Some(rest) = line.strip_prefix("roachlab ") else { continue };
             for alt in rest.split(" | ") {
-                let mut no_notes = String::new();
-                let mut depth = 0;
-                for c in alt.chars() {
-                    match c {
-                        '(' => depth += 1,
-                        ')' => depth -= 1,
-                        c if depth == 0 => no_notes.push(c),
-                        _ => {}
-                    }
-                }
-                let mut without = String::new();
-                let mut skip = 0;
-                for c in no_notes.chars() {
-                    match c {
-                        '[' => skip += 1,
-                        ']' => skip -= 1,
-                        c if skip == 0 => without.push(c),
-                        _ => {}
-                    }
-                }
+                let no_notes = without_parts(alt, '(', ')');
+                let without = without_parts(&no_notes, '[', ']');
                 let with: String = no_notes.chars().filter(|c| *c != '[' && *c != ']').collect();
                 for variant in [without, with] {
                     let words: Vec<&str> = variant.split_whitespace().collect();

@@ -170,15 +170,7 @@ fn cockroach_monitoring_fires_and_resolves_on_live_nodes() {
 
     // A monitored drill times the alerts its faults raised: a SIGKILL left down past
     // NodeDown's `for:`.
-    let file = lab.dir.path().join("alert.toml");
-    std::fs::write(
-        &file,
-        "name = \"alert\"\n[[step]]\naction = \"phase\"\nname = \"kill\"\n[[step]]\naction = \"kill\"\nnode = 2\n\
-         [[step]]\naction = \"wait\"\nduration = \"12s\"\n[[step]]\naction = \"start\"\nnode = 2\n\
-         [[expect]]\nphase = \"kill\"\nmetric = \"alert_fired_after_ms\"\nalert = \"NodeDown\"\ncmp = \"<=\"\nvalue = 30000\n\
-         text = \"NodeDown fires within its for: plus a scrape and an evaluation\"\n",
-    )
-    .unwrap();
+    let file = crate::monitoring::node_down_drill(&lab, 2);
     let out = lab.ok(&["drill", "run", file.to_str().unwrap(), "--baseline", "3s"]);
     assert!(out.contains("met:     kill: alert_fired_after_ms(NodeDown) <= 30000"), "{out}");
     let (_, r) = results_of(&out);

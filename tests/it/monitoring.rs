@@ -52,6 +52,23 @@ fn every_rule_passes_its_promtool_tests_and_a_broken_rule_file_is_refused_with_p
     }
 }
 
+/// A drill file that SIGKILLs `node`, leaves it down past NodeDown's `for:` (12 s), restarts
+/// it, and expects NodeDown within 30 s of the kill.
+pub(crate) fn node_down_drill(lab: &TestLab, node: u32) -> std::path::PathBuf {
+    let file = lab.dir.path().join("alert.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "name = \"alert\"\n[[step]]\naction = \"phase\"\nname = \"kill\"\n[[step]]\naction = \"kill\"\nnode = {node}\n\
+             [[step]]\naction = \"wait\"\nduration = \"12s\"\n[[step]]\naction = \"start\"\nnode = {node}\n\
+             [[expect]]\nphase = \"kill\"\nmetric = \"alert_fired_after_ms\"\nalert = \"NodeDown\"\ncmp = \"<=\"\nvalue = 30000\n\
+             text = \"NodeDown fires within its for: plus a scrape and an evaluation\"\n"
+        ),
+    )
+    .unwrap();
+    file
+}
+
 fn prometheus_get(port: u16, path: &str) -> Value {
     let (code, body) = http_get(port, path).expect("prometheus answers");
     assert_eq!(code, 200, "{path}: {body}");
@@ -157,15 +174,7 @@ fn a_monitored_lab_scrapes_every_member_alerts_on_a_kill_into_the_timeline_and_d
     assert!(timeline.contains("alert firing: NodeDown"), "{timeline}");
 
     // A drill measures it: kill, wait past `for:`, restart; the report times NodeDown.
-    let file = lab.dir.path().join("alert.toml");
-    std::fs::write(
-        &file,
-        "name = \"alert\"\n[[step]]\naction = \"phase\"\nname = \"kill\"\n[[step]]\naction = \"kill\"\nnode = 3\n\
-         [[step]]\naction = \"wait\"\nduration = \"12s\"\n[[step]]\naction = \"start\"\nnode = 3\n\
-         [[expect]]\nphase = \"kill\"\nmetric = \"alert_fired_after_ms\"\nalert = \"NodeDown\"\ncmp = \"<=\"\nvalue = 30000\n\
-         text = \"NodeDown fires within its for: plus a scrape and an evaluation\"\n",
-    )
-    .unwrap();
+    let file = node_down_drill(&lab, 3);
     let out = lab.ok(&["drill", "run", file.to_str().unwrap(), "--baseline", "1s"]);
     assert!(out.contains("met:     kill: alert_fired_after_ms(NodeDown) <= 30000"), "{out}");
     assert!(out.contains("alert: NodeDown{node=\"3\"}: fired") && out.contains("resolved"), "{out}");
