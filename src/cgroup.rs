@@ -119,6 +119,28 @@ pub fn unthrottle(tag: &str, id: NodeId) -> Result<bool> {
     Ok(true)
 }
 
+/// Removes every node group of the lab tagged `tag` (`roachlab-TAG-n1` … up to the most
+/// nodes a lab may have), found by name, for a lab whose state is gone; returns the names
+/// removed. Groups that do not exist are skipped; one that cannot be removed is an error.
+pub fn remove_lab_groups(tag: &str) -> Result<Vec<String>> {
+    let mut removed = Vec::new();
+    for id in 1..=crate::config::MAX_NODES {
+        if unthrottle(tag, id)? {
+            removed.push(group_name(tag, id));
+        }
+    }
+    Ok(removed)
+}
+
+/// The node groups of the lab tagged `tag` that exist now.
+pub fn lab_groups(tag: &str) -> Vec<String> {
+    (1..=crate::config::MAX_NODES).filter(|id| exists(tag, *id)).map(|id| group_name(tag, id)).collect()
+}
+
+fn exists(tag: &str, id: NodeId) -> bool {
+    Cgroup::load_with_specified_controllers(cgroups_rs::hierarchies::auto(), group_name(tag, id), vec!["cpu".to_string()]).exists()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

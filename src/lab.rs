@@ -66,6 +66,11 @@ impl Lab {
     pub fn daemon_lock(&self) -> PathBuf {
         self.dir.join("daemon.lock")
     }
+    /// `DIR/drill.lock`: locked (`flock`) by a running drill or `workload init`, and naming
+    /// it ([`crate::exclusive::Exclusive`]): one at a time per lab.
+    pub fn exclusive_lock(&self) -> PathBuf {
+        self.dir.join("drill.lock")
+    }
     /// `DIR/events.jsonl`, the timeline.
     pub fn events_file(&self) -> PathBuf {
         self.dir.join("events.jsonl")
@@ -128,6 +133,7 @@ impl Lab {
             self.haproxy_state(),
             self.net_record(),
             self.daemon_lock(),
+            self.exclusive_lock(),
             self.logs_dir(),
             self.stores_dir(),
             self.dir.join("runs"),

@@ -21,6 +21,7 @@ pub mod drill;
 pub mod engine;
 pub mod error;
 pub mod events;
+pub mod exclusive;
 pub mod fault;
 pub mod haproxy;
 pub mod lab;

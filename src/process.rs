@@ -121,6 +121,8 @@ pub fn is_lab_command(argv: &[String], dir: &Path) -> bool {
     argv.iter().any(|a| a.strip_prefix("--data-dir=").is_some_and(|v| v.starts_with(&stores)))
         || argv.iter().any(|a| a.strip_prefix("--store=path=").is_some_and(|v| v.starts_with(&stores)))
         || has("-f", &format!("{d}/haproxy.cfg"))
+        // Prometheus and Alertmanager: `--config.file=DIR/monitoring/…`, `--storage.…=DIR/monitoring/…`.
+        || argv.iter().any(|a| a.starts_with("--") && a.split_once('=').is_some_and(|(_, v)| v.starts_with(&format!("{d}/monitoring/"))))
         || (has("--dir", &d) && argv.last().is_some_and(|a| a == "daemon"))
 }
 

@@ -188,6 +188,8 @@ pub(super) async fn drill(
             return Err(Error::UnknownNode { id: n, known: ids });
         }
     }
+    // One drill per lab at a time: a second would re-initialise the bank under this one.
+    let _exclusive = crate::exclusive::Exclusive::take(lab, &format!("drill {}", scenario.name))?;
     let client = crate::launch::ensure_daemon(lab).await?;
     let opts = crate::drill::runner::DrillOptions { node, seed: seed.unwrap_or_else(|| fastrand::u64(..)), baseline };
     let mut say = |line: String| println!("{line}");

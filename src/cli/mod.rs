@@ -407,7 +407,12 @@ async fn down(lab: &Lab, wipe: bool, fast: bool) -> Result<i32> {
                 println!("no lab in {}; nothing to stop", lab.dir().display());
                 return Ok(0);
             }
-            Ok((None, _)) => None,
+            // No record (deleted, or never written): what is the lab's is found by its command
+            // lines and names.
+            Ok((None, _)) => {
+                sweep = true;
+                None
+            }
             Ok((Some(_), warning)) => {
                 if let Some(w) = warning {
                     eprintln!("warning: {w}");
@@ -442,20 +447,67 @@ async fn down(lab: &Lab, wipe: bool, fast: bool) -> Result<i32> {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
-    if sweep {
-        for id in crate::process::lab_processes(lab.dir()) {
-            match crate::process::signal_pid(&id, nix::sys::signal::Signal::SIGKILL) {
+    let mut found_any = false;
+    if sweep || wipe {
+        // By command line and by name, whatever the record says (a wipe leaves nothing).
+        let procs = crate::process::lab_processes(lab.dir());
+        found_any |= !procs.is_empty();
+        for id in &procs {
+            match crate::process::signal_pid(id, nix::sys::signal::Signal::SIGKILL) {
                 Ok(()) => println!("pid {}: SIGKILL (found by its command line)", id.pid),
                 Err(e) => eprintln!("warning: pid {}: {e}", id.pid),
             }
         }
-        // The processes are gone: what a netns lab made on the network goes too.
-        match crate::topology::netns::teardown_recorded(lab) {
-            Ok(done) => done.iter().for_each(|d| println!("network: {d}")),
+        let gone = Instant::now() + Duration::from_secs(5);
+        while procs.iter().any(|p| p.is_alive()) && Instant::now() < gone {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        // The processes are gone: what a netns lab made on the network goes too, and the
+        // CPU groups of throttled nodes.
+        let network = crate::topology::netns::teardown_recorded(lab).and_then(|mut done| {
+            crate::topology::netns::teardown_by_name(lab.dir()).map(|more| {
+                done.extend(more);
+                done
+            })
+        });
+        match network {
+            Ok(done) => {
+                found_any |= !done.is_empty();
+                done.iter().for_each(|d| println!("network: {d}"));
+            }
             Err(e) => eprintln!("warning: the lab's network namespaces could not all be removed: {e}"),
+        }
+        match crate::cgroup::remove_lab_groups(&crate::topology::netns::tag_of(lab.dir())) {
+            Ok(groups) => {
+                found_any |= !groups.is_empty();
+                groups.iter().for_each(|g| println!("cgroup: removed {g} (found by its name)"));
+            }
+            Err(e) => eprintln!("warning: the lab's CPU groups could not all be removed: {e}"),
         }
     }
     if wipe {
+        if !found_any && !lab.owned_paths().iter().any(|p| p.exists()) {
+            println!("no lab in {}; nothing to wipe", lab.dir().display());
+            return Ok(0);
+        }
+        // Only once nothing of the lab is left is its record deleted.
+        let tag = crate::topology::netns::tag_of(lab.dir());
+        let (namespaces, links) = crate::topology::netns::lab_network_names(lab.dir());
+        let left: Vec<String> = crate::process::lab_processes(lab.dir())
+            .iter()
+            .map(|p| format!("pid {}", p.pid))
+            .chain(namespaces.into_iter().map(|n| format!("namespace {n}")))
+            .chain(links.into_iter().map(|l| format!("link {l}")))
+            .chain(crate::cgroup::lab_groups(&tag).into_iter().map(|g| format!("cgroup {g}")))
+            .collect();
+        if !left.is_empty() {
+            return Err(Error::Refused(format!(
+                "the lab in {} still has {} after the wipe's clean-up; its directory is kept (the only record of them). \
+                 Remove them (as root), then run `roachlab down --wipe` again",
+                lab.dir().display(),
+                left.join(", ")
+            )));
+        }
         for path in lab.owned_paths() {
             let res = if path.is_dir() { std::fs::remove_dir_all(&path) } else { std::fs::remove_file(&path) };
             if let Err(e) = res {

@@ -79,6 +79,11 @@ pub enum WorkloadCommand {
         name: WorkloadName,
         #[arg(long)]
         url: Option<String>,
+        /// bank: check this run's operation log instead of the last `workload run`'s: a drill's
+        /// run (its directory name under DIR/runs/, e.g. 20261205T012947Z-quorum-loss, or its
+        /// path) or a workload run's (under DIR/workloads/bank/).
+        #[arg(long)]
+        run: Option<String>,
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
@@ -143,6 +148,19 @@ fn stop_on_ctrl_c() -> std::sync::Arc<std::sync::atomic::AtomicBool> {
     stop
 }
 
+/// The directory of run `r`: a path holding `ops.jsonl`, or a name under `DIR/runs/` (a
+/// drill's) or `DIR/workloads/bank/` (a `workload run`'s).
+fn run_dir(lab: &Lab, r: &str) -> Result<std::path::PathBuf> {
+    let candidates = [std::path::PathBuf::from(r), lab.dir().join("runs").join(r), lab.dir().join("workloads").join("bank").join(r)];
+    candidates.into_iter().find(|d| d.join("ops.jsonl").is_file()).ok_or_else(|| {
+        Error::Refused(format!(
+            "no run `{r}` with an operation log (ops.jsonl): give a drill run's directory name under {} (see `ls {}`) or a path",
+            lab.dir().join("runs").display(),
+            lab.dir().join("runs").display()
+        ))
+    })
+}
+
 /// The URL of a PostgreSQL-wire target, for workloads that only speak SQL (tpcb).
 fn require_sql(target: Target) -> Result<String> {
     match target {
@@ -153,8 +171,24 @@ fn require_sql(target: Target) -> Result<String> {
     }
 }
 
+/// A `workload init` of this lab's own cluster (no `--url`) takes the lab's guard against a
+/// drill or another init running ([`crate::exclusive::Exclusive`]).
+fn init_guard(lab: &Lab, command: &WorkloadCommand) -> Result<Option<crate::exclusive::Exclusive>> {
+    match command {
+        WorkloadCommand::Init { name, url: None, .. } if lab.state_file().exists() => {
+            let what = match name {
+                WorkloadName::Bank => "workload init bank",
+                WorkloadName::Tpcb => "workload init tpcb",
+            };
+            crate::exclusive::Exclusive::take(lab, what).map(Some)
+        }
+        _ => Ok(None),
+    }
+}
+
 pub async fn run(lab: &Lab, command: WorkloadCommand) -> Result<i32> {
     use crate::workload::{self, bank_etcd, bank_sql, tpcb};
+    let _guard = init_guard(lab, &command)?;
     match command {
         WorkloadCommand::Init { name: WorkloadName::Tpcb, scale, url, .. } => {
             let url = require_sql(workload_target(lab, url)?)?;
@@ -165,7 +199,10 @@ pub async fn run(lab: &Lab, command: WorkloadCommand) -> Result<i32> {
             println!("tpcb: scale {scale}: {scale} branches, {} tellers, {} accounts", 10 * scale, 100_000 * scale);
             Ok(0)
         }
-        WorkloadCommand::Check { name: WorkloadName::Tpcb, url, json } => {
+        WorkloadCommand::Check { name: WorkloadName::Tpcb, run: Some(_), .. } => {
+            Err(Error::Refused("--run applies to bank: tpcb's check compares the tables' sums, not an operation log".into()))
+        }
+        WorkloadCommand::Check { name: WorkloadName::Tpcb, url, json, run: None } => {
             let url = require_sql(workload_target(lab, url)?)?;
             let totals = tpcb::totals(&url).await?;
             let violations = totals.violations();
@@ -278,16 +315,27 @@ pub async fn run(lab: &Lab, command: WorkloadCommand) -> Result<i32> {
             }
             Ok(if summary.counts.errors() > 0 && !tolerate_errors { 1 } else { 0 })
         }
-        WorkloadCommand::Check { name: WorkloadName::Bank, url, json } => {
+        WorkloadCommand::Check { name: WorkloadName::Bank, url, json, run } => {
             let target = workload_target(lab, url)?;
-            let ops = match workload::last_run_dir(lab.dir(), "bank") {
+            let dir = match &run {
+                Some(r) => Some(run_dir(lab, r)?),
+                None => workload::last_run_dir(lab.dir(), "bank"),
+            };
+            let ops = match dir {
                 Some(dir) => workload::read_ops(&dir)?,
                 None => Vec::new(),
             };
-            let report = match &target {
-                Target::Sql(url) => bank_sql::check(url, &ops).await?,
-                Target::Etcd(url) => bank_etcd::check(url, &ops).await?,
-            };
+            let report = workload::check::until_answered(
+                workload::check::CHECK_PATIENCE,
+                || async {
+                    match &target {
+                        Target::Sql(url) => bank_sql::check(url, &ops).await,
+                        Target::Etcd(url) => bank_etcd::check(url, &ops).await,
+                    }
+                },
+                |e| eprintln!("bank check: the cluster did not answer ({}); retrying", crate::events::printable(&e.to_string())),
+            )
+            .await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&report).expect("serializes"));
             } else {

@@ -344,10 +344,19 @@ pub async fn run(
 
     // What survived.
     let ops = workload::read_ops(&run_dir)?;
-    let check = match &target {
-        Target::Sql(u) => bank_sql::check(u, &ops).await,
-        Target::Etcd(u) => bank_etcd::check(u, &ops).await,
-    };
+    // Right after the restore the cluster may not answer yet (a heal's first connection can
+    // be closed): retried until it does, bounded.
+    let check = workload::check::until_answered(
+        workload::check::CHECK_PATIENCE,
+        || async {
+            match &target {
+                Target::Sql(u) => bank_sql::check(u, &ops).await,
+                Target::Etcd(u) => bank_etcd::check(u, &ops).await,
+            }
+        },
+        |e| say(format!("bank check: the cluster did not answer ({e}); retrying")),
+    )
+    .await;
     let check = match check {
         Ok(c) => Some(c),
         Err(e) => {

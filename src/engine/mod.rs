@@ -148,8 +148,13 @@ pub trait Engine: Send + Sync + std::fmt::Debug {
     /// without leases refuse.
     fn leaseholder_of<'a>(&'a self, members: &'a [Member], table: &'a str, key: i64) -> BoxFuture<'a, Result<u64>>;
 
-    /// Before a new node starts (`node add`): tell the cluster (etcd `member add`).
-    fn prepare_join<'a>(&'a self, members: &'a [Member], new: Member) -> BoxFuture<'a, Result<()>>;
+    /// Before a new node starts (`node add`): tell the cluster (etcd `member add`), asking
+    /// `ask` (ready members). Returns the ids, among `all` (every member of the lab) and
+    /// `new`, of the members the cluster has once `new` is added — what the new node must be
+    /// told it joins (etcd's `--initial-cluster`: the membership etcd's MemberAdd reply
+    /// lists, matched by peer URL, not the members roachlab sees ready, which after a
+    /// partition's heal or with a member down is not the cluster's membership).
+    fn prepare_join<'a>(&'a self, ask: &'a [Member], all: &'a [Member], new: Member) -> BoxFuture<'a, Result<Vec<NodeId>>>;
 
     /// Removes `node` from the cluster for good (`cockroach node decommission --wait=all`,
     /// etcd `member remove`), asking a member other than `node` where possible. Its process is

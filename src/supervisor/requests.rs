@@ -205,15 +205,17 @@ impl Supervisor {
         self.check_node_ports(&[node])?;
         let ports = crate::topology::Topology::node_ports(&self.spec(), self.inner.engine.as_ref(), node);
         let new = Member { id: node, ports, engine_id: None };
-        let mut members: Vec<Member> = self.members().into_iter().filter(|m| self.is_ready(m.id)).collect();
-        if members.is_empty() {
+        let all = self.members();
+        let ready: Vec<Member> = all.iter().copied().filter(|m| self.is_ready(m.id)).collect();
+        if ready.is_empty() {
             return Err(Error::Refused("no member is ready to let a new node join; start one first".into()));
         }
-        self.inner.engine.prepare_join(&members, new).await?;
+        // The new node is told the cluster's membership as the engine has it, ready or not.
+        let joined = self.inner.engine.prepare_join(&ready, &all, new).await?;
         self.update(|st| {
             st.nodes.push(NodeRecord { id: node, ports, state: NodeState::Stopped, process: None, decommissioned: false, engine_id: None })
         })?;
-        members.push(new);
+        let members: Vec<Member> = all.iter().copied().chain([new]).filter(|m| joined.contains(&m.id)).collect();
         self.spawn_node(node, StartMode::Join, &members)?;
         let spec = self.spec();
         self.wait_ready(&[node], spec.timeouts.ready).await?;

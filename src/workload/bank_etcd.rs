@@ -41,6 +41,15 @@ fn prefix_end(prefix: &str) -> String {
 struct RangeResponse {
     #[serde(default)]
     kvs: Vec<Kv>,
+    #[serde(default)]
+    header: Option<ResponseHeader>,
+}
+
+/// etcd's `ResponseHeader` (int64 values as JSON strings, grpc-gateway style).
+#[derive(Debug, Deserialize)]
+struct ResponseHeader {
+    #[serde(default)]
+    revision: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -144,6 +153,18 @@ impl Kv3 {
 
     async fn range(&self, key: &str, end: Option<&str>) -> std::result::Result<Vec<Kv>, CallError> {
         self.range_within(key, end, self.timeout).await
+    }
+
+    /// A range read at `revision` (`None`: the latest), with the revision it was read at
+    /// (etcd API v3 `RangeRequest.revision`, `ResponseHeader.revision`).
+    async fn range_at(&self, key: &str, end: &str, revision: Option<i64>) -> std::result::Result<(Vec<Kv>, Option<i64>), CallError> {
+        let mut body = serde_json::json!({ "key": B64.encode(key), "range_end": B64.encode(end) });
+        if let Some(r) = revision {
+            body["revision"] = r.to_string().into();
+        }
+        let resp = self.call_within::<RangeResponse>("/v3/kv/range", body, self.timeout).await?;
+        let at = resp.header.and_then(|h| h.revision).and_then(|r| r.parse().ok());
+        Ok((resp.kvs, at))
     }
 
     async fn range_within(&self, key: &str, end: Option<&str>, within: Duration) -> std::result::Result<Vec<Kv>, CallError> {
@@ -359,8 +380,11 @@ impl EtcdTransferer {
 /// `workload check bank` on etcd: the same checks as the SQL bank.
 pub async fn check(endpoint: &str, ops: &[OpRecord]) -> Result<CheckReport> {
     let kv = Kv3::new(endpoint, Duration::from_secs(60));
-    let accounts = kv.range(ACCOUNTS, Some(&prefix_end(ACCOUNTS))).await.map_err(engine_err)?;
-    let transfers = kv.range(TRANSFERS, Some(&prefix_end(TRANSFERS))).await.map_err(engine_err)?;
+    // Both read at one revision, so a workload writing meanwhile cannot put a transfer in one
+    // read and not the other (two reads at their own revisions showed false violations).
+    let (accounts, at) = kv.range_at(ACCOUNTS, &prefix_end(ACCOUNTS), None).await.map_err(engine_err)?;
+    let at = at.ok_or_else(|| Error::engine("etcd", "the range reply carried no header revision"))?;
+    let (transfers, _) = kv.range_at(TRANSFERS, &prefix_end(TRANSFERS), Some(at)).await.map_err(engine_err)?;
     let mut r = CheckReport { accounts: accounts.len() as u64, ..Default::default() };
     let mut expected: HashMap<i64, i64> = HashMap::new();
     let mut history = HashSet::new();

@@ -28,6 +28,7 @@ pub const CONN_LIFETIME: std::time::Duration = std::time::Duration::from_secs(1)
 
 pub mod bank_etcd;
 pub mod bank_sql;
+pub mod check;
 pub mod commits;
 pub mod sql;
 pub mod tpcb;

@@ -259,3 +259,39 @@ fn a_drill_on_a_degraded_lab_warns_and_its_phases_add_up() {
     assert_eq!(ok, r["check"]["ok_checked"].as_u64().unwrap(), "every committed transfer is in some phase");
     assert_eq!(lab.node(3)["state"], "running", "the drill restored node 3 as well");
 }
+
+/// One drill per lab at a time: a second drill, and a `workload init`, are refused naming the
+/// one that runs (its pid); the first one's bank check is untouched by them.
+#[test]
+fn a_second_drill_or_a_workload_init_during_a_drill_is_refused() {
+    let lab = TestLab::new("etcd", 3);
+    lab.up();
+    let file = lab.dir.path().join("calm.toml");
+    std::fs::write(
+        &file,
+        "name = \"calm\"\n[[step]]\naction = \"phase\"\nname = \"calm\"\n[[step]]\naction = \"wait\"\nduration = \"8s\"\n",
+    )
+    .unwrap();
+    let mut first =
+        lab.cmd(&["drill", "run", file.to_str().unwrap(), "--baseline", "1s"]).stdout(std::process::Stdio::piped()).spawn().unwrap();
+    let reader = LineReader::of(&mut first);
+    reader.wait_for_line("── phase calm", Duration::from_secs(60));
+    let pid = first.id();
+    for args in [vec!["drill", "graceful-vs-kill"], vec!["workload", "init", "bank"]] {
+        let out = lab.run(&args);
+        assert!(!out.status.success(), "{args:?} ran during a drill");
+        let err = text(&out.stderr);
+        assert!(err.contains(&format!("pid {pid} (`roachlab drill calm`) since ")), "{args:?}: {err}");
+    }
+    assert!(first.wait().unwrap().success());
+    let out = reader.all();
+    assert!(out.contains("bank check passed"), "{out}");
+    // The drill's own operation log can be checked again afterwards, by its run's name.
+    let (dir, _) = results_of(&out);
+    let name = dir.file_name().unwrap().to_str().unwrap();
+    let check = lab.ok(&["workload", "check", "bank", "--run", name]);
+    assert!(check.contains("check passed") && !check.contains("last run: 0 ok"), "{check}");
+    assert!(text(&lab.run(&["workload", "check", "bank", "--run", "nosuchrun"]).stderr).contains("no run `nosuchrun`"));
+    // Once it ended, the next one may run.
+    lab.ok(&["workload", "init", "bank", "--rows", "100"]);
+}

@@ -149,13 +149,31 @@ fn etcd_membership_follows_add_and_decommission() {
     // etcd refuses nothing here, but an unknown node is a clear error.
     let out = lab.run(&["node", "decommission", "9"]);
     assert!(text(&out.stderr).contains("unknown node 9; this lab has nodes 1, 2, 3, 4"), "{}", text(&out.stderr));
+    // With a member down, etcd itself refuses a new member (3.4's --strict-reconfig-check:
+    // every voting member connected for 5 s); roachlab says so and how to proceed.
+    lab.ok(&["node", "kill", "3"]);
+    let refused = lab.run(&["node", "add"]);
+    assert!(!refused.status.success());
+    let err = text(&refused.stderr);
+    assert!(err.contains("unhealthy cluster") && err.contains("`roachlab node start N`"), "{err}");
+    lab.ok(&["node", "start", "3"]);
+    // After a decommission, the new member is told etcd's membership (1, 3, 4 and itself:
+    // the MemberAdd reply), once etcd accepts the add (node 3 connected again for 5 s).
+    wait_for("node add accepted", Duration::from_secs(60), || {
+        let out = lab.run(&["node", "add"]);
+        let err = text(&out.stderr);
+        assert!(out.status.success() || err.contains("unhealthy cluster"), "{err}");
+        out.status.success().then_some(())
+    });
+    assert_eq!(members(&lab), 4);
+    assert_eq!(lab.node(5)["ready"], true);
     // down, then up again: the members restart on their stores; the decommissioned node
     // stays out of the cluster and of HAProxy.
     lab.ok(&["down"]);
     lab.ok(&["up"]);
-    assert_eq!(members(&lab), 3);
+    assert_eq!(members(&lab), 4);
     assert!(lab.node(2)["pid"].is_null());
-    assert_eq!(frontend_servers(&lab), vec!["node1", "node3", "node4"]);
+    assert_eq!(frontend_servers(&lab), vec!["node1", "node3", "node4", "node5"]);
     lab.ok(&["down", "--wipe"]);
     assert!(!lab.lab_dir().exists(), "wipe removes the lab dir it created");
 }

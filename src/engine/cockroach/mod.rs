@@ -260,8 +260,9 @@ impl Engine for Cockroach {
         Box::pin(async move { lease::leaseholder(self.facts().await, members, table, key).await })
     }
 
-    fn prepare_join<'a>(&'a self, _members: &'a [Member], _new: Member) -> BoxFuture<'a, Result<()>> {
-        Box::pin(async { Ok(()) })
+    fn prepare_join<'a>(&'a self, _ask: &'a [Member], all: &'a [Member], new: Member) -> BoxFuture<'a, Result<Vec<NodeId>>> {
+        // Nothing to tell: a node joins through `--join`; every member stays one.
+        Box::pin(async move { Ok(all.iter().map(|m| m.id).chain([new.id]).collect()) })
     }
 
     fn observe<'a>(&'a self, client: &'a reqwest::Client, live: &'a [Member], all: &'a [Member]) -> BoxFuture<'a, Observation> {

@@ -127,7 +127,16 @@ async fn post_any(members: &[&Member], path: &str, body: serde_json::Value) -> R
             }
         }
         if !transient || std::time::Instant::now() > deadline {
-            return Err(Error::engine("etcd", format!("POST {path} failed on every member: {}", errors.join("; "))));
+            // etcd 3.4 (`--strict-reconfig-check`, on by default; server.go `mayAddMember`)
+            // refuses a membership change unless every voting member has been connected to the
+            // leader for 5 s (`HealthInterval`): a member down, or just back, is the usual why.
+            let hint = if transient {
+                "; etcd refuses a membership change while a member is down or reconnected less than 5 s ago \
+                 (--strict-reconfig-check): start every member (`roachlab node start N`), wait a few seconds, and try again"
+            } else {
+                ""
+            };
+            return Err(Error::engine("etcd", format!("POST {path} failed on every member: {}{hint}", errors.join("; "))));
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
@@ -136,6 +145,31 @@ async fn post_any(members: &[&Member], path: &str, body: serde_json::Value) -> R
 async fn member_list(members: &[&Member]) -> Result<MemberList> {
     let text = post_any(members, "/v3/cluster/member/list", serde_json::json!({})).await?;
     serde_json::from_str(&text).map_err(|e| Error::engine("etcd", format!("cannot parse member list: {e}")))
+}
+
+/// Our ids of the members of `list` (etcd's membership), matched by peer URL among `all` and
+/// `new`. A member roachlab does not know is an error naming it.
+fn membership_ids(list: &MemberList, all: &[Member], new: Member) -> Result<Vec<NodeId>> {
+    let ours: Vec<&Member> = all.iter().chain(std::iter::once(&new)).collect();
+    let mut ids = Vec::new();
+    for m in &list.members {
+        let found = ours.iter().find(|o| m.peer_urls.iter().any(|u| *u == Etcd::peer_url(&o.ports)));
+        match found {
+            Some(o) if !ids.contains(&o.id) => ids.push(o.id),
+            Some(_) => {}
+            None => {
+                return Err(Error::engine(
+                    "etcd",
+                    format!("the cluster has a member this lab does not know (ID {:x}, peer URLs {:?})", m.id, m.peer_urls),
+                ))
+            }
+        }
+    }
+    if !ids.contains(&new.id) {
+        return Err(Error::engine("etcd", "the member add reply does not list the new member"));
+    }
+    ids.sort_unstable();
+    Ok(ids)
 }
 
 /// Finds our node in etcd's member list by its peer URL.
@@ -360,12 +394,15 @@ impl Engine for Etcd {
         Box::pin(async { Err(Error::Refused("etcd has no leaseholders: use `leader` (the Raft leader serves every write)".into())) })
     }
 
-    fn prepare_join<'a>(&'a self, members: &'a [Member], new: Member) -> BoxFuture<'a, Result<()>> {
+    fn prepare_join<'a>(&'a self, ask: &'a [Member], all: &'a [Member], new: Member) -> BoxFuture<'a, Result<Vec<NodeId>>> {
         Box::pin(async move {
-            let refs: Vec<&Member> = members.iter().filter(|m| m.id != new.id).collect();
+            let refs: Vec<&Member> = ask.iter().filter(|m| m.id != new.id).collect();
             let body = serde_json::json!({ "peerURLs": [Self::peer_url(&new.ports)] });
-            post_any(&refs, "/v3/cluster/member/add", body).await?;
-            Ok(())
+            // MemberAddResponse: `members` is the cluster's membership with the new one.
+            let text = post_any(&refs, "/v3/cluster/member/add", body).await?;
+            let list: MemberList =
+                serde_json::from_str(&text).map_err(|e| Error::engine("etcd", format!("cannot parse the member add reply: {e}")))?;
+            membership_ids(&list, all, new)
         })
     }
 
@@ -479,6 +516,30 @@ pub fn predict_members(members: usize, down: &[NodeId]) -> LossPrediction {
 mod tests {
     use super::*;
     use crate::config::Overrides;
+
+    #[test]
+    fn a_joiner_is_told_etcds_membership_not_the_ready_members() {
+        let e = Etcd::new(&LabSpec::load(None, &Overrides { engine: Some(EngineKind::Etcd), ..Default::default() }).unwrap());
+        let ms: Vec<Member> = (1..=4).map(|id| Member { id, ports: e.node_ports(id), engine_id: None }).collect();
+        let url = |i: usize| Etcd::peer_url(&ms[i].ports);
+        // MemberAdd's reply (etcd 3.4): every member, node 3 among them even if it is down,
+        // and the new one without a name yet.
+        let reply = format!(
+            r#"{{"header":{{"revision":"9"}},"member":{{"ID":"77","peerURLs":["{n4}"]}},"members":[
+               {{"ID":"11","name":"node-1","peerURLs":["{n1}"]}},{{"ID":"12","name":"node-2","peerURLs":["{n2}"]}},
+               {{"ID":"13","name":"node-3","peerURLs":["{n3}"]}},{{"ID":"77","peerURLs":["{n4}"]}}]}}"#,
+            n1 = url(0),
+            n2 = url(1),
+            n3 = url(2),
+            n4 = url(3)
+        );
+        let list: MemberList = serde_json::from_str(&reply).unwrap();
+        assert_eq!(membership_ids(&list, &ms[..3], ms[3]).unwrap(), vec![1, 2, 3, 4]);
+        // A member roachlab does not know is named, not silently dropped.
+        let stranger = reply.replace(&url(2), "http://127.0.0.1:1");
+        let list: MemberList = serde_json::from_str(&stranger).unwrap();
+        assert!(membership_ids(&list, &ms[..3], ms[3]).unwrap_err().to_string().contains("does not know"));
+    }
 
     #[test]
     fn start_command_line_for_a_joining_member() {
