@@ -3,7 +3,10 @@
 //!
 //! Quick requests (`GET /v1/status`, `GET /v1/haproxy`) answer one JSON document. Requests
 //! that take time (`up`, `node ...`, `down`) answer `application/x-ndjson`: one
-//! [`StreamItem`] per line, events as they happen, then exactly one `done` or `error` line.
+//! [`StreamItem`] per line, events as they happen, then exactly one `done` or `error` line;
+//! blank lines in between are keep-alives (one a second while nothing else is sent), which
+//! readers skip. A client that goes away is noticed by them: a request still queued behind
+//! another is dropped without acting, and a wait for readiness stops (the timeline says so).
 
 use std::path::{Path, PathBuf};
 
@@ -142,8 +145,14 @@ pub struct StatusReport {
     pub nodes: Vec<NodeStatus>,
     pub haproxy: HaproxyStatus,
     /// Cluster-level figures from the watcher (`ranges*`, `live_nodes` for CockroachDB;
-    /// `leader`, `term`, `has_leader` for etcd; `quorum` for both). `null` until observed.
+    /// `leader`, `term`, `has_leader` for etcd; `quorum` for both). `null` until observed,
+    /// and again after every change of the lab's shape until a poll round observes it
+    /// (see `observed`); the nodes' engine figures (`liveness`, `replicas`, `leaseholders`,
+    /// `is_leader`, `sees_quorum`) likewise.
     pub cluster: ClusterFigures,
+    /// Whether the figures describe the lab as it is now.
+    #[serde(default)]
+    pub observed: Observed,
     /// The cluster's fault-tolerance rule in sentences (the engine's `quorum_rule`: etcd,
     /// members and majority; CockroachDB, replicas per range at the replication factor).
     #[serde(default)]
@@ -236,10 +245,15 @@ pub struct NodeStatus {
     pub since: Option<String>,
     /// How the process ended, when `state` is `exited`: `{"code":0}`, `{"signal":"SIGKILL"}` or `"unknown"`.
     pub exit: Option<ExitInfo>,
-    /// The engine's readiness probe passed at the last poll.
+    /// The engine's readiness probe passed at the last poll (`false` while
+    /// `ready_unobserved`).
     pub ready: bool,
     /// Why not ready, in the engine's words.
     pub ready_detail: Option<String>,
+    /// No readiness probe has answered since the node was paused or resumed: its readiness is
+    /// not observed yet, and `ready` is no verdict.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub ready_unobserved: bool,
     /// The port HAProxy's client frontend routes to: CockroachDB SQL/RPC, etcd client.
     pub sql_port: u16,
     /// Admin HTTP port (etcd: its client port).
@@ -291,6 +305,17 @@ pub struct NodeStatus {
     /// `crash-loop (restart 5 in 40 s)` while the node keeps exiting.
     #[serde(default)]
     pub crash_loop: Option<String>,
+}
+
+/// How fresh the watcher's figures in `status` are.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Observed {
+    /// The last consistent poll round saw the lab's current shape (the same member processes
+    /// running and paused, the same partition). `false`: something changed since, and the
+    /// figures are withheld (`null`) until a round observes the new shape.
+    pub current: bool,
+    /// How long ago that round ended, in ms (`null`: no round yet since the daemon started).
+    pub age_ms: Option<u64>,
 }
 
 /// HAProxy in `status`.

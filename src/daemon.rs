@@ -339,6 +339,10 @@ async fn json_rejections(resp: Response) -> Response {
     (status, Json(StreamItem::Error(ApiError { code, message }))).into_response()
 }
 
+/// How often a streamed response sends a blank line while the request runs, so a client that
+/// went away is noticed within about this long.
+const KEEPALIVE: Duration = Duration::from_secs(1);
+
 fn line(item: &StreamItem) -> Result<Bytes, Infallible> {
     let mut v = serde_json::to_vec(item).expect("stream items serialize");
     v.push(b'\n');
@@ -348,6 +352,13 @@ fn line(item: &StreamItem) -> Result<Bytes, Infallible> {
 /// Runs `op` in its own task (a client that hangs up does not abort it half-way) and streams
 /// every lab event while it runs, then its result. With `exit_after`, the daemon exits once a
 /// successful result is sent.
+///
+/// A blank line goes out every second while nothing else does ([`KEEPALIVE`]; the stream's
+/// readers skip blank lines), so a client that went away is noticed by the failed write even
+/// when the lab is quiet: the request's [`crate::events::CLIENT_GONE`] token is then
+/// cancelled. What that cancels is the supervisor's to decide: a request still queued for the
+/// op lock is dropped without acting, and a wait for readiness stops (what was started keeps
+/// starting); signals sent and stops under way are finished.
 fn streamed<F, Fut>(state: &AppState, headers: &HeaderMap, op: F, exit_after: bool) -> Response
 where
     F: FnOnce(Supervisor) -> Fut + Send + 'static,
@@ -359,7 +370,10 @@ where
     let mut events = sup.bus().subscribe();
     let (tx, rx) = mpsc::channel::<Result<Bytes, Infallible>>(1024);
     tokio::spawn(async move {
-        let mut task = tokio::spawn(crate::events::REQUESTER.scope(by, op(sup)));
+        let gone = CancellationToken::new();
+        let mut task = tokio::spawn(crate::events::REQUESTER.scope(by, crate::events::CLIENT_GONE.scope(gone.clone(), op(sup))));
+        let mut keepalive = tokio::time::interval(KEEPALIVE);
+        keepalive.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let result = loop {
             tokio::select! {
                 biased;
@@ -369,6 +383,8 @@ where
                     Err(broadcast::error::RecvError::Closed) => {}
                 },
                 r = &mut task => break r,
+                _ = tx.closed(), if !gone.is_cancelled() => gone.cancel(),
+                _ = keepalive.tick(), if !gone.is_cancelled() => { let _ = tx.try_send(Ok(Bytes::from_static(b"\n"))); }
             }
         };
         while let Ok(e) = events.try_recv() {

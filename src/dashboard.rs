@@ -30,6 +30,12 @@ pub fn quorum_word(n: &crate::api::NodeStatus) -> Option<&'static str> {
 
 /// The cluster in one line: quorum, leader, live nodes, ranges.
 pub fn cluster_line(s: &StatusReport) -> String {
+    if !s.observed.current {
+        return match s.observed.age_ms {
+            Some(ms) => format!("not observed yet since the last change (the last poll round ended {:.1} s ago)", ms as f64 / 1000.0),
+            None => "not observed yet (no poll round has ended since the daemon started)".into(),
+        };
+    }
     let c = &s.cluster;
     let mut parts = Vec::new();
     if let Some(q) = &c.quorum {
@@ -69,6 +75,18 @@ pub fn cluster_line(s: &StatusReport) -> String {
         "cluster: not observed yet".into()
     } else {
         parts.join("; ")
+    }
+}
+
+/// A node's readiness in a table cell: `yes`, `no`, or `?`: not observed yet (no probe has
+/// answered since it was paused or resumed; the status table says so under the row).
+pub fn ready_word(n: &NodeStatus) -> &'static str {
+    if n.ready_unobserved {
+        "?"
+    } else if n.ready {
+        "yes"
+    } else {
+        "no"
     }
 }
 
@@ -285,7 +303,7 @@ fn draw(f: &mut ratatui::Frame, s: Option<&StatusReport>, h: &History, tail: &Ta
             Cell::from(n.id.to_string()),
             Cell::from(process_word(n)).style(Style::default().fg(color)),
             Cell::from(n.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into())),
-            Cell::from(if n.ready { "yes" } else { "no" }),
+            Cell::from(ready_word(n)),
             Cell::from(n.backend.clone().unwrap_or_else(|| "-".into())),
             Cell::from(liveness_word(n)),
             Cell::from(opt(n.replicas)),

@@ -313,6 +313,18 @@ pub fn requester() -> Option<String> {
     REQUESTER.try_with(Clone::clone).ok()
 }
 
+tokio::task_local! {
+    /// Cancelled once the client of the API request being served has gone away (its CLI was
+    /// Ctrl-C'd or killed): set by the daemon around each streamed request's task.
+    pub static CLIENT_GONE: CancellationToken;
+}
+
+/// The current API request's client-gone token, if it runs for a client (internal tasks,
+/// such as the restart policy's, have none).
+pub fn client_gone() -> Option<CancellationToken> {
+    CLIENT_GONE.try_with(Clone::clone).ok()
+}
+
 /// The daemon's event bus (a `tokio::sync::broadcast` channel). Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct EventBus {

@@ -120,7 +120,7 @@ pub fn status_table(s: &StatusReport, ranges: bool) -> String {
             if n.is_leader == Some(true) { format!("{}*", n.id) } else { n.id.to_string() },
             process_word(n),
             n.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
-            if n.ready { "yes" } else { "no" },
+            crate::dashboard::ready_word(n),
             n.backend.as_deref().unwrap_or("-"),
             n.sql_port,
             n.http_port,
@@ -141,6 +141,9 @@ pub fn status_table(s: &StatusReport, ranges: bool) -> String {
         out.push('\n');
         if let Some(d) = &n.ready_detail {
             out.push_str(&format!("      not ready: {d}\n"));
+        }
+        if n.ready_unobserved {
+            out.push_str("      ready: not observed yet (no probe has answered since it was paused or resumed)\n");
         }
         if n.restarts > 0 || n.next_restart_at.is_some() {
             let next = n.next_restart_at.as_deref().map(|t| format!("; next restart at {t}")).unwrap_or_default();
@@ -215,7 +218,9 @@ pub fn network_line(s: &StatusReport) -> Option<String> {
         let sides: Vec<String> = n.sides.iter().map(|s| s.iter().map(|x| x.to_string()).collect::<Vec<_>>().join(",")).collect();
         parts.push(format!("netns topology, PARTITIONED {} ({} cut(s); `roachlab net heal` undoes it)", sides.join(" | "), n.cuts));
         let seeing: Vec<String> = s.nodes.iter().filter(|n| n.sees_quorum == Some(true)).map(|n| n.id.to_string()).collect();
-        parts.push(if seeing.is_empty() {
+        parts.push(if !s.observed.current {
+            "quorum reads not observed yet since the last change".to_string()
+        } else if seeing.is_empty() {
             "no node sees quorum: no side holds a majority".to_string()
         } else {
             format!("quorum reads answer through node(s) {}", seeing.join(", "))

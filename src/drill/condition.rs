@@ -162,9 +162,12 @@ pub enum Condition {
         cmp: Cmp,
         node: NodeRef,
     },
-    /// `writes resumed`: a transfer of the drill's workload that *began* after the latest
-    /// fault step has committed — the cluster routes around the fault for clients, whatever
-    /// it took (an election, a lease taken over once the holder's liveness expired).
+    /// `writes resumed`: the drill's transfers flow again after the latest fault step — for
+    /// the last 2 s (wholly after the fault) transfers begun in that time committed and none
+    /// has been in flight longer ([`crate::workload::commits::CommitClock::flowing_since`]):
+    /// the cluster routes around the fault for every client, whatever it took (an election,
+    /// a lease taken over once the holder's liveness expired). One commit through ranges the
+    /// fault did not touch is not enough.
     WritesResumed,
 }
 

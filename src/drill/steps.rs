@@ -202,15 +202,11 @@ impl Ctx<'_> {
             }
             Condition::WritesResumed => {
                 let since = self.last_fault.unwrap_or(self.t0);
-                let resumed = self.commits.committed_since(since);
-                (
-                    resumed,
-                    if resumed {
-                        "a transfer begun after the fault committed".into()
-                    } else {
-                        format!("no transfer begun in the {:.1} s since the fault has committed", since.elapsed().as_secs_f64())
-                    },
-                )
+                let window = crate::workload::commits::FLOW_WINDOW;
+                match self.commits.flowing_since(since, Instant::now(), window) {
+                    Ok(()) => (true, format!("transfers commit again and none has been in flight for {:.0} s", window.as_secs_f64())),
+                    Err(why) => (false, why),
+                }
             }
             Condition::Leader { cmp, node } => {
                 let want = self.resolve(node).await?;

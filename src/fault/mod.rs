@@ -270,6 +270,10 @@ fn partition_propagated(sides: &[Vec<NodeId>], s: &StatusReport) -> (bool, Strin
     if s.network.cuts == 0 {
         return (false, "no cut in force".into());
     }
+    // A quorum view from before the cut is no answer either way.
+    if !s.observed.current {
+        return (false, "the nodes' quorum views not observed yet since the cut".into());
+    }
     let members = s.nodes.iter().filter(|n| !n.decommissioned).count();
     let majority = members / 2 + 1;
     let view = |id: &NodeId| s.nodes.iter().find(|n| n.id == *id).and_then(|n| n.sees_quorum);

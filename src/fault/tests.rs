@@ -18,7 +18,8 @@ fn status(sees: &[Option<bool>], quorum_ok: bool, cuts: usize) -> StatusReport {
         "engine": "etcd", "dir": "/x", "daemon": {"pid": 1}, "nodes": nodes,
         "haproxy": {"pid": null, "state": "stopped", "config": "/x/haproxy.cfg", "frontend": "", "admin_ui": "", "stats": ""},
         "cluster": {"quorum": {"up": sees.len(), "needed": sees.len() / 2 + 1, "ok": quorum_ok}},
-        "network": {"topology": "netns", "sides": [], "cuts": cuts, "shaped": []}
+        "network": {"topology": "netns", "sides": [], "cuts": cuts, "shaped": []},
+        "observed": {"current": true, "age_ms": 100}
     }))
     .unwrap()
 }
@@ -36,6 +37,11 @@ fn a_partition_has_propagated_when_the_minority_lost_quorum_and_the_majority_kep
     assert!(f.propagated(&before(), &status(&[Some(true), Some(true), Some(false)], true, 4)).0);
     assert!(f.propagated(&before(), &status(&[Some(true), Some(true), None], true, 4)).0, "unreachable from the daemon counts as lost");
     assert!(!f.propagated(&before(), &status(&[Some(true), Some(true), Some(false)], true, 0)).0, "not without the cuts in force");
+    // Views withheld because the lab changed since the last poll round are no answer.
+    let mut stale = status(&[Some(true), Some(true), None], true, 4);
+    stale.observed.current = false;
+    let (ok, seen) = f.propagated(&before(), &stale);
+    assert!(!ok && seen.contains("not observed yet"), "{seen}");
 }
 
 #[test]

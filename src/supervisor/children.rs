@@ -280,18 +280,17 @@ impl Supervisor {
                 }
             }
         };
-        let res = self
-            .wait_probing(
-                || "nodes to become ready".into(),
-                deadline,
-                (FAST_PROBE, (FAST_PROBE_TIMEOUT.as_millis() / FAST_PROBE.as_millis()) as usize + 1),
-                probe,
-                |s| {
-                    // A node that exited will never become ready: fail fast.
-                    pending(s).is_empty() || nodes.iter().any(|&n| !s.is_live(n))
-                },
-            )
-            .await;
+        let wait = self.wait_probing(
+            || "nodes to become ready".into(),
+            deadline,
+            (FAST_PROBE, (FAST_PROBE_TIMEOUT.as_millis() / FAST_PROBE.as_millis()) as usize + 1),
+            probe,
+            |s| {
+                // A node that exited will never become ready: fail fast.
+                pending(s).is_empty() || nodes.iter().any(|&n| !s.is_live(n))
+            },
+        );
+        let res = self.unless_client_gone(&format!("node(s) {} to become ready", join_ids(&nodes)), wait).await?;
         if let Some(dead) = nodes.iter().copied().find(|&n| !self.is_live(n)) {
             return Err(Error::NodeState {
                 id: dead,

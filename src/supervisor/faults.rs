@@ -75,6 +75,8 @@ impl Supervisor {
             self.spawn_node(n, mode, &members)?;
         }
         if !no_wait {
+            // Not under the op lock: see `start_node`.
+            drop(_op);
             let spec = self.spec();
             self.wait_ready(&to_start, spec.timeouts.ready).await?;
             if self.state().haproxy.is_some() {
@@ -107,6 +109,7 @@ impl Supervisor {
                     }
                 }
             })?;
+            self.readiness_unobserved(n);
             self.emit(EventKind::NodePaused { node: n, pid: id.pid });
         }
         Ok(serde_json::json!({ "nodes": nodes }))
@@ -150,8 +153,19 @@ impl Supervisor {
                 }
             }
         })?;
+        self.readiness_unobserved(n);
         self.emit(EventKind::NodeResumed { node: n, pid: id.pid });
         Ok(())
+    }
+
+    /// After a pause or a resume the node's last readiness answer no longer holds: it is not
+    /// observed until a probe sent from now on answers (an answer to an older one is dropped).
+    fn readiness_unobserved(&self, n: NodeId) {
+        let mut rt = self.runtime();
+        let r = rt.entry(n).or_default();
+        // `ready` keeps the last answer, so the next one that differs is an event.
+        r.ready_unobserved = true;
+        r.ready_sent = Some(Instant::now());
     }
 
     /// `node throttle --cpu P%`: a CPU quota of P% of one core through cgroups.

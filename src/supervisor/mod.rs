@@ -76,6 +76,9 @@ struct NodeRuntime {
     /// When the readiness probe behind `ready` was sent: an answer to an older probe (a
     /// poll round's, applied after a newer fast probe's) never overwrites a newer one.
     ready_sent: Option<Instant>,
+    /// The node was paused or resumed after the probe behind `ready` was sent: its
+    /// readiness is not observed yet (`status` says so instead of a stale verdict).
+    ready_unobserved: bool,
     /// HAProxy's status of the node's server in the client frontend.
     backend: Option<String>,
     /// HAProxy's last check result for it (`L7OK`, `L4CON`, `INI`...).
@@ -120,6 +123,19 @@ struct WatchState {
     node_failing_since: HashMap<NodeId, Instant>,
     /// Nodes with a `node_quorum` false event outstanding.
     node_lost_reported: std::collections::HashSet<NodeId>,
+    /// The lab's shape when the round behind `last` began, and when that round ended: `last`
+    /// describes that shape only (`None` before the first consistent round).
+    observed: Option<(Shape, Instant)>,
+}
+
+/// What the lab looks like to the watcher: which members' processes run (by pid) and which
+/// of those are paused, and the partition in force. A poll round's figures describe the shape
+/// it began with; `status` shows them only while the lab still has that shape (a node started,
+/// exited, paused or resumed, a partition made or healed since: "not observed yet").
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub(crate) struct Shape {
+    nodes: Vec<(NodeId, Option<u32>, bool)>,
+    sides: Vec<Vec<NodeId>>,
 }
 
 /// The least time an observed quorum probe must keep failing before the watcher calls it
@@ -149,6 +165,9 @@ struct Inner {
     /// The watcher's last observation and quorum bookkeeping.
     watch: Mutex<WatchState>,
     op_lock: tokio::sync::Mutex<()>,
+    /// Held for a whole `up`, which lets go of the op lock while it waits for readiness: a
+    /// second `up` waits for the first (it would bootstrap the same new cluster again).
+    up_lock: tokio::sync::Mutex<()>,
     /// Set by `down` once it holds the op lock: the daemon exits afterwards, so every request
     /// queued behind it is refused ([`Error::DaemonExiting`]) instead of acted on and abandoned.
     exiting: std::sync::atomic::AtomicBool,
@@ -210,6 +229,7 @@ impl Supervisor {
                 haproxy_backends: Mutex::new(Vec::new()),
                 watch: Mutex::new(WatchState::default()),
                 op_lock: tokio::sync::Mutex::new(()),
+                up_lock: tokio::sync::Mutex::new(()),
                 exiting: std::sync::atomic::AtomicBool::new(false),
                 spawn_gate: Mutex::new(()),
                 stopping: Mutex::new(Default::default()),
@@ -258,6 +278,13 @@ impl Supervisor {
         self.inner.generation.send_modify(|g| *g += 1);
     }
 
+    /// The lab's [`Shape`] now: from the state and the network record (no probing).
+    pub(super) fn shape(&self) -> Shape {
+        let nodes = self.state().members().map(|n| (n.id, n.process.map(|p| p.pid), matches!(n.state, NodeState::Paused { .. }))).collect();
+        let sides = self.inner.topology.netns().ok().and_then(|n| n.record().ok()).map(|r| r.sides).unwrap_or_default();
+        Shape { nodes, sides }
+    }
+
     /// Applies `f` to the state, persists it, and wakes waiters.
     fn update<T>(&self, f: impl FnOnce(&mut LabState) -> T) -> Result<T> {
         let out = {
@@ -279,13 +306,47 @@ impl Supervisor {
         Ok(gate)
     }
 
-    /// Takes the op lock for a lifecycle request; refused once `down` has begun.
+    /// Takes the op lock for a lifecycle request; refused once `down` has begun. A request
+    /// whose client goes away while it waits here is dropped before it acted, and says so.
     async fn begin_op(&self) -> Result<tokio::sync::MutexGuard<'_, ()>> {
-        let guard = self.inner.op_lock.lock().await;
+        let guard = match crate::events::client_gone() {
+            None => self.inner.op_lock.lock().await,
+            Some(gone) => tokio::select! {
+                g = self.inner.op_lock.lock() => g,
+                _ = gone.cancelled() => {
+                    let by = crate::events::requester().unwrap_or_else(|| "an API client".into());
+                    let message = format!(
+                        "a request from {by} was dropped before it acted: its client went away while it waited for the request in progress; nothing was done"
+                    );
+                    self.emit(EventKind::Note { message: message.clone() });
+                    return Err(Error::Refused(message));
+                }
+            },
+        };
         if self.inner.exiting.load(std::sync::atomic::Ordering::SeqCst) {
             return Err(Error::DaemonExiting);
         }
         Ok(guard)
+    }
+
+    /// Runs `wait` (a wait for readiness or for HAProxy's UP, which acts on nothing) unless
+    /// the request's client goes away first: then the wait stops, and the timeline says that
+    /// what the request started keeps going, not waited for (`what`: e.g. `node(s) 2 to
+    /// become ready`). Nothing is undone: a node being started is not stopped for it.
+    /// Returns `Err` (saying so) when the client went away, else the wait's own result.
+    async fn unless_client_gone<T>(&self, what: &str, wait: impl std::future::Future<Output = T>) -> Result<T> {
+        let Some(gone) = crate::events::client_gone() else { return Ok(wait.await) };
+        tokio::select! {
+            r = wait => Ok(r),
+            _ = gone.cancelled() => {
+                let by = crate::events::requester().unwrap_or_else(|| "an API client".into());
+                let message = format!(
+                    "the client of a request from {by} went away: stopped waiting for {what}; nothing is undone (what it started keeps going)"
+                );
+                self.emit(EventKind::Note { message: message.clone() });
+                Err(Error::Refused(message))
+            }
+        }
     }
 
     /// Waits until `cond` holds, re-checking on every state change and at least every 200 ms.

@@ -31,6 +31,7 @@ impl Supervisor {
     /// One round, every request bounded by the poll client's timeout: readiness of every live
     /// node and the engine's observation (in parallel), then HAProxy's server states.
     pub async fn poll_once(&self) {
+        let shape = self.shape();
         let live: Vec<(NodeId, String)> =
             self.state().nodes.iter().filter(|n| n.process.is_some()).map(|n| (n.id, n.ports.http_addr())).collect();
         let all = self.members();
@@ -49,9 +50,9 @@ impl Supervisor {
         // two memberships (seen: a read answered by the member that was alone when the round
         // began, after a restarted one had joined it — "regained with 1 of 3 running"): such a
         // round does not move quorum lost/regained; the next one, consistent, does.
-        let live_after: Vec<NodeId> = self.state().nodes.iter().filter(|n| n.process.is_some()).map(|n| n.id).collect();
-        let consistent = live_after == live.iter().map(|(id, _)| *id).collect::<Vec<_>>();
-        self.apply_observation(observation, consistent);
+        // The same holds for a node paused or resumed, or a partition made or healed, mid-round.
+        let consistent = self.shape() == shape;
+        self.apply_observation(observation, consistent.then_some(shape));
         self.poll_haproxy().await;
     }
 
@@ -67,8 +68,10 @@ impl Supervisor {
     }
 
     /// Stores an observation, adds the quorum figure, and publishes what changed. Quorum
-    /// transitions come only from a `consistent` round (the same members ran throughout).
-    pub(super) fn apply_observation(&self, mut obs: Observation, consistent: bool) {
+    /// transitions come only from a consistent round (`shape`: the lab's shape throughout the
+    /// round; `None` when it changed meanwhile), which also dates the figures for `status`.
+    pub(super) fn apply_observation(&self, mut obs: Observation, shape: Option<Shape>) {
+        let consistent = shape.is_some();
         // Quorum as the engine observed it (CockroachDB: a timed SQL write), else Raft
         // arithmetic over members whose process runs (etcd); whether the cluster serves right
         // now (an election in progress, a node not yet ready) is readiness.
@@ -146,6 +149,9 @@ impl Supervisor {
                 w.node_lost_reported.retain(|n| obs.nodes.get(n).is_some_and(|f| f.sees_quorum.is_some()));
             }
             w.last = obs;
+            if let Some(shape) = shape {
+                w.observed = Some((shape, Instant::now()));
+            }
         }
         let changed = !events.is_empty();
         for e in events {
@@ -171,6 +177,7 @@ impl Supervisor {
                 return;
             }
             r.ready_sent = Some(sent);
+            r.ready_unobserved = false;
             let changed = r.ready != ready;
             let detail_changed = r.ready_detail != detail;
             r.ready = ready;

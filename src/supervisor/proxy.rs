@@ -121,14 +121,14 @@ impl Supervisor {
         let h = self.spec().haproxy;
         let deadline = h.inter * (h.rise + 2) + Duration::from_secs(5);
         let nodes = nodes.to_vec();
-        self.wait_probing(
+        let wait = self.wait_probing(
             || format!("HAProxy to mark node(s) {} UP", join_ids(&nodes)),
             deadline,
             (HAPROXY_PROBE, 1),
             || self.poll_haproxy(),
             |s| nodes.iter().all(|&n| s.backend_is(n, "UP")),
-        )
-        .await
+        );
+        self.unless_client_gone(&format!("HAProxy to mark node(s) {} UP", join_ids(&nodes)), wait).await?
     }
 
     pub(super) async fn stop_haproxy(&self) -> Result<()> {

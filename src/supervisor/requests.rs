@@ -17,7 +17,14 @@ impl Supervisor {
         restart: Option<crate::config::RestartPolicy>,
         monitoring: Option<crate::monitoring::MonitoringSpec>,
     ) -> Result<serde_json::Value> {
-        let _op = self.begin_op().await?;
+        let _up = match self.inner.up_lock.try_lock() {
+            Ok(g) => g,
+            Err(_) => {
+                self.emit(EventKind::Note { message: "up: waiting for the `up` in progress to finish first".into() });
+                self.unless_client_gone("the `up` in progress", self.inner.up_lock.lock()).await?
+            }
+        };
+        let op = self.begin_op().await?;
         self.emit(EventKind::Command { command: "up".into(), by: crate::events::requester() });
         if let Some(policy) = restart.filter(|p| *p != self.spec().restart.policy) {
             self.update(|st| st.spec.restart.policy = policy)?;
@@ -64,11 +71,15 @@ impl Supervisor {
             }
         }
         let all: Vec<NodeId> = members.iter().map(|m| m.id).collect();
-        // HAProxy's config is written and checked while the nodes start; it starts (or
-        // reloads) once they are ready, so its first checks find them ready.
+        // The waits for readiness are not under the op lock (see `start_node`): a resume or a
+        // heal a node needs, a kill or a down, go ahead meanwhile. HAProxy's config is written
+        // and checked while the nodes start; it starts (or reloads) once they are ready, so its
+        // first checks find them ready.
+        drop(op);
         let (ready, prepared) = futures_util::join!(self.wait_ready(&all, spec.timeouts.ready), self.prepare_haproxy());
         ready?;
         let prepared = prepared?;
+        let op = self.begin_op().await?;
         // A new cluster is configured (CockroachDB: cluster settings through `cockroach sql`,
         // a process of its own) while HAProxy starts and checks the nodes; the members' engine
         // ids are asked meanwhile too. None of the three needs another.
@@ -84,12 +95,15 @@ impl Supervisor {
         let fronted = async {
             let ((), haproxy) = futures_util::join!(self.learn_engine_ids(), self.start_or_reload_haproxy(prepared));
             haproxy?;
+            // HAProxy runs: what is left is a wait, not under the op lock.
+            drop(op);
             self.wait_backends_up(&all).await
         };
         let (configured, fronted) = futures_util::join!(configured, fronted);
         configured?;
         fronted?;
         // The files were written and checked by `check_monitoring` above; the members are the same.
+        let _op = self.begin_op().await?;
         self.apply_monitoring(true).await?;
         Ok(serde_json::json!({ "started": to_start, "nodes": all }))
     }
@@ -114,6 +128,9 @@ impl Supervisor {
         if no_wait {
             return Ok(serde_json::json!({ "node": node }));
         }
+        // The wait for readiness acts on nothing: other requests (a resume or a heal that the
+        // node needs to become ready, a kill, a down) are not queued behind it.
+        drop(_op);
         let spec = self.spec();
         self.wait_ready(&[node], spec.timeouts.ready).await?;
         if self.state().haproxy.is_some() {
@@ -217,16 +234,24 @@ impl Supervisor {
         })?;
         let members: Vec<Member> = all.iter().copied().chain([new]).filter(|m| joined.contains(&m.id)).collect();
         self.spawn_node(node, StartMode::Join, &members)?;
+        // Waits for readiness are not under the op lock (see `start_node`); the lock is taken
+        // again to change HAProxy's and Prometheus's configs.
+        drop(_op);
         let spec = self.spec();
         self.wait_ready(&[node], spec.timeouts.ready).await?;
+        let op = self.begin_op().await?;
         self.learn_engine_ids().await;
-        if self.state().haproxy.is_some() {
+        let fronted = self.state().haproxy.is_some();
+        if fronted {
             self.apply_haproxy().await?;
-            self.wait_backends_up(&[node]).await?;
         }
         // A new scrape target (the rules' majority counts follow the targets).
         if self.state().prometheus.is_some() {
             self.apply_monitoring(false).await?;
+        }
+        drop(op);
+        if fronted {
+            self.wait_backends_up(&[node]).await?;
         }
         Ok(serde_json::json!({ "node": node }))
     }

@@ -12,7 +12,7 @@ impl Supervisor {
 
     pub(super) fn is_ready(&self, node: NodeId) -> bool {
         let live = self.state().node(node).map(|n| n.process.is_some()).unwrap_or(false);
-        live && self.runtime().get(&node).is_some_and(|r| r.ready)
+        live && self.runtime().get(&node).is_some_and(|r| r.ready && !r.ready_unobserved)
     }
 
     /// HAProxy shows `word` (`UP`, `DOWN`) for the node's server. `UP` counts only once a
@@ -36,7 +36,15 @@ impl Supervisor {
 
     /// The lab's status, as `GET /v1/status` returns it.
     pub fn status(&self) -> StatusReport {
-        let figures = self.inner.watch.lock().unwrap_or_else(|p| p.into_inner()).last.clone();
+        let shape = self.shape();
+        let (figures, observed) = {
+            let w = self.inner.watch.lock().unwrap_or_else(|p| p.into_inner());
+            let current = w.observed.as_ref().is_some_and(|(s, _)| *s == shape);
+            let age_ms = w.observed.as_ref().map(|(_, at)| at.elapsed().as_millis() as u64);
+            // Figures of another shape are not shown: "not observed yet", never a verdict.
+            let figures = if current { w.last.clone() } else { Observation::default() };
+            (figures, crate::api::Observed { current, age_ms })
+        };
         let st = self.state();
         let rt = self.runtime();
         let nodes = st
@@ -58,8 +66,9 @@ impl Supervisor {
                     state: n.state.name().to_string(),
                     since,
                     exit,
-                    ready: live && r.ready,
-                    ready_detail: if live && !r.ready { r.ready_detail.clone() } else { None },
+                    ready: live && r.ready && !r.ready_unobserved,
+                    ready_detail: if live && !r.ready && !r.ready_unobserved { r.ready_detail.clone() } else { None },
+                    ready_unobserved: live && r.ready_unobserved,
                     sql_port: n.ports.service,
                     http_port: n.ports.http,
                     peer_port: n.ports.peer,
@@ -98,6 +107,7 @@ impl Supervisor {
                 }
                 c
             },
+            observed,
             quorum_rule: self.inner.engine.quorum_rule(st.members().count()),
             network: self.network_status(),
             monitoring: None,

@@ -410,9 +410,15 @@ where
                     next += iv;
                 }
                 let began = Instant::now();
+                if let Some(c) = &commits {
+                    c.began(w, began);
+                }
                 let (detail, r) = worker.op(&mut rng).await;
-                if let (Outcome::Ok, Some(c)) = (r.outcome, &commits) {
-                    c.committed(began);
+                if let Some(c) = &commits {
+                    if r.outcome == Outcome::Ok {
+                        c.committed(began);
+                    }
+                    c.ended(w);
                 }
                 backoff = if r.outcome == Outcome::Ok {
                     Duration::ZERO

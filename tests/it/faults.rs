@@ -289,3 +289,48 @@ fn a_paused_node_stays_paused_when_its_daemon_is_killed() {
     wait_for("node 3 ready again", Duration::from_secs(30), || (lab.node(3)["ready"] == true).then_some(()));
     assert!(node.is_alive());
 }
+
+/// A `node start` that waits for readiness queues nothing behind it: with quorum lost (2 and
+/// 3 paused) a restarted node 1 cannot become ready until `node resume 2`, which must run
+/// while the start still waits (its command reaches the timeline before node 1 is ready),
+/// after which the start finishes. A start whose CLI is killed stops waiting and says so.
+#[test]
+fn a_start_waiting_for_readiness_does_not_block_the_resume_it_needs() {
+    let lab = TestLab::new("etcd", 3);
+    lab.up();
+    let pos = |lab: &TestLab, pred: &dyn Fn(&serde_json::Value) -> bool| lab.events().iter().rposition(|e| pred(e));
+    for round in 0..2 {
+        lab.ok(&["node", "pause", "2"]);
+        lab.ok(&["node", "pause", "3"]);
+        lab.ok(&["node", "kill", "1"]);
+        let mut start =
+            lab.cmd(&["node", "start", "1"]).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::piped()).spawn().unwrap();
+        wait_for("node 1 starting", Duration::from_secs(20), || (lab.node(1)["state"] == "starting").then_some(()));
+        if round == 0 {
+            lab.ok(&["node", "resume", "2"]);
+            let status = start.wait().unwrap();
+            assert!(status.success(), "the start finished once quorum was back");
+            let resumed = pos(&lab, &|e| e["kind"] == "command" && e["command"] == "node resume 2").expect("resume in the timeline");
+            let ready = pos(&lab, &|e| e["kind"] == "node_ready" && e["node"] == 1 && e["ready"] == true).expect("node 1 ready");
+            assert!(resumed < ready, "the resume ran while the start waited, not after it");
+        } else {
+            // The client goes away: the wait stops, the timeline says nothing is undone, and the
+            // node keeps starting (it becomes ready once quorum is back).
+            start.kill().unwrap();
+            start.wait().unwrap();
+            wait_for("the daemon noticing the client went away", Duration::from_secs(20), || {
+                lab.events()
+                    .iter()
+                    .any(|e| {
+                        e["kind"] == "note"
+                            && e["message"].as_str().is_some_and(|m| m.contains("went away: stopped waiting for node(s) 1 to become ready"))
+                    })
+                    .then_some(())
+            });
+            assert_eq!(lab.node(1)["state"], "starting", "the node was not stopped for it");
+            lab.ok(&["node", "resume", "2"]);
+            wait_for("node 1 ready", Duration::from_secs(30), || (lab.node(1)["ready"] == true).then_some(()));
+        }
+        lab.ok(&["node", "resume", "3"]);
+    }
+}

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::drill::{phase, results_of, validate};
+use crate::drill::{drill_ok, phase, results_of, validate};
 use crate::helpers::*;
 
 fn ip(args: &[&str]) -> String {
@@ -122,17 +122,10 @@ fn isolating_the_leader_or_a_follower_under_load_loses_nothing() {
     assert!(s["nodes"].as_array().unwrap().iter().all(|n| n["sees_quorum"] == true && n["ready"] == true), "{s}");
     assert_eq!(s["network"]["cuts"], 0);
 
-    // Every expectation but one must hold: "throughput back to 90 % of the baseline within
-    // 30 s" is a timing goal, which a 2-core machine running other tests beside this one
-    // cannot promise (seen: the healed phase at 121 ops/s against a 2-s baseline of 261 while
-    // another test's workload ran); the drill reports it, the test does not hold it.
-    let run = lab.run(&["drill", "partition-minority", "--seed", "3", "--baseline", "2s"]);
-    let out = text(&run.stdout);
+    // Every expectation but the timing goals must hold (see `drill_ok`).
+    let out = drill_ok(&lab, &["drill", "partition-minority", "--seed", "3", "--baseline", "2s"]);
     let (_, r) = results_of(&out);
     validate(&r);
-    let unmet: Vec<&serde_json::Value> = r["expectations"].as_array().unwrap().iter().filter(|e| e["met"] != true).collect();
-    assert!(unmet.iter().all(|e| e["text"].as_str().unwrap().contains("throughput_recovered_after_ms")), "{unmet:?}\n{out}");
-    assert!(r["failures"].as_array().unwrap().is_empty(), "{out}");
     assert!(phase(&r, "partitioned")["committed"].as_u64().unwrap() > 0);
     assert!(r["check"]["violations"].as_array().unwrap().is_empty(), "{}", r["check"]);
     assert!(r["story"].as_array().unwrap().iter().any(|s| s.as_str().unwrap().starts_with("partitioned — partition ")), "{}", r["story"]);

@@ -174,3 +174,43 @@ fn events_follow_prints_new_events_and_prometheus_lists_the_nodes() {
     assert_eq!(code, 200);
     assert!(body.contains("haproxy_"));
 }
+
+/// `status` shows no figure it has not observed since the lab last changed: right after `up`
+/// a verdict is either observed on the lab as it is or withheld; after pausing every member
+/// no node is "ready" and quorum is not "ok" until a poll round has seen them paused, and then
+/// the verdict is the observed one (lost).
+#[test]
+fn status_shows_no_figure_it_has_not_observed_since_the_last_change() {
+    let lab = TestLab::new("etcd", 3);
+    lab.up();
+    let s = lab.status();
+    if s["observed"]["current"] == true {
+        assert_eq!(s["cluster"]["quorum"]["ok"], true, "observed on three running members: {s}");
+    } else {
+        assert!(s["cluster"]["quorum"].is_null() && s["cluster"]["leader"].is_null(), "withheld, not stale: {s}");
+        assert!(lab.ok(&["status"]).contains("not observed yet"));
+    }
+    for n in ["1", "2", "3"] {
+        lab.ok(&["node", "pause", n]);
+    }
+    let s = lab.status();
+    let nodes = s["nodes"].as_array().unwrap();
+    assert!(nodes.iter().all(|n| n["ready"] == false), "no paused node shown ready: {s}");
+    assert_eq!(nodes[2]["ready_unobserved"], true, "node 3 was paused a moment ago: {s}");
+    assert_ne!(s["cluster"]["quorum"]["ok"], true, "no stale 'quorum ok': {s}");
+    let text = lab.ok(&["status"]);
+    assert!(!text.contains("quorum ok"), "{text}");
+    // Once a round has seen the paused members, the verdict is the observed one.
+    let s = wait_for("an observation of the paused lab", Duration::from_secs(20), || {
+        let s = lab.status();
+        (s["observed"]["current"] == true).then_some(s)
+    });
+    assert_eq!(s["cluster"]["quorum"]["ok"], false, "{s}");
+    for n in ["1", "2", "3"] {
+        lab.ok(&["node", "resume", n]);
+    }
+    wait_for("the lab whole again", Duration::from_secs(30), || {
+        let s = lab.status();
+        (s["observed"]["current"] == true && s["cluster"]["quorum"]["ok"] == true).then_some(())
+    });
+}
