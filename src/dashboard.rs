@@ -16,112 +16,13 @@ use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::Line;
 use ratatui::widgets::{Block, Borders, Cell, Paragraph, Row, Sparkline, Table};
 
-use crate::api::{Client, NodeStatus, StatusReport};
+use crate::api::{Client, StatusReport};
 use crate::events::Event;
+use crate::words::{cluster_line, liveness_word, process_word, quorum_word, ready_word};
 use crate::{Error, Result};
 
 /// Samples kept for each sparkline.
 const HISTORY: usize = 120;
-
-/// A node's own view of quorum: `sees`, `NONE`, or `None` when not probed.
-pub fn quorum_word(n: &crate::api::NodeStatus) -> Option<&'static str> {
-    n.sees_quorum.map(|q| if q { "sees" } else { "NONE" })
-}
-
-/// The cluster in one line: quorum, leader, live nodes, ranges.
-pub fn cluster_line(s: &StatusReport) -> String {
-    if !s.observed.current {
-        return match s.observed.age_ms {
-            Some(ms) => format!("not observed yet since the last change (the last poll round ended {:.1} s ago)", ms as f64 / 1000.0),
-            None => "not observed yet (no poll round has ended since the daemon started)".into(),
-        };
-    }
-    let c = &s.cluster;
-    let mut parts = Vec::new();
-    if let Some(q) = &c.quorum {
-        let word = if q.ok { "ok" } else { "LOST" };
-        parts.push(match &q.detail {
-            // Observed (CockroachDB): say how, not a member count.
-            Some(d) => format!("quorum {word} ({d})"),
-            None => format!(
-                "quorum {word} ({} of {} members up, majority {})",
-                q.up,
-                s.nodes.iter().filter(|n| !n.decommissioned).count(),
-                q.needed
-            ),
-        });
-    }
-    if let Some(has) = c.has_leader {
-        parts.push(match (has, c.leader) {
-            (true, Some(l)) => format!("leader node {l}{}", c.term.map(|t| format!(" (term {t})")).unwrap_or_default()),
-            (true, None) => "leader elected".into(),
-            (false, _) => "NO LEADER".into(),
-        });
-    }
-    if let Some(l) = c.live_nodes {
-        parts.push(format!("live nodes {l}"));
-    }
-    if c.ranges.is_some() || c.ranges_underreplicated.is_some() {
-        let o = |v: Option<u64>| v.map(|v| v.to_string()).unwrap_or_else(|| "?".into());
-        parts.push(format!(
-            "ranges {} (under-replicated {}, unavailable {}, over-replicated {})",
-            o(c.ranges),
-            o(c.ranges_underreplicated),
-            o(c.ranges_unavailable),
-            o(c.ranges_overreplicated)
-        ));
-    }
-    if parts.is_empty() {
-        "cluster: not observed yet".into()
-    } else {
-        parts.join("; ")
-    }
-}
-
-/// A node's readiness in a table cell: `yes`, `no`, or `?`: not observed yet (no probe has
-/// answered since it was paused or resumed; the status table says so under the row).
-pub fn ready_word(n: &NodeStatus) -> &'static str {
-    if n.ready_unobserved {
-        "?"
-    } else if n.ready {
-        "yes"
-    } else {
-        "no"
-    }
-}
-
-/// A node's process state in words, e.g. `running`, `exited (SIGKILL)`, `decommissioned`.
-pub fn process_word(n: &NodeStatus) -> String {
-    if n.decommissioned && n.pid.is_none() {
-        return "decommissioned".into();
-    }
-    let base = match &n.exit {
-        Some(e) => format!("exited ({e})"),
-        None => n.state.clone(),
-    };
-    let word = match (&n.crash_loop, &n.next_restart_at) {
-        (Some(l), _) => l.to_string(),
-        (None, Some(_)) => format!("{base}, restarting"),
-        _ if n.cpu_quota_pct.is_some() => format!("{base}, cpu {}%", n.cpu_quota_pct.unwrap_or(0)),
-        _ => base,
-    };
-    // The restart policy's count, where it restarted the node (the crash-loop text has its own).
-    if n.restarts > 0 && n.crash_loop.is_none() {
-        format!("{word} (restarts {})", n.restarts)
-    } else {
-        word
-    }
-}
-
-/// The cluster's view of a node; flagged when the process is gone but the cluster still
-/// believes otherwise (liveness lags: a killed node stays LIVE until its record expires).
-pub fn liveness_word(n: &NodeStatus) -> String {
-    match (n.liveness, n.pid) {
-        (Some(l), None) if l == crate::watch::Liveness::Live => format!("{l} (process gone)"),
-        (Some(l), _) => l.to_string(),
-        (None, _) => "-".into(),
-    }
-}
 
 /// Runs the live view until the user quits (or `count` refreshes, for scripts).
 pub async fn run(client: &Client, events_file: &Path, interval: Duration, tty: bool, count: Option<u64>) -> Result<()> {
@@ -278,7 +179,7 @@ fn draw(f: &mut ratatui::Frame, s: Option<&StatusReport>, h: &History, tail: &Ta
         Paragraph::new(format!(
             "{}\n{}",
             cluster_line(s),
-            crate::reporter::network_line(s).map(|l| format!("network: {l}")).unwrap_or_else(|| s
+            crate::words::network_line(s).map(|l| format!("network: {l}")).unwrap_or_else(|| s
                 .quorum_rule
                 .first()
                 .cloned()

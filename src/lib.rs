@@ -36,6 +36,7 @@ pub mod state;
 pub mod supervisor;
 pub mod topology;
 pub mod watch;
+pub mod words;
 pub mod workload;
 
 pub use error::{Error, Result};

@@ -13,9 +13,9 @@ use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::path::Path;
 
 use crate::api::{HaproxyReport, StatusReport};
-use crate::dashboard::{cluster_line, liveness_word, process_word};
 use crate::events::{Event, EventKind};
 use crate::node::NodeId;
+use crate::words::{cluster_line, liveness_word, network_line, process_word};
 
 /// Renders events for a person.
 pub struct Reporter {
@@ -120,7 +120,7 @@ pub fn status_table(s: &StatusReport, ranges: bool) -> String {
             if n.is_leader == Some(true) { format!("{}*", n.id) } else { n.id.to_string() },
             process_word(n),
             n.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
-            crate::dashboard::ready_word(n),
+            crate::words::ready_word(n),
             n.backend.as_deref().unwrap_or("-"),
             n.sql_port,
             n.http_port,
@@ -135,7 +135,7 @@ pub fn status_table(s: &StatusReport, ranges: bool) -> String {
             let opt = |v: Option<u64>| v.map(|v| v.to_string()).unwrap_or_else(|| "-".into());
             row.push_str(&format!(" {:<24} {:<8} {:<6}", liveness_word(n), opt(n.replicas), opt(n.leaseholders)));
         }
-        row.push_str(&format!(" {:<7}", crate::dashboard::quorum_word(n).unwrap_or("-")));
+        row.push_str(&format!(" {:<7}", crate::words::quorum_word(n).unwrap_or("-")));
         row.push_str(&format!(" {}", n.since.as_deref().unwrap_or("-")));
         out.push_str(&row);
         out.push('\n');
@@ -203,33 +203,6 @@ pub fn monitoring_lines(m: &crate::api::MonitoringStatus) -> String {
     }
     out.push('\n');
     out
-}
-
-/// The netns topology's faults in force, in one line (`None` on loopback).
-pub fn network_line(s: &StatusReport) -> Option<String> {
-    let n = &s.network;
-    if n.topology != "netns" {
-        return None;
-    }
-    let mut parts = Vec::new();
-    if n.sides.is_empty() {
-        parts.push("netns topology, whole (no partition)".to_string());
-    } else {
-        let sides: Vec<String> = n.sides.iter().map(|s| s.iter().map(|x| x.to_string()).collect::<Vec<_>>().join(",")).collect();
-        parts.push(format!("netns topology, PARTITIONED {} ({} cut(s); `roachlab net heal` undoes it)", sides.join(" | "), n.cuts));
-        let seeing: Vec<String> = s.nodes.iter().filter(|n| n.sees_quorum == Some(true)).map(|n| n.id.to_string()).collect();
-        parts.push(if !s.observed.current {
-            "quorum reads not observed yet since the last change".to_string()
-        } else if seeing.is_empty() {
-            "no node sees quorum: no side holds a majority".to_string()
-        } else {
-            format!("quorum reads answer through node(s) {}", seeing.join(", "))
-        });
-    }
-    if !n.shaped.is_empty() {
-        parts.push(format!("delay/loss on node(s) {}", n.shaped.iter().map(|x| x.to_string()).collect::<Vec<_>>().join(", ")));
-    }
-    Some(parts.join("; "))
 }
 
 /// Prints the timeline file: events newer than `since`, as text or JSON lines, then (with

@@ -191,7 +191,7 @@ pub(super) async fn drill(
     // One drill per lab at a time: a second would re-initialise the bank under this one.
     let _exclusive = crate::exclusive::Exclusive::take(lab, &format!("drill {}", scenario.name))?;
     let client = crate::launch::ensure_daemon(lab).await?;
-    let opts = crate::drill::runner::DrillOptions { node, seed: seed.unwrap_or_else(|| fastrand::u64(..)), baseline };
+    let opts = crate::drill::model::DrillOptions { node, seed: seed.unwrap_or_else(|| fastrand::u64(..)), baseline };
     let mut say = |line: String| println!("{line}");
     let result = crate::drill::runner::run(lab, &client, &scenario, &opts, &mut say).await?;
     print!("{}", drill_summary(&result));
@@ -206,7 +206,7 @@ pub(super) async fn drill(
 }
 
 /// The table printed at the end of a drill.
-fn drill_summary(r: &crate::drill::runner::DrillResult) -> String {
+fn drill_summary(r: &crate::drill::model::DrillResult) -> String {
     let mut out =
         format!("\n{:<14} {:>7} {:>6} {:>6} {:>8} {:>9} {:>9}  fault\n", "PHASE", "OK", "FAIL", "AMBIG", "OPS/S", "P99(ms)", "STALL(s)");
     for p in &r.phases {

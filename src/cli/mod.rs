@@ -231,7 +231,7 @@ pub async fn run(cli: Cli) -> Result<i32> {
             };
             let path = dir.join("results.json");
             let text = std::fs::read_to_string(&path).map_err(|e| Error::io(format!("cannot read {}", path.display()), e))?;
-            let mut result: crate::drill::runner::DrillResult = serde_json::from_str(&text).map_err(|e| Error::ConfigSyntax {
+            let mut result: crate::drill::model::DrillResult = serde_json::from_str(&text).map_err(|e| Error::ConfigSyntax {
                 file: path.display().to_string(),
                 line: e.line(),
                 col: e.column(),

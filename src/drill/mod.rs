@@ -7,6 +7,7 @@
 pub mod alerts;
 pub mod condition;
 pub mod metrics;
+pub mod model;
 pub mod partitions;
 pub mod predict;
 pub mod process_faults;

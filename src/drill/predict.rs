@@ -5,27 +5,13 @@
 //! predicted verdict for the bank's writes with the transfers the workload actually committed
 //! between that fault and the next fault or recovery.
 
-use serde::{Deserialize, Serialize};
-
-use super::runner::ExpectationResult;
-use crate::watch::{LossPrediction, Writes};
+use super::model::{ExpectationResult, Prediction};
+use crate::watch::Writes;
 use crate::workload::{OpRecord, Outcome};
 
 /// Operations started this soon after a fault still count for the old layout (they were in
 /// flight or queued when it struck), in ms.
 pub const SETTLE_MS: u64 = 500;
-
-/// A prediction made before one fault step.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Prediction {
-    /// The scenario line of the fault step.
-    pub line: usize,
-    /// When the fault ran, in ms since the workload began.
-    pub at_ms: u64,
-    /// Until the next fault or recovery step (or the end of the steps), in ms.
-    pub until_ms: u64,
-    pub prediction: LossPrediction,
-}
 
 /// Checks one prediction against the operations that *ended* in `[at + SETTLE_MS, until)`:
 /// `Stop` → none of them committed; `Continue` → some did; `Some` → stated, not checked (which
@@ -65,6 +51,7 @@ pub fn check(p: &Prediction, ops: &[OpRecord]) -> ExpectationResult {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::watch::LossPrediction;
     use crate::workload::{OpDetail, Transfer};
 
     fn op(start_ms: u64, outcome: Outcome) -> OpRecord {

@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 use plotters::prelude::*;
 
 use super::metrics::PhaseMetrics;
-use super::runner::DrillResult;
+use super::model::DrillResult;
 use crate::{Error, Result};
 
 fn ms(v: Option<u64>) -> String {
@@ -131,7 +131,7 @@ fn chart(title: &str, series: &[(&str, &[f64], RGBColor)], r: &DrillResult) -> R
             )))
             .map_err(|e| draw(&e))?;
         }
-        for s in r.steps.iter().filter(|s| s.kind == super::runner::StepKind::Fault) {
+        for s in r.steps.iter().filter(|s| s.kind == super::model::StepKind::Fault) {
             let x = s.at_ms as f64 / 1000.0;
             c.draw_series(std::iter::once(PathElement::new(vec![(x, 0.0), (x, top * 0.9)], RGBColor(200, 30, 30).stroke_width(2))))
                 .map_err(|e| draw(&e))?;

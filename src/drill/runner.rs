@@ -3,114 +3,21 @@
 //! step, a timeout, Ctrl-C). Then the bank check, the per-phase measurements and the
 //! expectations, written to `DIR/runs/<time>-<drill>/`.
 
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use serde::{Deserialize, Serialize};
-
-use super::metrics::{self, PhaseMetrics, Series};
-use super::predict::{self, Prediction};
+use super::metrics;
+use super::model::{DrillOptions, DrillResult, StepKind};
+use super::predict;
 use super::scenario::Scenario;
 use super::steps::Ctx;
 use crate::api::{Client, StatusReport};
 use crate::events::Event;
 use crate::lab::Lab;
-use crate::node::NodeId;
 use crate::state::LabState;
-use crate::workload::{self, bank_etcd, bank_sql, CheckReport};
+use crate::workload::{self, bank_etcd, bank_sql};
 use crate::{Error, Result};
-
-/// Drill options from the command line.
-#[derive(Debug, Clone)]
-pub struct DrillOptions {
-    /// The node `target` steps act on; by default the leader where the engine has one, else
-    /// the highest-numbered running node.
-    pub node: Option<NodeId>,
-    /// Seed for `random` node choices.
-    pub seed: u64,
-    /// Load before the first step, measured as the `baseline` phase.
-    pub baseline: Duration,
-}
-
-/// One expectation, checked against the measurements.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ExpectationResult {
-    pub text: String,
-    pub met: bool,
-    pub observed: String,
-}
-
-/// Everything a drill produced (`results.json`; the schema is in docs/DRILLS.md).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct DrillResult {
-    pub schema: String,
-    pub drill: String,
-    pub description: String,
-    pub engine: String,
-    pub started_at: String,
-    pub seed: u64,
-    /// The signal that interrupted the drill (`SIGINT`, `SIGTERM`, `SIGHUP`), if one did: the
-    /// cluster was still restored and the report written with what was measured.
-    #[serde(default)]
-    pub interrupted: Option<String>,
-    /// Said before the drill and recorded: e.g. the lab was degraded when the drill began.
-    #[serde(default)]
-    pub warnings: Vec<String>,
-    /// The quorum rule for this cluster, stated before the drill ran (the engine's
-    /// [`crate::engine::Engine::quorum_rule`]).
-    pub theory: Vec<String>,
-    /// What each fault was predicted to do to quorum, from the layout observed just before
-    /// it; each is also checked among `expectations`.
-    #[serde(default)]
-    pub predictions: Vec<Prediction>,
-    /// What happened at each fault, in sentences: a graceful stop's drain stages with their
-    /// times, a SIGKILL's detection stall, and what clients saw ([`super::story::tell`]).
-    #[serde(default)]
-    pub story: Vec<String>,
-    pub phases: Vec<PhaseMetrics>,
-    pub expectations: Vec<ExpectationResult>,
-    /// Steps that failed (a wait that timed out, an assertion that did not hold).
-    pub failures: Vec<String>,
-    /// Every step as it ran: ms since the workload began, the scenario line, what it did.
-    pub steps: Vec<StepLog>,
-    pub check: Option<CheckReport>,
-    pub series: Series,
-    /// Alerts that fired during the run (labs with monitoring), timed from their faults.
-    #[serde(default)]
-    pub alerts: Vec<super::alerts::AlertTiming>,
-    /// The lab ran Prometheus and Alertmanager (so no alert in `alerts` means none fired).
-    #[serde(default)]
-    pub monitored: bool,
-    pub run_dir: PathBuf,
-}
-
-impl DrillResult {
-    /// True when every expectation and assertion held and the bank check passed.
-    pub fn passed(&self) -> bool {
-        self.failures.is_empty() && self.expectations.iter().all(|e| e.met) && self.check.as_ref().is_some_and(|c| c.violations.is_empty())
-    }
-}
-
-/// One step as it ran.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct StepLog {
-    pub at_ms: u64,
-    pub line: usize,
-    pub what: String,
-    /// A fault (stop, kill, decommission) or a recovery (start).
-    pub kind: StepKind,
-}
-
-/// What kind of step it was, for the charts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum StepKind {
-    Fault,
-    Recovery,
-    Other,
-}
 
 enum Target {
     Sql(String),

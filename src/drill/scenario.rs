@@ -285,7 +285,7 @@ impl Expectation {
         &self,
         phases: &[super::metrics::PhaseMetrics],
         alerts: &[super::alerts::AlertTiming],
-    ) -> super::runner::ExpectationResult {
+    ) -> super::model::ExpectationResult {
         let observed = match (self.metric, &self.alert) {
             (Metric::AlertFiredAfterMs | Metric::AlertResolvedAfterMs, Some(name)) => {
                 let first = alerts
@@ -305,7 +305,7 @@ impl Expectation {
             Some(a) => format!("{}({a})", self.metric.name()),
             None => self.metric.name().to_string(),
         };
-        super::runner::ExpectationResult {
+        super::model::ExpectationResult {
             text: format!("{}: {metric} {} {} — {}", self.phase, cmp_str(self.cmp), self.value, self.text),
             met: observed.is_some_and(|o| self.cmp.holds(o, self.value)),
             observed: observed

@@ -6,8 +6,7 @@
 use std::time::{Duration, Instant};
 
 use super::metrics::PhaseMark;
-use super::predict::Prediction;
-use super::runner::{DrillOptions, StepKind, StepLog};
+use super::model::{DrillOptions, Prediction, StepKind, StepLog};
 use super::scenario::{Action, Condition, Figure, NodeRef};
 use crate::api::{Client, StatusReport};
 use crate::events::Event;

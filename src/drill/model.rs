@@ -1,0 +1,117 @@
+//! The drill's data model: what a run takes (options) and what it produces (`results.json`:
+//! phases, steps, predictions, expectations, the check). Below everything that acts on it —
+//! the runner, its steps, the predictions' checks, the scenario's expectations and the
+//! report all import it; it imports none of them.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::alerts::AlertTiming;
+use super::metrics::{PhaseMetrics, Series};
+use crate::node::NodeId;
+use crate::watch::LossPrediction;
+use crate::workload::CheckReport;
+
+/// Drill options from the command line.
+#[derive(Debug, Clone)]
+pub struct DrillOptions {
+    /// The node `target` steps act on; by default the leader where the engine has one, else
+    /// the highest-numbered running node.
+    pub node: Option<NodeId>,
+    /// Seed for `random` node choices.
+    pub seed: u64,
+    /// Load before the first step, measured as the `baseline` phase.
+    pub baseline: Duration,
+}
+
+/// One expectation, checked against the measurements.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExpectationResult {
+    pub text: String,
+    pub met: bool,
+    pub observed: String,
+}
+
+/// Everything a drill produced (`results.json`; the schema is in docs/DRILLS.md).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DrillResult {
+    pub schema: String,
+    pub drill: String,
+    pub description: String,
+    pub engine: String,
+    pub started_at: String,
+    pub seed: u64,
+    /// The signal that interrupted the drill (`SIGINT`, `SIGTERM`, `SIGHUP`), if one did: the
+    /// cluster was still restored and the report written with what was measured.
+    #[serde(default)]
+    pub interrupted: Option<String>,
+    /// Said before the drill and recorded: e.g. the lab was degraded when the drill began.
+    #[serde(default)]
+    pub warnings: Vec<String>,
+    /// The quorum rule for this cluster, stated before the drill ran (the engine's
+    /// [`crate::engine::Engine::quorum_rule`]).
+    pub theory: Vec<String>,
+    /// What each fault was predicted to do to quorum, from the layout observed just before
+    /// it; each is also checked among `expectations`.
+    #[serde(default)]
+    pub predictions: Vec<Prediction>,
+    /// What happened at each fault, in sentences: a graceful stop's drain stages with their
+    /// times, a SIGKILL's detection stall, and what clients saw ([`super::story::tell`]).
+    #[serde(default)]
+    pub story: Vec<String>,
+    pub phases: Vec<PhaseMetrics>,
+    pub expectations: Vec<ExpectationResult>,
+    /// Steps that failed (a wait that timed out, an assertion that did not hold).
+    pub failures: Vec<String>,
+    /// Every step as it ran: ms since the workload began, the scenario line, what it did.
+    pub steps: Vec<StepLog>,
+    pub check: Option<CheckReport>,
+    pub series: Series,
+    /// Alerts that fired during the run (labs with monitoring), timed from their faults.
+    #[serde(default)]
+    pub alerts: Vec<AlertTiming>,
+    /// The lab ran Prometheus and Alertmanager (so no alert in `alerts` means none fired).
+    #[serde(default)]
+    pub monitored: bool,
+    pub run_dir: PathBuf,
+}
+
+impl DrillResult {
+    /// True when every expectation and assertion held and the bank check passed.
+    pub fn passed(&self) -> bool {
+        self.failures.is_empty() && self.expectations.iter().all(|e| e.met) && self.check.as_ref().is_some_and(|c| c.violations.is_empty())
+    }
+}
+
+/// One step as it ran.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepLog {
+    pub at_ms: u64,
+    pub line: usize,
+    pub what: String,
+    /// A fault (stop, kill, decommission) or a recovery (start).
+    pub kind: StepKind,
+}
+
+/// What kind of step it was, for the charts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StepKind {
+    Fault,
+    Recovery,
+    Other,
+}
+
+/// A prediction made before one fault step.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Prediction {
+    /// The scenario line of the fault step.
+    pub line: usize,
+    /// When the fault ran, in ms since the workload began.
+    pub at_ms: u64,
+    /// Until the next fault or recovery step (or the end of the steps), in ms.
+    pub until_ms: u64,
+    pub prediction: LossPrediction,
+}
