@@ -15,5 +15,6 @@ mod monitoring;
 mod net;
 mod pg;
 mod safety;
+mod shape;
 mod watch;
 mod workload;
