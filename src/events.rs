@@ -235,7 +235,7 @@ impl Event {
                 format!("node {node}: drain stage {stage} at +{:.1} s: {detail}", *after_ms as f64 / 1000.0)
             }
             EventKind::NetPartitioned { sides, one_way, from_clients, cuts } => {
-                format!("network: PARTITIONED {} ({cuts} cut(s))", crate::supervisor::describe_sides(sides, *one_way, *from_clients))
+                format!("network: PARTITIONED {} ({cuts} cut(s))", describe_sides(sides, *one_way, *from_clients))
             }
             EventKind::NetShaped { node, delay_ms, jitter_ms, loss_pct } => {
                 format!("network: node {node} delay {delay_ms} ms ± {jitter_ms} ms, loss {loss_pct}%")
@@ -263,17 +263,23 @@ impl Event {
     }
 }
 
-/// Prometheus' way of writing labels, `{node="3"}`; nothing for no labels.
-/// `text` safe for a terminal or a report line: every control character (a NUL, an escape
-/// sequence's ESC, a newline) written as its Rust escape (`\u{0}`, `\u{1b}`, `\n`); the rest
-/// unchanged.
-pub fn printable(text: &str) -> String {
-    if !text.chars().any(char::is_control) {
-        return text.to_string();
+/// `1,2 | 3,4,5`, `3 → 1 (one way)`, `… (clients cut from the minority)`.
+pub fn describe_sides(sides: &[Vec<NodeId>], one_way: bool, from_clients: bool) -> String {
+    let list = |s: &Vec<NodeId>| s.iter().map(|n| n.to_string()).collect::<Vec<_>>().join(",");
+    let mut t = if one_way {
+        format!("{} cannot send to {} (one way)", list(&sides[0]), list(&sides[1]))
+    } else {
+        sides.iter().map(list).collect::<Vec<_>>().join(" | ")
+    };
+    if from_clients {
+        t.push_str(", clients cut from every side without a majority");
     }
-    text.chars().map(|c| if c.is_control() { c.escape_default().to_string() } else { c.to_string() }).collect()
+    t
 }
 
+pub use crate::text::printable;
+
+/// Prometheus' way of writing labels, `{node="3"}`; nothing for no labels.
 pub fn describe_labels(labels: &std::collections::BTreeMap<String, String>) -> String {
     if labels.is_empty() {
         return String::new();

@@ -125,7 +125,7 @@ impl Lab {
     pub fn owned_paths(&self) -> Vec<PathBuf> {
         vec![
             self.state_file(),
-            crate::state::prev_of(&self.state_file()),
+            prev_of(&self.state_file()),
             self.socket(),
             self.events_file(),
             self.haproxy_cfg(),
@@ -157,6 +157,13 @@ fn normalize(path: &Path) -> PathBuf {
         }
     }
     out
+}
+
+/// `state.json.prev` beside `state.json` (the previous state, kept by each atomic write).
+pub fn prev_of(path: &Path) -> PathBuf {
+    let mut p = path.as_os_str().to_owned();
+    p.push(".prev");
+    PathBuf::from(p)
 }
 
 #[cfg(test)]

@@ -34,6 +34,7 @@ pub mod reporter;
 pub mod sql;
 pub mod state;
 pub mod supervisor;
+pub mod text;
 pub mod topology;
 pub mod watch;
 pub mod words;

@@ -2,6 +2,7 @@
 //! processes roachlab started. Always written atomically (`state.json.partial`, fsync, rename),
 //! so a crash leaves the old state or the new one, never half of one.
 
+use crate::lab::prev_of;
 use std::io::Write;
 use std::path::Path;
 
@@ -150,13 +151,6 @@ fn partial_of(path: &Path) -> std::path::PathBuf {
     static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let mut p = path.as_os_str().to_owned();
     p.push(format!(".{}.{}.partial", std::process::id(), N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)));
-    std::path::PathBuf::from(p)
-}
-
-/// `state.json.prev` beside `state.json`.
-pub fn prev_of(path: &Path) -> std::path::PathBuf {
-    let mut p = path.as_os_str().to_owned();
-    p.push(".prev");
     std::path::PathBuf::from(p)
 }
 

@@ -288,7 +288,7 @@ async fn up(lab: &Lab, config: Option<&Path>, overrides: Overrides) -> Result<i3
             }
             if crate::launch::wait_lab_unlocked(lab, Duration::from_secs(10)).await {
                 let _ = std::fs::remove_file(lab.state_file());
-                let _ = std::fs::remove_file(crate::state::prev_of(&lab.state_file()));
+                let _ = std::fs::remove_file(crate::lab::prev_of(&lab.state_file()));
             }
         }
     }

@@ -73,7 +73,7 @@ impl Fault {
             Fault::Pause { nodes } => format!("pause (SIGSTOP) of {}", list(nodes)),
             Fault::Throttle { nodes, cpu_pct } => format!("CPU throttle of {} to {cpu_pct}% of a core", list(nodes)),
             Fault::Partition { sides, one_way, from_clients } => {
-                format!("partition {}", crate::supervisor::describe_sides(sides, *one_way, *from_clients))
+                format!("partition {}", crate::events::describe_sides(sides, *one_way, *from_clients))
             }
             Fault::Shape { node, shaping } => {
                 format!("delay {} ms ± {} ms, loss {}% on node {node}", shaping.delay_ms, shaping.jitter_ms, shaping.loss_pct)

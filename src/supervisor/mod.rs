@@ -50,7 +50,8 @@ mod requests;
 mod restart;
 mod status;
 
-pub use net::{check_sides, describe_sides, NetStatus};
+pub use crate::events::describe_sides;
+pub use net::{check_sides, NetStatus};
 
 /// How often `node stop` and `down` report drain progress.
 const PROGRESS_EVERY: Duration = Duration::from_secs(5);

@@ -161,20 +161,6 @@ pub fn check_sides(sides: &[Vec<NodeId>], members: &[NodeId], one_way: bool) -> 
     Ok(())
 }
 
-/// `1,2 | 3,4,5`, `3 → 1 (one way)`, `… (clients cut from the minority)`.
-pub fn describe_sides(sides: &[Vec<NodeId>], one_way: bool, from_clients: bool) -> String {
-    let list = |s: &Vec<NodeId>| s.iter().map(|n| n.to_string()).collect::<Vec<_>>().join(",");
-    let mut t = if one_way {
-        format!("{} cannot send to {} (one way)", list(&sides[0]), list(&sides[1]))
-    } else {
-        sides.iter().map(list).collect::<Vec<_>>().join(" | ")
-    };
-    if from_clients {
-        t.push_str(", clients cut from every side without a majority");
-    }
-    t
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -185,11 +185,13 @@ impl Supervisor {
         if let Some(bad) = down.iter().find(|id| !all.iter().any(|m| m.id == **id)) {
             return Err(Error::UnknownNode { id: *bad, known: all.iter().map(|m| m.id).collect() });
         }
-        let mut ask: Vec<Member> = all.iter().copied().filter(|m| self.is_ready(m.id)).collect();
-        // Ask a node that stays up first.
-        ask.sort_by_key(|m| down.contains(&m.id));
+        // Ask a ready node that stays up first, then the other running ones: on CockroachDB a
+        // node is not ready while a dead node's leases await its liveness expiry (its
+        // `/health?ready=1` waits on them), yet it answers the layout's query.
+        let mut ask: Vec<Member> = all.iter().copied().filter(|m| self.is_live(m.id)).collect();
+        ask.sort_by_key(|m| (down.contains(&m.id), !self.is_ready(m.id)));
         if ask.is_empty() {
-            return Err(Error::Refused("no member is ready to read the cluster's layout from".into()));
+            return Err(Error::Refused("no member is running to read the cluster's layout from".into()));
         }
         self.inner.engine.predict_loss(&ask, &all, down).await
     }

@@ -16,6 +16,8 @@ pub const FLOW_WINDOW: Duration = Duration::from_secs(2);
 pub struct CommitClock {
     origin: Instant,
     last_ok_began_us: AtomicU64,
+    /// The latest moment an operation *ended* failed or ambiguous, like `last_ok_began_us`.
+    last_fail_ended_us: AtomicU64,
     /// Worker → when its operation in flight began.
     in_flight: Mutex<HashMap<usize, Instant>>,
 }
@@ -23,7 +25,13 @@ pub struct CommitClock {
 impl CommitClock {
     /// A clock measuring from `origin` (any instant at or before the run's start).
     pub fn new(origin: Instant) -> Self {
-        Self { origin, last_ok_began_us: AtomicU64::new(0), in_flight: Mutex::new(HashMap::new()) }
+        Self { origin, last_ok_began_us: AtomicU64::new(0), last_fail_ended_us: AtomicU64::new(0), in_flight: Mutex::new(HashMap::new()) }
+    }
+
+    /// An operation ended at `at` without committing (failed, or its outcome unknown).
+    pub fn failed(&self, at: Instant) {
+        let us = at.saturating_duration_since(self.origin).as_micros() as u64 + 1;
+        self.last_fail_ended_us.fetch_max(us, Ordering::Relaxed);
     }
 
     /// Worker `worker` began an operation at `at`.
@@ -37,8 +45,10 @@ impl CommitClock {
     }
 
     /// Whether writes flow again since `fault`, as of `now`: for the last `window` (which
-    /// must lie wholly after the fault) some operation begun in it committed, and no
-    /// operation has been in flight for longer than it. One commit is not enough: on
+    /// must lie wholly after the fault) some operation begun in it committed, none ended
+    /// failed or ambiguous, and none has been in flight for longer than it (a transfer stuck
+    /// on what the fault took away either hangs, or fails at its statement timeout and is
+    /// tried again: both show). One commit is not enough: on
     /// CockroachDB a transfer whose ranges all have live leaseholders commits at once after a
     /// SIGKILL, while those whose ranges' leaseholder died stall until its liveness record
     /// expires (~9 s on v20.1) and their leases move; a stuck worker shows that. `Err` says
@@ -55,6 +65,10 @@ impl CommitClock {
         let from = now - window;
         if !self.committed_since(from) {
             return Err(format!("no transfer begun in the last {:.1} s has committed", window.as_secs_f64()));
+        }
+        let last_fail = self.last_fail_ended_us.load(Ordering::Relaxed);
+        if last_fail > 0 && last_fail - 1 > from.saturating_duration_since(self.origin).as_micros() as u64 {
+            return Err(format!("a transfer failed in the last {:.1} s", window.as_secs_f64()));
         }
         let oldest = self.in_flight.lock().unwrap_or_else(|p| p.into_inner()).values().min().copied();
         match oldest {
@@ -123,6 +137,13 @@ mod tests {
         c.committed(at(19.0));
         c.ended(0);
         assert!(c.flowing_since(fault, at(20.0), w).is_ok());
-        assert!(c.flowing_since(fault, at(22.0), w).unwrap_err().contains("no transfer begun"), "nothing since 20 s");
+        // A transfer that fails (a statement timeout on a range without a lease) is no flow.
+        c.failed(at(20.5));
+        c.began(1, at(20.6));
+        c.committed(at(20.6));
+        c.ended(1);
+        assert!(c.flowing_since(fault, at(21.0), w).unwrap_err().contains("failed"));
+        assert!(c.flowing_since(fault, at(22.55), w).is_ok(), "2 s later without a failure");
+        assert!(c.flowing_since(fault, at(23.0), w).unwrap_err().contains("no transfer begun"), "nothing since 20.6 s");
     }
 }

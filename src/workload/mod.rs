@@ -417,6 +417,8 @@ where
                 if let Some(c) = &commits {
                     if r.outcome == Outcome::Ok {
                         c.committed(began);
+                    } else {
+                        c.failed(Instant::now());
                     }
                     c.ended(w);
                 }

@@ -6,6 +6,10 @@
 //!
 //! Durations are written as humantime strings (`"500ms"`, `"1s"`, `"2m"`).
 
+pub mod alerts;
+pub mod monitoring;
+pub mod topology;
+
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -14,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use crate::{Error, Result};
 
 /// The config used when `roachlab up` is given no `--config`: 3 CockroachDB nodes.
-pub const DEFAULT_CONFIG: &str = include_str!("../configs/cockroach-3.toml");
+pub const DEFAULT_CONFIG: &str = include_str!("../../configs/cockroach-3.toml");
 
 /// Which database the lab runs. The only place an engine is named; everything else goes
 /// through [`crate::engine::Engine`].
@@ -45,7 +49,7 @@ pub struct RawConfig {
     /// Number of nodes `up` starts (default 3).
     pub nodes: Option<u32>,
     /// `"loopback"` (default) or `"netns"`: see [`crate::topology`].
-    pub topology: Option<crate::topology::TopologyKind>,
+    pub topology: Option<topology::TopologyKind>,
     #[serde(default)]
     pub netns: RawNetns,
     #[serde(default)]
@@ -64,7 +68,7 @@ pub struct RawConfig {
     pub restart_backoff: RawBackoff,
     /// `[monitoring]`: Prometheus and Alertmanager beside the lab (see [`crate::monitoring`]).
     #[serde(default)]
-    pub monitoring: crate::monitoring::RawMonitoring,
+    pub monitoring: monitoring::RawMonitoring,
 }
 
 /// `[netns]`: the netns topology's addresses.
@@ -73,7 +77,7 @@ pub struct RawConfig {
 pub struct RawNetns {
     /// IPv4 subnet for the bridge (`.1`) and the nodes (node N: `.(10+N)`); default
     /// `198.18.7.0/24`, in RFC 2544's benchmarking range. Checked unused on the host at `up`.
-    pub subnet: Option<crate::topology::Subnet>,
+    pub subnet: Option<topology::Subnet>,
 }
 
 /// `[ports]`: base ports; node N uses `base + N - 1`.
@@ -213,7 +217,7 @@ pub struct RawBackoff {
 pub struct Overrides {
     pub engine: Option<EngineKind>,
     pub nodes: Option<u32>,
-    pub topology: Option<crate::topology::TopologyKind>,
+    pub topology: Option<topology::TopologyKind>,
     pub restart: Option<RestartPolicy>,
     /// `up --monitoring`.
     pub monitoring: Option<bool>,
@@ -227,7 +231,7 @@ pub struct LabSpec {
     pub nodes: u32,
     /// Where nodes live on the network (labs made before topologies: loopback).
     #[serde(default)]
-    pub topology: crate::topology::TopologySpec,
+    pub topology: topology::TopologySpec,
     pub ports: PortsSpec,
     pub haproxy: HaproxySpec,
     pub timeouts: Timeouts,
@@ -238,7 +242,7 @@ pub struct LabSpec {
     pub restart: RestartSpec,
     /// Prometheus and Alertmanager (labs made before monitoring: off).
     #[serde(default)]
-    pub monitoring: crate::monitoring::MonitoringSpec,
+    pub monitoring: monitoring::MonitoringSpec,
 }
 
 /// The restart policy and its backoff.
@@ -436,9 +440,9 @@ impl RawConfig {
         if restart.initial < Duration::from_millis(100) || restart.max < restart.initial {
             return Err(invalid("restart_backoff: initial at least 100ms, and max at least initial".into()));
         }
-        let topology = crate::topology::TopologySpec {
+        let topology = topology::TopologySpec {
             kind: overrides.topology.or(self.topology).unwrap_or_default(),
-            subnet: self.netns.subnet.unwrap_or(crate::topology::DEFAULT_SUBNET),
+            subnet: self.netns.subnet.unwrap_or(topology::DEFAULT_SUBNET),
         };
         // Relative `rule_files` are relative to the config file.
         let base = Path::new(origin).parent().filter(|p| !p.as_os_str().is_empty()).map(Path::to_path_buf);
@@ -462,7 +466,7 @@ impl LabSpec {
     /// One line describing the lab, e.g. `cockroach, 3 nodes` (`…, netns topology` when not loopback).
     pub fn summary(&self) -> String {
         match self.topology.kind {
-            crate::topology::TopologyKind::Loopback => format!("{}, {} nodes", self.engine, self.nodes),
+            topology::TopologyKind::Loopback => format!("{}, {} nodes", self.engine, self.nodes),
             k => format!("{}, {} nodes, {k} topology", self.engine, self.nodes),
         }
     }
@@ -533,7 +537,7 @@ impl LabSpec {
 /// A locality as CockroachDB's `--locality` takes it: `key=value` tiers joined by commas
 /// (`region=us-east1,zone=a`); keys and values non-empty, without spaces.
 pub fn check_locality(l: &str) -> std::result::Result<(), String> {
-    let shown = crate::events::printable(l);
+    let shown = crate::text::printable(l);
     let mut keys = std::collections::HashSet::new();
     for tier in l.split(',') {
         match tier.split_once('=') {
@@ -628,7 +632,7 @@ mod tests {
 
     #[test]
     fn topology_comes_from_the_file_or_the_flag_and_a_bad_subnet_names_its_line() {
-        use crate::topology::TopologyKind;
+        use topology::TopologyKind;
         let text = "engine = \"etcd\"\ntopology = \"netns\"\n[netns]\nsubnet = \"198.18.9.0/24\"\n";
         let spec = RawConfig::parse(text, "t.toml").unwrap().resolve(&Overrides::default(), "t.toml").unwrap();
         assert_eq!((spec.topology.kind, spec.topology.subnet.to_string()), (TopologyKind::Netns, "198.18.9.0/24".into()));
