@@ -101,7 +101,13 @@ pub fn compute(marks: &[PhaseMark], ops: &[OpRecord], events: &[Event], t0_mono_
     // next phase's fault struck: then that fault's phase owns it (the baseline must not be
     // charged with the errors of a fault that began 5 ms after the operation).
     let phase_of = |o: &OpRecord| -> Option<usize> {
-        let i = marks.iter().position(|m| o.start_ms >= m.start_ms && o.start_ms < m.end_ms)?;
+        // The last phase is open-ended: whatever starts after the runner closed it (the
+        // workload stops a moment later) is still counted, so the phases add up to the run.
+        let last = marks.len().checked_sub(1)?;
+        let i = marks
+            .iter()
+            .position(|m| o.start_ms >= m.start_ms && o.start_ms < m.end_ms)
+            .or_else(|| (o.start_ms >= marks[last].start_ms).then_some(last))?;
         match marks.get(i + 1).and_then(|next| next.fault_ms) {
             Some(fault) if done_ms(o) >= fault => Some(i + 1),
             _ => Some(i),
@@ -360,6 +366,22 @@ mod tests {
         assert_eq!((m[0].counts.ok, m[0].counts.ambiguous), (2, 0), "the baseline keeps what finished before the fault");
         assert_eq!((m[1].counts.ok, m[1].counts.ambiguous), (1, 1));
         assert_eq!(m[1].first_error_after_fault_ms, Some(40));
+    }
+
+    #[test]
+    fn an_operation_started_after_the_last_phase_closed_is_still_counted() {
+        let mark = |name: &str, start_ms, end_ms| PhaseMark {
+            name: name.into(),
+            start_ms,
+            end_ms,
+            fault_ms: None,
+            fault: None,
+            fault_nodes: Vec::new(),
+            recover_ms: None,
+        };
+        let ops = vec![op(10, 5, Outcome::Ok), op(2500, 5, Outcome::Ok), op(3001, 5, Outcome::Ok)];
+        let m = compute(&[mark("baseline", 0, 2000), mark("restore", 2000, 3000)], &ops, &[], 0, 0.0);
+        assert_eq!((m[0].counts.ok, m[1].counts.ok), (1, 2), "the restore phase owns what started as the workload stopped");
     }
 
     #[test]

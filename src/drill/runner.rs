@@ -236,12 +236,14 @@ pub async fn run(
         Ok(_) => ctx.restore().await,
         Err(e) => ctx.failures.push(format!("could not restore the cluster: {e}")),
     }
-    let restored_at = ctx.now_ms();
-    if let Some(m) = ctx.marks.last_mut() {
-        m.end_ms = restored_at;
-    }
     stop.store(true, Ordering::Relaxed);
     let summary = load.await.map_err(|e| Error::Refused(format!("the workload task failed: {e}")))??;
+    // The restore phase ends when the workload has stopped, not when the restore did: an
+    // operation started between the two still belongs to a phase (seen in CI: 776 of 777).
+    let stopped_at = ctx.now_ms();
+    if let Some(m) = ctx.marks.last_mut() {
+        m.end_ms = stopped_at;
+    }
     let (marks, failures, steps, end_ms) = (ctx.marks, ctx.failures, ctx.log, ctx.t0.elapsed().as_millis() as u64);
     // Each prediction holds until the next fault or recovery step.
     let mut predictions = ctx.predictions;
