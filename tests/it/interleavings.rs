@@ -20,6 +20,28 @@ const COMMANDS: &[&[&str]] = &[
     &["status"],
 ];
 
+/// Exactly one daemon runs for the lab, the recorded one, and every process found by its
+/// command line is recorded (HAProxy's workers are its master's). `ctx` names the seed.
+fn assert_one_daemon_and_every_process_recorded(lab: &TestLab, ctx: &str) {
+    let state = lab.state();
+    let daemon: roachlab::process::ProcIdentity = serde_json::from_value(state["daemon"].clone()).expect("a daemon recorded");
+    let found = roachlab::process::lab_processes(&lab.lab_dir());
+    let daemons: Vec<u32> = found
+        .iter()
+        .filter(|p| std::fs::read_to_string(format!("/proc/{}/cmdline", p.pid)).unwrap_or_default().ends_with("daemon\0"))
+        .map(|p| p.pid)
+        .collect();
+    assert_eq!(daemons, vec![daemon.pid], "{ctx}: exactly one daemon, the recorded one");
+    let recorded = lab.recorded_processes();
+    let haproxy = state["haproxy"]["pid"].as_u64().map(|p| p as u32);
+    for p in &found {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", p.pid)).unwrap_or_default();
+        let ppid = stat.rsplit(')').next().and_then(|r| r.split_whitespace().nth(1)).and_then(|x| x.parse::<u32>().ok());
+        let known = recorded.contains(p) || (haproxy.is_some() && ppid == haproxy);
+        assert!(known, "{ctx}: pid {} belongs to the lab but is not recorded: {state}", p.pid);
+    }
+}
+
 /// Runs `args`, killing it (by PID: it is our child) after `limit`.
 fn run_bounded(lab: &TestLab, args: &[String], limit: Duration) {
     let refs: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -62,25 +84,7 @@ fn random_interleavings_keep_one_daemon_and_no_orphan() {
     // Quiesce: the lab comes up again (a `down` may have been last).
     wait_for("the lab up again", Duration::from_secs(90), || lab.run(&["up"]).status.success().then_some(()));
     let state = lab.state();
-    let daemon: roachlab::process::ProcIdentity = serde_json::from_value(state["daemon"].clone()).expect("a daemon recorded");
-    let found = roachlab::process::lab_processes(&lab.lab_dir());
-    let daemons: Vec<u32> = found
-        .iter()
-        .filter(|p| std::fs::read_to_string(format!("/proc/{}/cmdline", p.pid)).unwrap_or_default().ends_with("daemon\0"))
-        .map(|p| p.pid)
-        .collect();
-    assert_eq!(daemons, vec![daemon.pid], "seed {seed}: exactly one daemon, the recorded one");
-    // Every process found by its command line is recorded (HAProxy's workers are its master's).
-    let recorded = lab.recorded_processes();
-    let haproxy = state["haproxy"]["pid"].as_u64().map(|p| p as u32);
-    let ppid = |pid: u32| {
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        stat.rsplit(')').next().and_then(|r| r.split_whitespace().nth(1)).and_then(|p| p.parse::<u32>().ok())
-    };
-    for p in &found {
-        let known = recorded.contains(p) || (haproxy.is_some() && ppid(p.pid) == haproxy);
-        assert!(known, "seed {seed}: pid {} belongs to the lab but is not recorded: {state}", p.pid);
-    }
+    assert_one_daemon_and_every_process_recorded(&lab, &format!("seed {seed}"));
     // Every recorded node process runs, and state agrees with status.
     for n in state["nodes"].as_array().unwrap() {
         if let Ok(id) = serde_json::from_value::<roachlab::process::ProcIdentity>(n["process"].clone()) {
@@ -190,23 +194,7 @@ fn random_fault_interleavings_with_daemon_crashes_leave_nothing_behind() {
                 "seed {seed} round {round}: the lab never came up whole again; the last `up` said:\n{}",
                 last.borrow()
             );
-            let state = lab.state();
-            let daemon: roachlab::process::ProcIdentity = serde_json::from_value(state["daemon"].clone()).expect("a daemon recorded");
-            let found = roachlab::process::lab_processes(&lab.lab_dir());
-            let daemons: Vec<u32> = found
-                .iter()
-                .filter(|p| std::fs::read_to_string(format!("/proc/{}/cmdline", p.pid)).unwrap_or_default().ends_with("daemon\0"))
-                .map(|p| p.pid)
-                .collect();
-            assert_eq!(daemons, vec![daemon.pid], "seed {seed} round {round}: exactly one daemon, the recorded one");
-            let recorded = lab.recorded_processes();
-            let haproxy = state["haproxy"]["pid"].as_u64().map(|p| p as u32);
-            for p in &found {
-                let stat = std::fs::read_to_string(format!("/proc/{}/stat", p.pid)).unwrap_or_default();
-                let ppid = stat.rsplit(')').next().and_then(|r| r.split_whitespace().nth(1)).and_then(|x| x.parse::<u32>().ok());
-                let known = recorded.contains(p) || (haproxy.is_some() && ppid == haproxy);
-                assert!(known, "seed {seed} round {round}: pid {} belongs to the lab but is not recorded: {state}", p.pid);
-            }
+            assert_one_daemon_and_every_process_recorded(&lab, &format!("seed {seed} round {round}"));
         }
         let tag = lab.net_tag();
         lab.ok(&["down"]);
