@@ -6,6 +6,7 @@
 
 pub mod alerts;
 pub mod condition;
+pub mod expect;
 pub mod metrics;
 pub mod model;
 pub mod partitions;

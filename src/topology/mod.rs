@@ -20,8 +20,10 @@ use crate::lab::Lab;
 use crate::node::NodeId;
 use crate::Result;
 
+pub mod iproute;
 pub mod netns;
 pub mod record;
+pub mod strays;
 
 pub use record::{Cut, NetRecord, NodeNet, Peer, Shaping};
 

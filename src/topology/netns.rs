@@ -15,23 +15,19 @@
 
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
+use super::iproute::{
+    effective_caps, host_subnets, ip, ip_remove, is_absent, link_exists, missing_caps, netem_args, run, IPROUTE2_HINT, NODE_IF,
+};
 use super::record::{partition_cuts, Cut, NetRecord, NodeNet, Peer, Shaping};
 use super::Subnet;
 use crate::lab::Lab;
 use crate::node::NodeId;
 use crate::{Error, Result};
-
-/// How to install iproute2 when `ip` or `tc` is missing.
-pub const IPROUTE2_HINT: &str = "Install iproute2 (`sudo apt-get install iproute2`).";
-
-/// The interface name inside every node's namespace.
-const NODE_IF: &str = "eth0";
 
 /// A lab's namespaces, bridge and faults.
 #[derive(Debug)]
@@ -64,73 +60,6 @@ pub fn tag_of(dir: &Path) -> String {
         h = h.wrapping_mul(0x01000193);
     }
     format!("{:06x}", h & 0xff_ffff)
-}
-
-fn run(program: &str, args: &[&str]) -> std::result::Result<String, String> {
-    let out = Command::new(program).args(args).output().map_err(|e| format!("cannot run `{program}`: {e}"))?;
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    } else {
-        Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
-    }
-}
-
-/// Runs `ip ARGS`; the error names the command and carries `ip`'s own words.
-fn ip(args: &[&str]) -> Result<String> {
-    run("ip", args).map_err(|e| Error::Network { command: format!("ip {}", args.join(" ")), message: e })
-}
-
-/// Runs `ip ARGS`, treating "it is not there" as done (for removals).
-fn ip_remove(args: &[&str]) -> Result<()> {
-    match run("ip", args) {
-        Ok(_) => Ok(()),
-        Err(e) if is_absent(&e) => Ok(()),
-        Err(e) => Err(Error::Network { command: format!("ip {}", args.join(" ")), message: e }),
-    }
-}
-
-/// `ip`'s and `tc`'s words for "no such object".
-fn is_absent(stderr: &str) -> bool {
-    ["Cannot find device", "No such file or directory", "No such process", "does not exist", "Cannot open network namespace"]
-        .iter()
-        .any(|w| stderr.contains(w))
-}
-
-fn link_exists(name: &str) -> bool {
-    run("ip", &["link", "show", "dev", name]).is_ok()
-}
-
-/// Effective capabilities of this process (`CapEff` in `/proc/self/status`).
-fn effective_caps() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("CapEff:").map(|v| v.trim().to_string())))
-        .and_then(|v| u64::from_str_radix(&v, 16).ok())
-        .unwrap_or(0)
-}
-
-/// The capabilities the netns topology needs that `caps` lacks: CAP_NET_ADMIN (12: links,
-/// addresses, routes, qdiscs) and CAP_SYS_ADMIN (21: `ip netns add` mounts, `setns`).
-pub fn missing_caps(caps: u64) -> Vec<&'static str> {
-    [(12, "CAP_NET_ADMIN"), (21, "CAP_SYS_ADMIN")].into_iter().filter(|(bit, _)| caps & (1 << bit) == 0).map(|(_, n)| n).collect()
-}
-
-/// Subnets (address/prefix) configured on the host's interfaces, from `ip -j -4 addr show`
-/// output, with the interface that holds each.
-pub fn host_subnets(json: &str) -> Vec<(String, Subnet)> {
-    let Ok(v) = serde_json::from_str::<serde_json::Value>(json) else { return Vec::new() };
-    let mut out = Vec::new();
-    for link in v.as_array().into_iter().flatten() {
-        let name = link["ifname"].as_str().unwrap_or("?").to_string();
-        for a in link["addr_info"].as_array().into_iter().flatten() {
-            let (Some(local), Some(prefix)) = (a["local"].as_str(), a["prefixlen"].as_u64()) else { continue };
-            let Ok(ip) = local.parse::<Ipv4Addr>() else { continue };
-            let prefix = prefix.min(32) as u8;
-            let mask = if prefix == 0 { 0 } else { u32::MAX << (32 - prefix as u32) };
-            out.push((name.clone(), Subnet { network: Ipv4Addr::from(u32::from(ip) & mask), prefix }));
-        }
-    }
-    out
 }
 
 impl Netns {
@@ -464,23 +393,6 @@ impl Netns {
     }
 }
 
-/// `tc -n NS qdisc replace dev eth0 root netem delay Dms [Jms] [loss L%]` (tc-netem(8)).
-pub fn netem_args(netns: &str, s: Shaping) -> Vec<String> {
-    let mut a: Vec<String> = ["-n", netns, "qdisc", "replace", "dev", NODE_IF, "root", "netem"].iter().map(|s| s.to_string()).collect();
-    if s.delay_ms > 0 || s.jitter_ms > 0 {
-        a.push("delay".into());
-        a.push(format!("{}ms", s.delay_ms));
-        if s.jitter_ms > 0 {
-            a.push(format!("{}ms", s.jitter_ms));
-        }
-    }
-    if s.loss_pct > 0.0 {
-        a.push("loss".into());
-        a.push(format!("{}%", s.loss_pct));
-    }
-    a
-}
-
 fn probe_from(from: Peer, ns: Option<&Path>, targets: &[(NodeId, SocketAddr)], timeout: Duration) -> Result<Vec<Reach>> {
     if let Some(ns) = ns {
         let f = std::fs::File::open(ns).map_err(|e| Error::io(format!("cannot open {}", ns.display()), e))?;
@@ -514,50 +426,6 @@ pub fn teardown_recorded(lab: &Lab) -> Result<Vec<String>> {
     Netns::new(lab, super::DEFAULT_SUBNET).teardown()
 }
 
-/// The namespaces and links of the lab in `dir` that exist on this host, found by their names
-/// (which carry the lab's tag: `roachlab-TAG-nN`, `rlTAGnN`, `rlTAGbr`), with or without a
-/// record: `(namespaces, links)`. Empty where `ip` is missing.
-pub fn lab_network_names(dir: &Path) -> (Vec<String>, Vec<String>) {
-    let tag = tag_of(dir);
-    let netns_prefix = format!("roachlab-{tag}-n");
-    let link_prefix = format!("rl{tag}");
-    let namespaces = run("ip", &["netns", "list"])
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| l.split_whitespace().next())
-        .filter(|n| n.strip_prefix(&netns_prefix).is_some_and(|id| id.parse::<NodeId>().is_ok()))
-        .map(str::to_string)
-        .collect();
-    let links = run("ip", &["-o", "link", "show"])
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| l.split(": ").nth(1))
-        .map(|n| n.split('@').next().unwrap_or(n))
-        .filter(|n| {
-            n.strip_prefix(&link_prefix)
-                .is_some_and(|rest| rest == "br" || rest.strip_prefix('n').is_some_and(|id| id.parse::<NodeId>().is_ok()))
-        })
-        .map(str::to_string)
-        .collect();
-    (namespaces, links)
-}
-
-/// Removes the lab's namespaces and links found by their names ([`lab_network_names`]), for
-/// a lab whose record is gone or damaged. Returns what it removed.
-pub fn teardown_by_name(dir: &Path) -> Result<Vec<String>> {
-    let (namespaces, links) = lab_network_names(dir);
-    let mut done = Vec::new();
-    for l in links {
-        ip_remove(&["link", "del", &l])?;
-        done.push(format!("removed link {l} (found by its name)"));
-    }
-    for n in namespaces {
-        ip_remove(&["netns", "del", &n])?;
-        done.push(format!("removed namespace {n} (found by its name)"));
-    }
-    Ok(done)
-}
-
 /// Node `id` has no namespace in the record: with none at all, the lab's network is down
 /// (after `down`), which is what to say, not "unknown node".
 fn no_namespace(rec: &NetRecord, id: NodeId) -> Error {
@@ -582,31 +450,5 @@ mod tests {
         assert_ne!(t, tag_of(Path::new("/labs/b")));
         let n = Netns { record_path: "/x".into(), tag: t, subnet: super::super::DEFAULT_SUBNET, lock: Mutex::new(()) };
         assert!(n.veth_name(64).len() <= 15 && n.bridge_name().len() <= 15, "IFNAMSIZ is 16 with the NUL");
-    }
-
-    #[test]
-    fn capabilities_are_read_bit_by_bit() {
-        assert!(missing_caps(u64::MAX).is_empty());
-        assert_eq!(missing_caps(0), vec!["CAP_NET_ADMIN", "CAP_SYS_ADMIN"]);
-        assert_eq!(missing_caps(1 << 21), vec!["CAP_NET_ADMIN"]);
-    }
-
-    #[test]
-    fn host_subnets_from_ip_json() {
-        // `ip -j -4 addr show` (iproute2 6.1), trimmed.
-        let json = r#"[{"ifindex":1,"ifname":"lo","addr_info":[{"family":"inet","local":"127.0.0.1","prefixlen":8}]},
-            {"ifindex":2,"ifname":"eth0","addr_info":[{"family":"inet","local":"198.18.7.200","prefixlen":24}]}]"#;
-        let s = host_subnets(json);
-        assert_eq!(s[1], ("eth0".to_string(), "198.18.7.0/24".parse().unwrap()));
-        assert!(s[1].1.overlaps(&super::super::DEFAULT_SUBNET));
-        assert!(host_subnets("not json").is_empty());
-    }
-
-    #[test]
-    fn netem_arguments() {
-        let a = netem_args("ns", Shaping { delay_ms: 100, jitter_ms: 10, loss_pct: 2.5 });
-        assert_eq!(a.join(" "), "-n ns qdisc replace dev eth0 root netem delay 100ms 10ms loss 2.5%");
-        let a = netem_args("ns", Shaping { delay_ms: 0, jitter_ms: 0, loss_pct: 5.0 });
-        assert_eq!(a.join(" "), "-n ns qdisc replace dev eth0 root netem loss 5%");
     }
 }

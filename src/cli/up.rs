@@ -1,0 +1,159 @@
+//! `up` and `demo`: create the lab if there is none (atomically), start or hand over to its
+//! daemon, and bring every node, HAProxy and monitoring up; a first `up` that started nothing
+//! leaves no lab behind.
+
+use std::path::Path;
+use std::time::Duration;
+
+use super::{drill, stream};
+use crate::api::{Client, DownRequest, StatusReport};
+use crate::config::{EngineKind, LabSpec, Overrides};
+use crate::lab::Lab;
+use crate::reporter::{self};
+use crate::state::LabState;
+use crate::{Error, Result};
+
+pub(super) async fn up(lab: &Lab, config: Option<&Path>, overrides: Overrides) -> Result<i32> {
+    let asked = config.is_some() || overrides.engine.is_some() || overrides.nodes.is_some() || overrides.topology.is_some();
+    let requested = LabSpec::load(config, &overrides)?;
+    // Before anything is created or started: a netns lab without the privileges for it.
+    if !LabState::load(&lab.state_file()).ok().flatten().is_some_and(|s| s.spec.topology.kind != requested.topology.kind) {
+        crate::topology::Topology::for_lab(&requested, lab).check_prerequisites()?;
+    }
+    // Create the lab if there is none — atomically: of two `up`s racing on a new directory,
+    // one creates it and the other finds it (and, asked for another shape, is refused).
+    std::fs::create_dir_all(lab.dir()).map_err(|e| Error::io(format!("cannot create {}", lab.dir().display()), e))?;
+    let created = LabState::new(requested.clone()).create(&lab.state_file())?;
+    if !created {
+        let (existing, _) = LabState::load_or_recover(&lab.state_file())?;
+        if let Some(existing) = existing {
+            let differences = shape_differences(&existing.spec, &requested);
+            if asked && !differences.is_empty() {
+                return Err(Error::LabMismatch { dir: lab.dir().to_path_buf(), differences: differences.join("; ") });
+            }
+        }
+    }
+    let result = up_created(lab, &overrides, &requested).await;
+    // A first `up` that failed before any process started (a port taken, a binary missing)
+    // leaves no lab behind: the next `up` may ask for another shape.
+    if result.is_err() && created {
+        let untouched = LabState::load(&lab.state_file()).ok().flatten().is_some_and(|st| {
+            st.haproxy.is_none()
+                && st.prometheus.is_none()
+                && st.alertmanager.is_none()
+                && st.nodes.iter().all(|n| n.process.is_none())
+                && !st.initialized
+        });
+        if untouched {
+            // Its daemon (started for this `up`) goes first, so nothing writes the state again.
+            // (A daemon that gave up by itself may still be writing it as it exits: its lock
+            // tells when it is gone.)
+            let client = Client::new(&lab.socket());
+            if client.is_up().await {
+                let _ = client.stream("/v1/down", &DownRequest { fast: true }, |_| {}).await;
+            }
+            if crate::launch::wait_lab_unlocked(lab, Duration::from_secs(10)).await {
+                let _ = std::fs::remove_file(lab.state_file());
+                let _ = std::fs::remove_file(crate::lab::prev_of(&lab.state_file()));
+            }
+        }
+    }
+    result
+}
+
+/// The rest of `up`, once the lab's state exists.
+async fn up_created(lab: &Lab, overrides: &Overrides, requested: &LabSpec) -> Result<i32> {
+    // Monitoring asked for now (flag or config) is switched on for a lab made without it.
+    let wanted_monitoring = requested.monitoring.enabled.then(|| requested.monitoring.clone());
+    let client = Client::new(&lab.socket());
+    let mut exiting = false;
+    let client = if client.is_up().await {
+        // A daemon whose lab is fully up: say so, and succeed (up is idempotent). One left by a
+        // failed `up` (a port was taken, a node did not become ready): carry on and start what
+        // is missing. One finishing a `down`: hand over to a new daemon below.
+        let s: StatusReport = client.get("/v1/status").await?;
+        let all_up = s.haproxy.pid.is_some() && s.nodes.iter().filter(|n| !n.decommissioned).all(|n| n.pid.is_some());
+        exiting = s.daemon.exiting;
+        let monitoring_missing = wanted_monitoring.is_some() && s.monitoring.as_ref().is_none_or(|m| m.prometheus.pid.is_none());
+        if all_up && !exiting && overrides.restart.is_none() && !monitoring_missing {
+            println!("the lab in {} is already up (daemon pid {})", lab.dir().display(), s.daemon.pid);
+            print!("{}", reporter::status_table(&s, false));
+            return Ok(0);
+        }
+        client
+    } else {
+        crate::launch::start_daemon(lab).await?
+    };
+    let body = crate::api::UpRequest { restart: overrides.restart, monitoring: wanted_monitoring };
+    let sent = if exiting { Err(Error::DaemonExiting) } else { stream(&client, "/v1/up", &body).await.map(|_| ()) };
+    let client = match sent {
+        // Queued behind a `down` (refused, or the daemon closed its socket as the request
+        // came): wait for that daemon to exit, then a new one brings the lab up.
+        Err(e @ (Error::DaemonExiting | Error::Api { code: crate::error::ErrorCode::Exiting, .. } | Error::DaemonUnreachable { .. })) => {
+            // Unreachable with its lock free: the daemon died mid-`up`, no `down` involved.
+            let died = matches!(e, Error::DaemonUnreachable { .. }) && crate::launch::wait_lab_unlocked(lab, Duration::ZERO).await;
+            if died {
+                println!(
+                    "the lab's daemon died during `up` (its log: {}); starting a new one, which re-adopts what runs, to finish",
+                    lab.dir().join("logs/daemon.log").display()
+                );
+            } else {
+                println!("the lab's daemon is finishing a `down`; waiting for it to exit, then starting the lab again");
+            }
+            crate::launch::wait_lab_unlocked(lab, Duration::from_secs(60)).await;
+            let client = crate::launch::start_daemon(lab).await?;
+            stream(&client, "/v1/up", &body).await?;
+            client
+        }
+        other => {
+            other?;
+            client
+        }
+    };
+    let s: StatusReport = client.get("/v1/status").await?;
+    print!("{}", reporter::status_table(&s, false));
+    Ok(0)
+}
+
+/// What differs between the shape a lab was created with (`existing`) and the one asked for
+/// now, each as "`existing`, not `requested`": engine, node count, topology, the nodes' port
+/// blocks, HAProxy's frontend. Empty when a later `up --config` matches (timeouts may differ;
+/// the stored ones win).
+fn shape_differences(existing: &LabSpec, requested: &LabSpec) -> Vec<String> {
+    let mut d = Vec::new();
+    let mut differ = |what: &str, a: String, b: String| {
+        if a != b {
+            d.push(format!("{what} {a}, not {b}"));
+        }
+    };
+    differ("engine", existing.engine.to_string(), requested.engine.to_string());
+    differ("nodes", existing.nodes.to_string(), requested.nodes.to_string());
+    differ("topology", existing.topology.kind.to_string(), requested.topology.kind.to_string());
+    differ("node service ports from", existing.ports.base.to_string(), requested.ports.base.to_string());
+    differ("node HTTP ports from", existing.ports.http_base.to_string(), requested.ports.http_base.to_string());
+    differ("node peer ports from", existing.ports.peer_base.to_string(), requested.ports.peer_base.to_string());
+    differ("HAProxy frontend port", existing.haproxy.frontend_port.to_string(), requested.haproxy.frontend_port.to_string());
+    d
+}
+
+pub(super) async fn demo(lab: &Lab, config: Option<&Path>) -> Result<i32> {
+    let engine = if crate::engine::find_binary("ROACHLAB_COCKROACH", None, "cockroach", "").is_ok() {
+        EngineKind::Cockroach
+    } else {
+        println!("no cockroach binary found (PATH or $ROACHLAB_COCKROACH): running the demo on etcd instead");
+        EngineKind::Etcd
+    };
+    let client = Client::new(&lab.socket());
+    let running = LabState::load(&lab.state_file())?.is_some() && client.is_up().await;
+    if !running {
+        match up(lab, config, Overrides { engine: Some(engine), nodes: Some(3), ..Default::default() }).await {
+            Ok(_) => {}
+            Err(Error::LabMismatch { .. }) | Err(Error::LabRunning { .. }) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    let code =
+        drill::drill(lab, &drill::graceful_vs_kill(lab)?, "<built-in graceful-vs-kill>", &[], None, None, Duration::from_secs(5)).await?;
+    println!("the cluster is still up: `roachlab status`, `roachlab watch`, `roachlab down`");
+    Ok(code)
+}
