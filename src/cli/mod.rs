@@ -21,6 +21,7 @@ pub mod drill;
 pub mod monitoring;
 pub mod net;
 pub mod node;
+mod shell;
 mod up;
 pub mod workload;
 
@@ -158,6 +159,36 @@ pub enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// The engine's SQL shell (`cockroach sql`, else `psql`) through HAProxy, or on one node.
+    ///
+    /// `roachlab sql -e "select count(*) from bank.bank"` runs the statement and exits with
+    /// its status; without `-e` the shell is interactive.
+    Sql {
+        /// Connect to this node directly, bypassing HAProxy.
+        #[arg(long)]
+        node: Option<NodeId>,
+        /// A statement to run (repeatable); the shell exits after the last.
+        #[arg(short = 'e', long = "execute")]
+        execute: Vec<String>,
+    },
+    /// etcd labs: `etcdctl` (v3) with the lab's endpoint: HAProxy's frontend, or one node.
+    ///
+    /// `roachlab etcdctl -- get --prefix /bank`; everything after `--` goes to etcdctl.
+    Etcdctl {
+        /// Talk to this member directly, bypassing HAProxy.
+        #[arg(long)]
+        node: Option<NodeId>,
+        /// etcdctl's own arguments.
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
+    /// Print a shell completion script: `source <(roachlab completions bash)`.
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
+    /// Print roachlab's man page (roff): `roachlab man > roachlab.1; man ./roachlab.1`.
+    Man,
     /// Run the supervisor daemon in the foreground (`up` starts it for you).
     #[command(hide = true)]
     Daemon,
@@ -244,6 +275,19 @@ pub async fn run(cli: Cli) -> Result<i32> {
             println!("{}", dir.join("report.html").display());
             Ok(0)
         }
+        Command::Sql { node, execute } => shell::exec(&lab, node, crate::engine::ClientShell::Sql { execute: &execute }).await,
+        Command::Etcdctl { node, args } => shell::exec(&lab, node, crate::engine::ClientShell::Etcdctl { args: &args }).await,
+        Command::Completions { shell } => {
+            clap_complete::generate(shell, &mut <Cli as clap::CommandFactory>::command(), "roachlab", &mut std::io::stdout());
+            Ok(0)
+        }
+        Command::Man => {
+            let page = clap_mangen::Man::new(<Cli as clap::CommandFactory>::command());
+            let mut out = Vec::new();
+            page.render(&mut out).map_err(|e| Error::io("cannot render the man page", e))?;
+            print!("{}", String::from_utf8_lossy(&out));
+            Ok(0)
+        }
         Command::Demo { config } => up::demo(&lab, config.as_deref()).await,
         Command::Down { wipe, fast } => down::down(&lab, wipe, fast).await,
     }
@@ -313,6 +357,29 @@ mod tests {
     /// The command lines of the README's first command block, as a user would type them:
     /// `a | b` alternatives split, each `[…]` optional part left out and put in, `(…)` notes
     /// and `# …` comments dropped, a leading `sudo` removed.
+    /// `line` split as a shell splits it: on spaces, a `"…"` or `'…'` being one word.
+    fn shell_words(line: &str) -> Vec<String> {
+        let (mut out, mut word, mut quote, mut any) = (Vec::new(), String::new(), None, false);
+        for c in line.chars() {
+            match (quote, c) {
+                (Some(q), c) if c == q => quote = None,
+                (Some(_), c) => word.push(c),
+                (None, '"' | '\'') => (quote, any) = (Some(c), true),
+                (None, c) if c.is_whitespace() => {
+                    if any || !word.is_empty() {
+                        out.push(std::mem::take(&mut word));
+                    }
+                    any = false;
+                }
+                (None, c) => word.push(c),
+            }
+        }
+        if any || !word.is_empty() {
+            out.push(word);
+        }
+        out
+    }
+
     fn readme_command_lines() -> Vec<String> {
         let readme = include_str!("../../README.md");
         let block = readme.split("```\n").nth(1).expect("the README's first code block");
@@ -320,6 +387,8 @@ mod tests {
         for line in block.lines() {
             let line = line.split(" # ").next().unwrap_or("").trim();
             let line = line.strip_prefix("sudo ").unwrap_or(line);
+            // A shell redirection (`roachlab man > roachlab.1`) is not an argument.
+            let line = line.split(" > ").next().unwrap_or("").trim();
             let Some(rest) = line.strip_prefix("roachlab ") else { continue };
             for alt in rest.split(" | ") {
                 let no_notes = without_parts(alt, '(', ')');
@@ -342,8 +411,10 @@ mod tests {
         let lines = readme_command_lines();
         assert!(lines.len() > 40, "{lines:?}");
         assert!(lines.iter().any(|l| l == "net partition 3 --one-way 1"), "{lines:?}");
+        assert!(lines.iter().any(|l| l == "man"), "{lines:?}");
         for line in &lines {
-            let args = std::iter::once("roachlab").chain(line.split_whitespace());
+            let words = shell_words(line);
+            let args = std::iter::once("roachlab").chain(words.iter().map(String::as_str));
             let parsed = std::panic::catch_unwind(|| Cli::try_parse_from(args));
             match parsed {
                 Ok(Ok(_)) => {}
@@ -351,6 +422,7 @@ mod tests {
                 Err(_) => panic!("`roachlab {line}` from the README panics the argument parser"),
             }
         }
+        assert_eq!(shell_words(r#"sql -e "select 1" --node 2"#), ["sql", "-e", "select 1", "--node", "2"]);
         let one_way = Cli::try_parse_from(["roachlab", "net", "partition", "3", "--one-way", "1,2"]).unwrap();
         assert!(format!("{:?}", one_way.command).contains("Side([1, 2])"), "{one_way:?}");
     }

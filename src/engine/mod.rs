@@ -139,6 +139,14 @@ pub trait Engine: Send + Sync + std::fmt::Debug {
     /// The Prometheus job that scrapes the nodes: `(job_name, metrics_path)`.
     fn metrics_job(&self) -> (&'static str, &'static str);
 
+    /// The engine's own client, pointed at `addr` (`host:port`: HAProxy's client frontend or
+    /// one node's client port), ready to exec: CockroachDB's `cockroach sql` (else `psql`) for
+    /// [`ClientShell::Sql`], etcd's `etcdctl` for [`ClientShell::Etcdctl`]. An engine without
+    /// that kind of client refuses, naming the one it has.
+    ///
+    /// Errors: [`Error::BinaryNotFound`] (with how to install), [`Error::Refused`].
+    fn client_shell(&self, addr: &str, shell: ClientShell<'_>) -> Result<std::process::Command>;
+
     /// Sets a cluster-wide setting (CockroachDB `SET CLUSTER SETTING name = 'value'`).
     /// Engines without cluster settings refuse.
     fn set_setting<'a>(&'a self, members: &'a [Member], name: &'a str, value: &'a str) -> BoxFuture<'a, Result<()>>;
@@ -218,6 +226,16 @@ pub fn for_spec(spec: &LabSpec) -> Arc<dyn Engine> {
         EngineKind::Cockroach => Arc::new(cockroach::Cockroach::new(spec)),
         EngineKind::Etcd => Arc::new(etcd::Etcd::new(spec)),
     }
+}
+
+/// Which client `roachlab sql` / `roachlab etcdctl` asked for, with what it runs.
+#[derive(Debug, Clone, Copy)]
+pub enum ClientShell<'a> {
+    /// A SQL shell; each `execute` statement is run in order and the shell exits with their
+    /// status (`cockroach sql -e`, `psql -c`); interactive when empty.
+    Sql { execute: &'a [String] },
+    /// `etcdctl ARGS` (v3 API).
+    Etcdctl { args: &'a [String] },
 }
 
 /// Finds a binary: the environment variable, then the configured path, then `default_name`

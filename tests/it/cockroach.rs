@@ -39,6 +39,15 @@ fn cockroach_demo_workloads_quorum_loss_and_scale() {
     lab.ok(&["workload", "run", "bank", "--concurrency", "4", "--duration", "3s"]);
     let check = lab.ok(&["workload", "check", "bank"]);
     assert!(check.ends_with("check passed\n"), "{check}");
+    // `roachlab sql` is cockroach's own shell, through HAProxy or at one node.
+    let out = lab.ok(&["sql", "-e", "select count(*) from bank.bank"]);
+    assert!(out.lines().any(|l| l.trim() == "100"), "{out}");
+    let out = lab.ok(&["sql", "--node", "2", "-e", "select node_id from crdb_internal.node_runtime_info limit 1"]);
+    assert!(out.lines().any(|l| l.trim() == "2"), "{out}");
+    let bad = lab.run(&["sql", "-e", "select * from no_such_table"]);
+    assert!(!bad.status.success(), "a failing statement is the command's failure");
+    let out = lab.run(&["etcdctl", "--", "get", "/x"]);
+    assert!(!out.status.success() && text(&out.stderr).contains("roachlab sql"), "{}", text(&out.stderr));
 
     // pgbench's schema and transaction under CockroachDB's typing (INT / INT is DECIMAL there).
     let out = lab.ok(&["workload", "init", "tpcb", "--scale", "1"]);

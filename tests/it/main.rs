@@ -16,5 +16,6 @@ mod net;
 mod pg;
 mod safety;
 mod shape;
+mod shell;
 mod watch;
 mod workload;

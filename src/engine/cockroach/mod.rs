@@ -9,7 +9,7 @@ use std::time::Duration;
 use futures_util::future::BoxFuture;
 use nix::sys::signal::Signal;
 
-use super::{fetch_text, find_binary, http_client, run_cli, Engine, EngineVersion, Member, Readiness, StartContext};
+use super::{fetch_text, find_binary, http_client, run_cli, ClientShell, Engine, EngineVersion, Member, Readiness, StartContext};
 use crate::config::{CockroachSpec, EngineKind, LabSpec, PortsSpec};
 use crate::lab::Lab;
 use crate::node::{NodeId, NodePorts};
@@ -23,6 +23,7 @@ pub mod parse;
 pub mod quorum;
 #[cfg(test)]
 mod recorded;
+mod shell;
 pub mod version;
 
 use parse::{add, last_lines};
@@ -333,6 +334,15 @@ impl Engine for Cockroach {
     fn metrics_job(&self) -> (&'static str, &'static str) {
         // The job name CockroachDB's published alert rules select on.
         ("cockroachdb", "/_status/vars")
+    }
+
+    fn client_shell(&self, addr: &str, shell: ClientShell<'_>) -> Result<std::process::Command> {
+        match shell {
+            ClientShell::Sql { execute } => shell::sql(self.binary(), addr, execute),
+            ClientShell::Etcdctl { .. } => {
+                Err(Error::Refused("a CockroachDB lab has no etcdctl: `roachlab sql` opens its SQL shell".into()))
+            }
+        }
     }
 
     fn decommission<'a>(&'a self, _lab: &'a Lab, members: &'a [Member], node: Member) -> BoxFuture<'a, Result<()>> {

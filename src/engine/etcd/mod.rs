@@ -8,7 +8,7 @@ use std::time::Duration;
 use futures_util::future::BoxFuture;
 use nix::sys::signal::Signal;
 
-use super::{describe_http_error, fetch_text, find_binary, run_cli, Engine, Member, Readiness, StartContext, StartMode};
+use super::{describe_http_error, fetch_text, find_binary, run_cli, ClientShell, Engine, Member, Readiness, StartContext, StartMode};
 
 mod gateway;
 mod observe;
@@ -161,6 +161,25 @@ impl Engine for Etcd {
 
     fn metrics_job(&self) -> (&'static str, &'static str) {
         ("etcd", "/metrics")
+    }
+
+    fn client_shell(&self, addr: &str, shell: ClientShell<'_>) -> Result<std::process::Command> {
+        match shell {
+            ClientShell::Etcdctl { args } => {
+                let bin = find_binary("ROACHLAB_ETCDCTL", None, "etcdctl", "Install etcd's client (`sudo apt-get install etcd-client`).")?;
+                let mut c = std::process::Command::new(bin);
+                // etcdctl(1) v3: bounded dial and command, so a target that does not answer is
+                // an error within seconds, not a hang.
+                c.env("ETCDCTL_API", "3")
+                    .arg(format!("--endpoints=http://{addr}"))
+                    .args(["--dial-timeout=2s", "--command-timeout=5s"])
+                    .args(args);
+                Ok(c)
+            }
+            ClientShell::Sql { .. } => Err(Error::Refused(
+                "etcd speaks no SQL: `roachlab etcdctl -- ARGS` runs etcdctl against the lab (e.g. `-- get --prefix /bank`)".into(),
+            )),
+        }
     }
 
     fn set_setting<'a>(&'a self, _members: &'a [Member], name: &'a str, _value: &'a str) -> BoxFuture<'a, Result<()>> {

@@ -1,0 +1,70 @@
+//! `roachlab sql` on a CockroachDB lab: `cockroach sql --insecure --url …` (the v20.1 client
+//! flags: `cockroach sql --help`; `-e` runs a statement and exits with its status, and may be
+//! repeated), else PostgreSQL's `psql` with the same URL (`-c`, psql(1)), for a shell where
+//! the cockroach binary is not found (it is found through `$ROACHLAB_COCKROACH` or the
+//! config, as for the nodes).
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use crate::{Error, Result};
+
+/// The SQL shell for `addr` (`host:port`): `cockroach` (when `cockroach` is `Ok`) or `psql`
+/// from `PATH`; `execute` statements run in order, none for an interactive shell. Errors:
+/// the binary's own not-found error when neither is there.
+pub(super) fn sql(cockroach: Result<PathBuf>, addr: &str, execute: &[String]) -> Result<Command> {
+    let url = format!("postgresql://root@{addr}/defaultdb?sslmode=disable");
+    match cockroach {
+        Ok(bin) => {
+            let mut c = Command::new(bin);
+            c.args(["sql", "--insecure", "--url", &url]);
+            for e in execute {
+                c.args(["-e", e]);
+            }
+            Ok(c)
+        }
+        Err(not_found) => match which::which("psql") {
+            Ok(psql) => {
+                let mut c = Command::new(psql);
+                // Stop at the first failing statement, so the exit status says it failed.
+                c.args(["--no-psqlrc", "-v", "ON_ERROR_STOP=1", &url]);
+                for e in execute {
+                    c.args(["-c", e]);
+                }
+                Ok(c)
+            }
+            Err(_) => Err(match not_found {
+                Error::BinaryNotFound { name, env_var, install } => Error::BinaryNotFound {
+                    name,
+                    env_var,
+                    install: format!("{install} (or install PostgreSQL's psql: `sudo apt-get install postgresql-client`)"),
+                },
+                other => other,
+            }),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statements_become_repeated_flags_of_either_client() {
+        let c = sql(Ok("/opt/cockroach".into()), "127.0.0.1:26257", &["select 1".into(), "select 2".into()]).unwrap();
+        let args: Vec<String> = c.get_args().map(|a| a.to_string_lossy().into_owned()).collect();
+        assert_eq!(
+            args,
+            [
+                "sql",
+                "--insecure",
+                "--url",
+                "postgresql://root@127.0.0.1:26257/defaultdb?sslmode=disable",
+                "-e",
+                "select 1",
+                "-e",
+                "select 2"
+            ]
+        );
+    }
+}
