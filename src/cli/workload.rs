@@ -16,6 +16,10 @@ pub enum WorkloadName {
     Bank,
     /// pgbench's TPC-B-like transaction and schema.
     Tpcb,
+    /// Your own: `init` runs a SQL file (your schema), `run` a script in pgbench's script
+    /// language (`\set` with random functions, `:name`, `\sleep`, BEGIN … COMMIT), `check` a
+    /// query that must return true. Needs --file.
+    Script,
 }
 
 #[derive(Debug, Subcommand)]
@@ -38,6 +42,9 @@ pub enum WorkloadCommand {
         /// Target instead of the lab's HAProxy frontend, e.g. postgres://user@127.0.0.1:5432/db.
         #[arg(long)]
         url: Option<String>,
+        /// script: the SQL file to run as it stands (e.g. workloads/stations-schema.sql).
+        #[arg(long)]
+        file: Option<std::path::PathBuf>,
     },
     /// Run it, printing per-second stats; every operation is logged under DIR/workloads/.
     Run {
@@ -73,6 +80,14 @@ pub enum WorkloadCommand {
         /// makes the transaction `ambiguous` instead of a retry.
         #[arg(long)]
         one_round_trip: bool,
+        /// script: the script to run (e.g. workloads/stations.sql); parse errors are reported
+        /// as file:line:col before anything runs.
+        #[arg(long)]
+        file: Option<std::path::PathBuf>,
+        /// script: a query that must return true after the run (else exit 1); default: the
+        /// script's `-- check: SELECT …` line, if any.
+        #[arg(long)]
+        check: Option<String>,
     },
     /// Check the data and the last run's log: exits non-zero on any violation, naming it.
     Check {
@@ -87,6 +102,12 @@ pub enum WorkloadCommand {
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
+        /// script: the script whose `-- check:` line to run.
+        #[arg(long)]
+        file: Option<std::path::PathBuf>,
+        /// script: the query to run instead (it must return true).
+        #[arg(long)]
+        check: Option<String>,
     },
 }
 
@@ -179,6 +200,7 @@ fn init_guard(lab: &Lab, command: &WorkloadCommand) -> Result<Option<crate::excl
             let what = match name {
                 WorkloadName::Bank => "workload init bank",
                 WorkloadName::Tpcb => "workload init tpcb",
+                WorkloadName::Script => "workload init script",
             };
             crate::exclusive::Exclusive::take(lab, what).map(Some)
         }
@@ -186,10 +208,67 @@ fn init_guard(lab: &Lab, command: &WorkloadCommand) -> Result<Option<crate::excl
     }
 }
 
+/// `--file` and `--check` belong to `script`, which needs `--file` (or, for `check`, either).
+fn script_flags(command: &WorkloadCommand) -> Result<()> {
+    let (name, file, check) = match command {
+        WorkloadCommand::Init { name, file, .. } => (name, file, &None),
+        WorkloadCommand::Run { name, file, check, .. } | WorkloadCommand::Check { name, file, check, .. } => (name, file, check),
+    };
+    match name {
+        WorkloadName::Script if file.is_none() && !(check.is_some() && matches!(command, WorkloadCommand::Check { .. })) => {
+            Err(Error::Refused("script needs --file FILE (e.g. --file workloads/stations.sql)".into()))
+        }
+        WorkloadName::Bank | WorkloadName::Tpcb if file.is_some() || check.is_some() => {
+            Err(Error::Refused("--file and --check apply to `script`, your own workload".into()))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// The check after a script's run, or of `workload check script`: exit 0 when it returns true.
+async fn script_check(url: &str, query: &str) -> Result<i32> {
+    match crate::workload::script::check(url, query).await? {
+        None => {
+            println!("check passed: {query}");
+            Ok(0)
+        }
+        Some(why) => {
+            println!("VIOLATION: check failed: {why}");
+            Ok(1)
+        }
+    }
+}
+
 pub async fn run(lab: &Lab, command: WorkloadCommand) -> Result<i32> {
-    use crate::workload::{self, bank_etcd, bank_sql, tpcb};
+    use crate::workload::{self, bank_etcd, bank_sql, script, tpcb};
+    script_flags(&command)?;
+    // A script is parsed before anything runs, so its errors cost nothing.
+    let script = match &command {
+        WorkloadCommand::Run { name: WorkloadName::Script, file: Some(f), .. }
+        | WorkloadCommand::Check { name: WorkloadName::Script, file: Some(f), .. } => Some(std::sync::Arc::new(script::load(f)?)),
+        _ => None,
+    };
     let _guard = init_guard(lab, &command)?;
     match command {
+        WorkloadCommand::Init { name: WorkloadName::Script, url, file, .. } => {
+            let url = require_sql(workload_target(lab, url)?)?;
+            let file = file.expect("checked by script_flags");
+            let text = std::fs::read_to_string(&file).map_err(|e| Error::io(format!("cannot read {}", file.display()), e))?;
+            let c = crate::sql::connect(&url, Duration::from_secs(600)).await?;
+            c.batch_execute(&text).await.map_err(|e| Error::engine("sql", format!("{}: {}", file.display(), crate::sql::describe(&e))))?;
+            println!("script: ran {}", file.display());
+            Ok(0)
+        }
+        WorkloadCommand::Check { name: WorkloadName::Script, run: Some(_), .. } => {
+            Err(Error::Refused("--run applies to bank: a script's check is a query on the tables, not an operation log".into()))
+        }
+        WorkloadCommand::Check { name: WorkloadName::Script, url, check, .. } => {
+            let url = require_sql(workload_target(lab, url)?)?;
+            let query = check
+                .or_else(|| script.as_ref().and_then(|s| s.check.clone()))
+                .ok_or_else(|| Error::Refused("the script has no `-- check: SELECT …` line: give the query with --check".into()))?;
+            script_check(&url, &query).await
+        }
         WorkloadCommand::Init { name: WorkloadName::Tpcb, scale, url, .. } => {
             let url = require_sql(workload_target(lab, url)?)?;
             if scale < 1 {
@@ -202,7 +281,7 @@ pub async fn run(lab: &Lab, command: WorkloadCommand) -> Result<i32> {
         WorkloadCommand::Check { name: WorkloadName::Tpcb, run: Some(_), .. } => {
             Err(Error::Refused("--run applies to bank: tpcb's check compares the tables' sums, not an operation log".into()))
         }
-        WorkloadCommand::Check { name: WorkloadName::Tpcb, url, json, run: None } => {
+        WorkloadCommand::Check { name: WorkloadName::Tpcb, url, json, run: None, .. } => {
             let url = require_sql(workload_target(lab, url)?)?;
             let totals = tpcb::totals(&url).await?;
             let violations = totals.violations();
@@ -251,6 +330,8 @@ pub async fn run(lab: &Lab, command: WorkloadCommand) -> Result<i32> {
             seed,
             url,
             one_round_trip,
+            check,
+            ..
         } => {
             if one_round_trip && !matches!(name, WorkloadName::Tpcb) {
                 return Err(Error::Refused("--one-round-trip applies to tpcb only (bank sends its COMMIT on its own)".into()));
@@ -259,6 +340,10 @@ pub async fn run(lab: &Lab, command: WorkloadCommand) -> Result<i32> {
                 return Err(Error::Refused("--concurrency (--clients) must be at least 1".into()));
             }
             let target = workload_target(lab, url)?;
+            let check_url = match &target {
+                Target::Sql(u) => Some(u.clone()),
+                Target::Etcd(_) => None,
+            };
             // What runs: the rows' label, the output style, and one worker per client.
             type Make = Box<dyn Fn(usize) -> Box<dyn workload::Worker>>;
             let (label, dir, style, make): (&str, &str, workload::Style, Make) = match name {
@@ -293,6 +378,13 @@ pub async fn run(lab: &Lab, command: WorkloadCommand) -> Result<i32> {
                         move |_| Box::new(tpcb::TpcbWorker::new(&url, scale, op_timeout, one_round_trip)) as Box<dyn workload::Worker>;
                     ("tpcb", "tpcb", workload::Style::Pgbench { scale }, Box::new(make))
                 }
+                WorkloadName::Script => {
+                    let url = require_sql(target)?;
+                    let script = script.clone().expect("parsed above");
+                    let make =
+                        move |i| Box::new(script::ScriptWorker::new(&url, script.clone(), i, op_timeout)) as Box<dyn workload::Worker>;
+                    ("script", "script", workload::Style::Cockroach, Box::new(make))
+                }
             };
             let run_dir = workload::new_run_dir(lab.dir(), dir)?;
             let opts = workload::RunOptions {
@@ -313,9 +405,15 @@ pub async fn run(lab: &Lab, command: WorkloadCommand) -> Result<i32> {
             if stop.load(std::sync::atomic::Ordering::Relaxed) {
                 return Ok(130);
             }
-            Ok(if summary.counts.errors() > 0 && !tolerate_errors { 1 } else { 0 })
+            let errors = if summary.counts.errors() > 0 && !tolerate_errors { 1 } else { 0 };
+            // A script's check, against what the run left.
+            let query = check.or_else(|| script.as_ref().and_then(|s| s.check.clone()));
+            if let (Some(q), Some(url)) = (query, check_url) {
+                return Ok(script_check(&url, &q).await?.max(errors));
+            }
+            Ok(errors)
         }
-        WorkloadCommand::Check { name: WorkloadName::Bank, url, json, run } => {
+        WorkloadCommand::Check { name: WorkloadName::Bank, url, json, run, .. } => {
             let target = workload_target(lab, url)?;
             let dir = match &run {
                 Some(r) => Some(run_dir(lab, r)?),

@@ -2,7 +2,7 @@
 //! logged, with live per-second stats in the columns of `cockroach workload`, and a check that
 //! nothing acknowledged was lost.
 //!
-//! Below the engines' workloads (`bank_sql`, `bank_etcd`, `tpcb`, over `sql`): the records
+//! Below the engines' workloads (`bank_sql`, `bank_etcd`, `tpcb`, your own `script`, over `sql`): the records
 //! of a run (`record`), how it prints (`output`), where it is logged (`runs`), the
 //! protocol-neutral driver (`driver`), the commit clock drills wait on (`commits`) and the
 //! check of what survived (`check`). They import `record` (the driver also `output` and
@@ -16,13 +16,14 @@ mod driver;
 mod output;
 mod record;
 mod runs;
+pub mod script;
 pub mod sql;
 pub mod tpcb;
 
 pub use check::CheckReport;
 pub use driver::{run_workers, BankWorker, RunOptions, Style, Transferer, Worker};
 pub use output::{pgbench_progress_line, pgbench_summary, summary_block, tick_line, TICK_HEADER};
-pub use record::{Counts, OpDetail, OpRecord, OpResult, Outcome, Summary, Tick, TpcbOp, Transfer};
+pub use record::{Counts, OpDetail, OpRecord, OpResult, Outcome, ScriptOp, Summary, Tick, TpcbOp, Transfer};
 pub use runs::{last_run_dir, new_run_dir, read_ops, utc_stamp};
 
 /// How long the bank's workers keep a connection: they replace it between operations once it

@@ -49,12 +49,21 @@ pub struct TpcbOp {
     pub delta: i64,
 }
 
+/// One run of a script (`workload run script`): its transactions, and how many of them
+/// committed, in order (the run stops at the first that does not).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScriptOp {
+    pub transactions: u32,
+    pub committed: u32,
+}
+
 /// What an operation attempted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum OpDetail {
     Transfer(Transfer),
     Tpcb(TpcbOp),
+    Script(ScriptOp),
 }
 
 /// One line of a run's operation log (`ops.jsonl`).

@@ -42,12 +42,22 @@ fn cockroach_demo_workloads_quorum_loss_and_scale() {
     // `roachlab sql` is cockroach's own shell, through HAProxy or at one node.
     let out = lab.ok(&["sql", "-e", "select count(*) from bank.bank"]);
     assert!(out.lines().any(|l| l.trim() == "100"), "{out}");
-    let out = lab.ok(&["sql", "--node", "2", "-e", "select node_id from crdb_internal.node_runtime_info limit 1"]);
-    assert!(out.lines().any(|l| l.trim() == "2"), "{out}");
+    // Straight to node 2: the node that answers reports node 2's SQL port (CockroachDB's own
+    // node IDs follow join order, not roachlab's numbers).
+    let port = lab.node(2)["sql_port"].as_u64().unwrap();
+    let out = lab.ok(&["sql", "--node", "2", "-e", "select value from crdb_internal.node_runtime_info"]);
+    assert!(out.contains(&format!(":{port}")), "node 2 listens on {port}: {out}");
     let bad = lab.run(&["sql", "-e", "select * from no_such_table"]);
     assert!(!bad.status.success(), "a failing statement is the command's failure");
     let out = lab.run(&["etcdctl", "--", "get", "/x"]);
     assert!(!out.status.success() && text(&out.stderr).contains("roachlab sql"), "{}", text(&out.stderr));
+
+    // Your own workload: the stations script on CockroachDB's typing, its check after the run.
+    let root = env!("CARGO_MANIFEST_DIR");
+    lab.ok(&["workload", "init", "script", "--file", &format!("{root}/workloads/stations-schema.sql")]);
+    let out =
+        lab.ok(&["workload", "run", "script", "--file", &format!("{root}/workloads/stations.sql"), "--clients", "2", "--duration", "3s"]);
+    assert!(out.contains("check passed"), "{out}");
 
     // pgbench's schema and transaction under CockroachDB's typing (INT / INT is DECIMAL there).
     let out = lab.ok(&["workload", "init", "tpcb", "--scale", "1"]);

@@ -213,11 +213,16 @@ impl TestLab {
     /// Starts `roachlab workload run bank ARGS... --tolerate-errors --json` with stdout piped,
     /// and returns once the run is logging ticks (it is committing).
     pub fn start_bank_run(&self, args: &[&str]) -> std::process::Child {
-        let mut all = vec!["workload", "run", "bank"];
+        self.start_workload_run("bank", args)
+    }
+
+    /// `workload run NAME ARGS --tolerate-errors --json`, returned once its first tick is logged.
+    pub fn start_workload_run(&self, name: &str, args: &[&str]) -> std::process::Child {
+        let mut all = vec!["workload", "run", name];
         all.extend_from_slice(args);
         all.extend(["--tolerate-errors", "--json"]);
         let child = self.cmd(&all).stdout(std::process::Stdio::piped()).spawn().unwrap();
-        let last = || roachlab::workload::last_run_dir(&self.lab_dir(), "bank");
+        let last = || roachlab::workload::last_run_dir(&self.lab_dir(), name);
         wait_for("the run to start", Duration::from_secs(10), || {
             last().and_then(|d| std::fs::metadata(d.join("ticks.ndjson")).ok()).filter(|m| m.len() > 0).map(|_| ())
         });

@@ -15,6 +15,7 @@ mod monitoring;
 mod net;
 mod pg;
 mod safety;
+mod script;
 mod shape;
 mod shell;
 mod watch;
