@@ -278,7 +278,11 @@ pub async fn run(cli: Cli) -> Result<i32> {
         Command::Sql { node, execute } => shell::exec(&lab, node, crate::engine::ClientShell::Sql { execute: &execute }).await,
         Command::Etcdctl { node, args } => shell::exec(&lab, node, crate::engine::ClientShell::Etcdctl { args: &args }).await,
         Command::Completions { shell } => {
-            clap_complete::generate(shell, &mut <Cli as clap::CommandFactory>::command(), "roachlab", &mut std::io::stdout());
+            // Into a buffer, then printed: clap_complete panics on a failed write of its own, and
+            // `print!` of a closed stdout ends the CLI quietly (main's SIGPIPE hook).
+            let mut out = Vec::new();
+            clap_complete::generate(shell, &mut <Cli as clap::CommandFactory>::command(), "roachlab", &mut out);
+            print!("{}", String::from_utf8_lossy(&out));
             Ok(0)
         }
         Command::Man => {
