@@ -361,29 +361,6 @@ mod tests {
     /// The command lines of the README's first command block, as a user would type them:
     /// `a | b` alternatives split, each `[…]` optional part left out and put in, `(…)` notes
     /// and `# …` comments dropped, a leading `sudo` removed.
-    /// `line` split as a shell splits it: on spaces, a `"…"` or `'…'` being one word.
-    fn shell_words(line: &str) -> Vec<String> {
-        let (mut out, mut word, mut quote, mut any) = (Vec::new(), String::new(), None, false);
-        for c in line.chars() {
-            match (quote, c) {
-                (Some(q), c) if c == q => quote = None,
-                (Some(_), c) => word.push(c),
-                (None, '"' | '\'') => (quote, any) = (Some(c), true),
-                (None, c) if c.is_whitespace() => {
-                    if any || !word.is_empty() {
-                        out.push(std::mem::take(&mut word));
-                    }
-                    any = false;
-                }
-                (None, c) => word.push(c),
-            }
-        }
-        if any || !word.is_empty() {
-            out.push(word);
-        }
-        out
-    }
-
     fn readme_command_lines() -> Vec<String> {
         let readme = include_str!("../../README.md");
         let block = readme.split("```\n").nth(1).expect("the README's first code block");
@@ -405,6 +382,29 @@ mod tests {
                     }
                 }
             }
+        }
+        out
+    }
+
+    /// `line` split as a shell splits it: on spaces, a `"…"` or `'…'` being one word.
+    fn shell_words(line: &str) -> Vec<String> {
+        let (mut out, mut word, mut quote, mut any) = (Vec::new(), String::new(), None, false);
+        for c in line.chars() {
+            match (quote, c) {
+                (Some(q), c) if c == q => quote = None,
+                (Some(_), c) => word.push(c),
+                (None, '"' | '\'') => (quote, any) = (Some(c), true),
+                (None, c) if c.is_whitespace() => {
+                    if any || !word.is_empty() {
+                        out.push(std::mem::take(&mut word));
+                    }
+                    any = false;
+                }
+                (None, c) => word.push(c),
+            }
+        }
+        if any || !word.is_empty() {
+            out.push(word);
         }
         out
     }

@@ -14,35 +14,30 @@ use crate::{Error, Result};
 /// the binary's own not-found error when neither is there.
 pub(super) fn sql(cockroach: Result<PathBuf>, addr: &str, execute: &[String]) -> Result<Command> {
     let url = format!("postgresql://root@{addr}/defaultdb?sslmode=disable");
-    match cockroach {
-        Ok(bin) => {
-            let mut c = Command::new(bin);
-            c.args(["sql", "--insecure", "--url", &url]);
-            for e in execute {
-                c.args(["-e", e]);
-            }
-            Ok(c)
-        }
+    // The client, its arguments before the URL, and the flag that runs one statement.
+    let (bin, leading, statement) = match cockroach {
+        Ok(bin) => (bin, ["sql", "--insecure", "--url"].as_slice(), "-e"),
         Err(not_found) => match which::which("psql") {
-            Ok(psql) => {
-                let mut c = Command::new(psql);
-                // Stop at the first failing statement, so the exit status says it failed.
-                c.args(["--no-psqlrc", "-v", "ON_ERROR_STOP=1", &url]);
-                for e in execute {
-                    c.args(["-c", e]);
-                }
-                Ok(c)
+            // ON_ERROR_STOP: stop at the first failing statement, so the exit status says so.
+            Ok(psql) => (psql, ["--no-psqlrc", "-v", "ON_ERROR_STOP=1"].as_slice(), "-c"),
+            Err(_) => {
+                return Err(match not_found {
+                    Error::BinaryNotFound { name, env_var, install } => Error::BinaryNotFound {
+                        name,
+                        env_var,
+                        install: format!("{install} (or install PostgreSQL's psql: `sudo apt-get install postgresql-client`)"),
+                    },
+                    other => other,
+                })
             }
-            Err(_) => Err(match not_found {
-                Error::BinaryNotFound { name, env_var, install } => Error::BinaryNotFound {
-                    name,
-                    env_var,
-                    install: format!("{install} (or install PostgreSQL's psql: `sudo apt-get install postgresql-client`)"),
-                },
-                other => other,
-            }),
         },
+    };
+    let mut c = Command::new(bin);
+    c.args(leading).arg(&url);
+    for e in execute {
+        c.args([statement, e.as_str()]);
     }
+    Ok(c)
 }
 
 #[cfg(test)]
@@ -66,5 +61,14 @@ mod tests {
                 "select 2"
             ]
         );
+        // Without the cockroach binary, psql (installed with PostgreSQL, as in CI).
+        if which::which("psql").is_ok() {
+            let c = sql(Err(Error::Refused("no cockroach".into())), "127.0.0.1:26257", &["select 1".into()]).unwrap();
+            let args: Vec<String> = c.get_args().map(|a| a.to_string_lossy().into_owned()).collect();
+            assert_eq!(
+                args,
+                ["--no-psqlrc", "-v", "ON_ERROR_STOP=1", "postgresql://root@127.0.0.1:26257/defaultdb?sslmode=disable", "-c", "select 1"]
+            );
+        }
     }
 }

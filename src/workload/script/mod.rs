@@ -153,6 +153,8 @@ fn ready(actions: &[Action], vars: &mut HashMap<String, Value>, rng: &mut fastra
 pub struct ScriptWorker {
     conn: SqlConn,
     script: Arc<Script>,
+    /// The script's transactions, counted once.
+    transactions: u32,
     /// Variables persist from one run of the script to the next, as in pgbench.
     vars: HashMap<String, Value>,
 }
@@ -162,15 +164,15 @@ impl ScriptWorker {
     /// as the bank's are, so a drain moves clients without an error.
     pub fn new(url: &str, script: Arc<Script>, client_id: usize, op_timeout: Duration) -> Self {
         let vars = HashMap::from([("client_id".to_string(), Value::Int(client_id as i64))]);
-        Self { conn: SqlConn::new(url, op_timeout, Vec::new(), Some(super::CONN_LIFETIME)), script, vars }
+        let transactions = script.units.iter().filter(|u| matches!(u, Unit::Transaction { .. })).count() as u32;
+        Self { conn: SqlConn::new(url, op_timeout, Vec::new(), Some(super::CONN_LIFETIME)), script, transactions, vars }
     }
 }
 
 impl Worker for ScriptWorker {
     fn op<'a>(&'a mut self, rng: &'a mut fastrand::Rng) -> BoxFuture<'a, (OpDetail, OpResult)> {
         Box::pin(async move {
-            let transactions = self.script.units.iter().filter(|u| matches!(u, Unit::Transaction { .. })).count() as u32;
-            let mut op = ScriptOp { transactions, committed: 0 };
+            let mut op = ScriptOp { transactions: self.transactions, committed: 0 };
             let mut total = OpResult { outcome: Outcome::Ok, retries: 0, reconnects: 0, error: None };
             let script = self.script.clone();
             for unit in &script.units {
