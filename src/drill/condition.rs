@@ -169,6 +169,14 @@ pub enum Condition {
     /// a lease taken over once the holder's liveness expired). One commit through ranges the
     /// fault did not touch is not enough.
     WritesResumed,
+    /// `placement survives <ref>`: losing the nodes `<ref>` names (`locality zone=a`, an id)
+    /// would leave every quorum group a majority of its voting replicas, as the daemon
+    /// predicts from the placement it reads now (`GET /v1/predict`; CockroachDB: each range's
+    /// voting replicas, etcd: the member count). A drill waits for it where its theory
+    /// presumes a placement the cluster reaches only over time (replicas spread one per zone).
+    PlacementSurvives {
+        nodes: NodeRef,
+    },
 }
 
 impl std::fmt::Display for Condition {
@@ -183,6 +191,7 @@ impl std::fmt::Display for Condition {
             Condition::SeesQuorum { node, sees } => write!(f, "{node} sees {}quorum", if *sees { "" } else { "no " }),
             Condition::Leader { cmp, node } => write!(f, "leader {} {node}", cmp_str(*cmp)),
             Condition::WritesResumed => f.write_str("writes resumed"),
+            Condition::PlacementSurvives { nodes } => write!(f, "the placement survives the loss of {nodes}"),
         }
     }
 }
@@ -234,6 +243,7 @@ pub fn parse_condition(text: &str) -> std::result::Result<Condition, String> {
         ["node", node, "sees", "no", "quorum"] => Ok(Condition::SeesQuorum { node: node_ref(node)?, sees: false }),
         ["leader", op @ ("==" | "!="), node] => Ok(Condition::Leader { cmp: parse_cmp(op)?, node: node_ref(node)? }),
         ["writes", "resumed"] => Ok(Condition::WritesResumed),
+        ["placement", "survives", rest @ ..] if !rest.is_empty() => Ok(Condition::PlacementSurvives { nodes: node_ref(&rest.join(" "))? }),
         [figure, op, value] => {
             let figure = Figure::ALL.iter().find(|(n, _)| n == figure).map(|(_, f)| *f).ok_or_else(|| {
                 format!("unknown figure `{figure}`; known: {}", Figure::ALL.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", "))
@@ -244,8 +254,8 @@ pub fn parse_condition(text: &str) -> std::result::Result<Condition, String> {
         }
         _ => Err(format!(
             "cannot read condition `{text}`: write `<figure> <op> <number>` (e.g. `live_nodes == 2`), `backend <node> DOWN`, \
-             `node <node> ready`, `node <node> sees quorum`, `node <node> sees no quorum`, `leader != <node>`, or \
-             `writes resumed`"
+             `node <node> ready`, `node <node> sees quorum`, `node <node> sees no quorum`, `leader != <node>`, \
+             `writes resumed`, or `placement survives <node>` (e.g. `placement survives locality zone=a`)"
         )),
     }
 }
@@ -271,5 +281,12 @@ mod tests {
         assert_eq!(parse_condition("quorum == 0").unwrap().to_string(), "quorum == 0");
         assert_eq!(parse_condition("writes  resumed").unwrap(), Condition::WritesResumed);
         assert_eq!(Condition::WritesResumed.to_string(), "writes resumed");
+        assert_eq!(
+            parse_condition("placement survives locality zone=a").unwrap(),
+            Condition::PlacementSurvives { nodes: NodeRef::Locality("zone=a".into()) }
+        );
+        assert_eq!(parse_condition("placement survives 2").unwrap().to_string(), "the placement survives the loss of node 2");
+        assert!(parse_condition("placement survives").unwrap_err().contains("cannot read condition"));
+        assert!(parse_condition("placement survives locality zone=a,zone=b").is_err(), "a repeated tier is refused");
     }
 }

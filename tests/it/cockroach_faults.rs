@@ -45,6 +45,8 @@ fn cockroach_zone_failure_on_five_nodes_over_three_zones() {
     validate(&r);
     assert!(out.contains("5 members in zones zone=a(1,4), zone=b(2,5), zone=c(3)"), "theory from the topology:\n{out}");
     assert!(out.contains("losing one zone of three leaves every range 2 of 3 replicas"), "{out}");
+    // The baseline lasts until the placement is what the theory presumes: one replica per zone.
+    assert!(out.contains("the placement survives the loss of every node in zone=a: after"), "{out}");
     // CockroachDB spreads each range's replicas over the zones: the prediction from the
     // placement says zone a's loss leaves every range a majority, and b's as well loses them.
     assert!(out.contains("prediction: with node(s) 1, 4 down, 0 of"), "{out}");

@@ -160,6 +160,14 @@ impl Ctx<'_> {
                 let now = self.leader(&s).await.ok();
                 (now.is_some_and(|l| cmp.holds(l, want)), now.map(|l| format!("node {l}")).unwrap_or_else(|| "none".into()))
             }
+            Condition::PlacementSurvives { nodes } => {
+                // Asking is not acting: `same` keeps naming the node of the last step.
+                let last = self.last;
+                let ids = self.resolve_many(nodes, true).await;
+                self.last = last;
+                let p = self.ask_prediction(&ids?).await?;
+                (p.groups_lost == 0, p.text)
+            }
         })
     }
 }
