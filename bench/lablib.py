@@ -42,10 +42,10 @@ def port_free(port):
 def free_blocks(members, start):
     """The first base from `start` (in steps of 256) where roachlab's port blocks are free:
     each node role gets a block of 64 ports (base: client/SQL ports, base + 64: peer or admin
-    HTTP ports), then HAProxy's three ports at base + 128."""
+    HTTP ports), then HAProxy's three ports at base + 128 and the console's at base + 131."""
     base = start
     while True:
-        wanted = list(range(base, base + members)) + list(range(base + 64, base + 64 + members)) + [base + 128, base + 129, base + 130]
+        wanted = list(range(base, base + members)) + list(range(base + 64, base + 64 + members)) + [base + 128, base + 129, base + 130, base + 131]
         if all(port_free(b) for b in wanted):
             return base
         base += 256
@@ -62,6 +62,7 @@ def etcd_config(path, members, inter="1s", fall=2, rise=2, poll=None, start=2410
         f'engine = "etcd"\nnodes = {members}\n\n[ports]\nbase = {base}\npeer_base = {peer}\n\n'
         f"[haproxy]\nfrontend_port = {front}\nadmin_port = {front + 1}\nstats_port = {front + 2}\n"
         f'inter = "{inter}"\nfall = {fall}\nrise = {rise}\n'
+        f"\n[console]\nport = {front + 3}\n"
     )
     if poll:
         text += f'\n[timeouts]\npoll = "{poll}"\n'
@@ -77,6 +78,7 @@ def cockroach_config(path, members, start=24100):
     pathlib.Path(path).write_text(
         f'engine = "cockroach"\nnodes = {members}\n\n[ports]\nbase = {base}\nhttp_base = {http}\n\n'
         f"[haproxy]\nfrontend_port = {front}\nadmin_port = {front + 1}\nstats_port = {front + 2}\n"
+        f"\n[console]\nport = {front + 3}\n"
     )
     return {"base": base, "http": http, "frontend": front, "admin": front + 1, "stats": front + 2}
 

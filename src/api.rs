@@ -25,8 +25,16 @@ use crate::{Error, Result};
 /// it in the timeline's `command` events.
 pub const CLIENT_HEADER: &str = "x-roachlab-client";
 
-/// How the CLI describes itself in [`CLIENT_HEADER`]: the user and the CLI's pid.
+/// An environment variable that names who a CLI acts for, when another program started it
+/// (the console starts drills with `console (browser at ADDR), drill NAME`).
+pub const CLIENT_ENV: &str = "ROACHLAB_CLIENT";
+
+/// How the CLI describes itself in [`CLIENT_HEADER`]: the user and the CLI's pid, or whom it
+/// acts for ([`CLIENT_ENV`]) and its pid.
 pub fn client_identity() -> String {
+    if let Some(on_behalf) = std::env::var(CLIENT_ENV).ok().filter(|v| !v.is_empty()) {
+        return format!("{} (pid {})", crate::text::printable(&on_behalf), std::process::id());
+    }
     let user = std::env::var("USER").ok().filter(|u| !u.is_empty()).unwrap_or_else(|| format!("uid {}", nix::unistd::getuid()));
     format!("{user} (pid {})", std::process::id())
 }
@@ -77,6 +85,10 @@ pub struct UpRequest {
     /// Switches monitoring on with these settings, for a lab that runs without it.
     #[serde(default)]
     pub monitoring: Option<crate::monitoring::MonitoringSpec>,
+    /// The console as this `up` asks for it (`--no-console`, `--console-port`), kept in the
+    /// lab's state; `None` keeps the lab's.
+    #[serde(default)]
+    pub console: Option<crate::config::console::ConsoleSpec>,
 }
 
 /// Body of `POST /v1/net/partition`: `{"sides": [[1,2],[3,4,5]]}`. Traffic between sides
@@ -163,6 +175,10 @@ pub struct StatusReport {
     /// Prometheus and Alertmanager, when the lab runs them (`null` otherwise).
     #[serde(default)]
     pub monitoring: Option<MonitoringStatus>,
+    /// The console's address (`http://127.0.0.1:PORT/`, without its token: `roachlab
+    /// console` prints it with the token), while the daemon serves it.
+    #[serde(default)]
+    pub console: Option<String>,
 }
 
 /// The monitoring stack in `status`: each server's process and URL, and what they report

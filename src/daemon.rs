@@ -21,7 +21,8 @@ use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use crate::api::{ApiError, DecommissionRequest, DownRequest, SettingRequest, StartRequest, StopRequest, StreamItem, CLIENT_HEADER};
-use crate::events::{write_timeline, EventBus};
+use crate::console::Console;
+use crate::events::{write_timeline, EventBus, EventKind};
 use crate::fault::NodesRequest;
 use crate::lab::Lab;
 use crate::node::NodeId;
@@ -46,6 +47,28 @@ struct AppState {
     sup: Supervisor,
     /// Cancelled to make the daemon exit (after `down`).
     exit: CancellationToken,
+    /// The live console in the browser, served once the lab is up.
+    console: Console,
+}
+
+/// Serves the console for a lab that runs (at daemon start, or after `up`), on `listener`
+/// when `up` has bound its port already; says why not in the timeline when it cannot.
+async fn serve_console(state: &AppState, listener: Option<tokio::net::TcpListener>) {
+    let spec = state.sup.spec().console;
+    let listener = match listener {
+        Some(l) => l,
+        None => match state.console.claim(&spec).await {
+            Ok(Some(l)) => l,
+            Ok(None) => return,
+            Err(e) => {
+                state.sup.bus().emit(EventKind::Warning { message: format!("the console is not served: {e}") });
+                return;
+            }
+        },
+    };
+    if let Err(e) = state.console.serve(listener, state.sup.clone(), router(state.clone()), state.exit.clone()) {
+        state.sup.bus().emit(EventKind::Warning { message: format!("the console is not served: {e}") });
+    }
 }
 
 /// Runs the daemon for `lab` until `shutdown` resolves or a `down` request completes.
@@ -73,7 +96,12 @@ pub async fn run(lab: Lab, shutdown: impl Future<Output = ()> + Send + 'static) 
         .map_err(|e| Error::io(format!("cannot chmod {}", socket.display()), e))?;
     tracing::info!("daemon {} serving {}", std::process::id(), socket.display());
 
-    let app = router(AppState { sup: sup.clone(), exit: exit.clone() });
+    let state = AppState { sup: sup.clone(), exit: exit.clone(), console: Console::new() };
+    let app = router(state.clone());
+    // A daemon that adopts a running lab serves its console again.
+    if !sup.runs_nothing() {
+        serve_console(&state, None).await;
+    }
     // A socket deleted under a running daemon is bound again, so commands find this daemon.
     tokio::spawn(keep_socket(lab.clone(), app.clone(), exit.clone()));
     let stop = exit.clone();
@@ -167,6 +195,7 @@ fn router(state: AppState) -> Router {
             get(|State(s): State<AppState>| async move {
                 let mut r = s.sup.status();
                 r.monitoring = s.sup.monitoring_status().await;
+                r.console = s.console.port().map(|p| format!("http://127.0.0.1:{p}/"));
                 Json(r)
             }),
         )
@@ -176,16 +205,37 @@ fn router(state: AppState) -> Router {
             "/v1/up",
             post(|State(s): State<AppState>, h: HeaderMap, body: Option<Json<crate::api::UpRequest>>| async move {
                 let Json(body) = body.unwrap_or_default();
-                let (restart, monitoring) = (body.restart, body.monitoring);
+                let (restart, monitoring, console) = (body.restart, body.monitoring, body.console);
                 // An `up` that failed with nothing running leaves no reason for this daemon to
                 // stay — and the next `up` gets a new one, with that command's environment
                 // (a corrected $ROACHLAB_ETCD, say), not this one's.
                 let exit = s.exit.clone();
+                let state = s.clone();
                 streamed(
                     &s,
                     &h,
                     move |sup| async move {
-                        let r = sup.up(restart, monitoring).await;
+                        // The console's port is bound before anything starts: taken, it fails
+                        // `up` as any other port does.
+                        let listener = async {
+                            if let Some(c) = console.filter(|c| *c != sup.spec().console) {
+                                sup.set_console(c)?;
+                            }
+                            state.console.claim(&sup.spec().console).await
+                        };
+                        let r = match listener.await {
+                            Ok(listener) => match sup.up(restart, monitoring).await {
+                                Ok(mut v) => {
+                                    serve_console(&state, listener).await;
+                                    if let Some(p) = state.console.port() {
+                                        v["console"] = serde_json::json!(format!("http://127.0.0.1:{p}/"));
+                                    }
+                                    Ok(v)
+                                }
+                                Err(e) => Err(e),
+                            },
+                            Err(e) => Err(e),
+                        };
                         if r.is_err() && sup.runs_nothing() {
                             exit.cancel();
                         }

@@ -126,6 +126,9 @@ pub enum ErrorCode {
     Missing,
     /// The daemon is exiting (after `down`) and takes no new request.
     Exiting,
+    /// The console refused the request: a foreign host or origin, or a change without the
+    /// lab's token.
+    Forbidden,
     /// Anything else.
     Internal,
 }

@@ -71,6 +71,14 @@ impl Lab {
     pub fn exclusive_lock(&self) -> PathBuf {
         self.dir.join("drill.lock")
     }
+    /// `DIR/console.token` (mode 0600): the console's per-lab token ([`crate::console`]).
+    pub fn console_token(&self) -> PathBuf {
+        self.dir.join("console.token")
+    }
+    /// `DIR/runs`: a drill run's directory per run (`runs/<stamp>-<drill>/`).
+    pub fn runs_dir(&self) -> PathBuf {
+        self.dir.join("runs")
+    }
     /// `DIR/events.jsonl`, the timeline.
     pub fn events_file(&self) -> PathBuf {
         self.dir.join("events.jsonl")
@@ -134,9 +142,10 @@ impl Lab {
             self.net_record(),
             self.daemon_lock(),
             self.exclusive_lock(),
+            self.console_token(),
             self.logs_dir(),
             self.stores_dir(),
-            self.dir.join("runs"),
+            self.runs_dir(),
             self.dir.join("workloads"),
             self.dir.join("monitoring"),
         ]

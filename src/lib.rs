@@ -10,11 +10,15 @@
 //!   outside it branches on the engine.
 //! - [`events`] is the one stream of everything that happens; the [`reporter`] and the
 //!   timeline file (`DIR/events.jsonl`) consume it.
+//! - [`console`] serves the live console in the browser beside the daemon's API; it and the
+//!   drill reports draw the same [`chart`]s.
 
 pub mod api;
 pub mod cgroup;
+pub mod chart;
 pub mod cli;
 pub mod config;
+pub mod console;
 pub mod daemon;
 pub mod dashboard;
 pub mod drill;
@@ -37,6 +41,7 @@ pub mod supervisor;
 pub mod text;
 pub mod topology;
 pub mod watch;
+pub mod web;
 pub mod words;
 pub mod workload;
 

@@ -172,6 +172,9 @@ pub fn status_table(s: &StatusReport, ranges: bool) -> String {
     if let Some(m) = &s.monitoring {
         out.push_str(&monitoring_lines(m));
     }
+    if let Some(url) = &s.console {
+        out.push_str(&format!("console: {url} (`roachlab console` prints it with the lab's token)\n"));
+    }
     out
 }
 

@@ -157,7 +157,7 @@ pub(super) fn graceful_vs_kill(lab: &Lab) -> Result<String> {
 }
 
 pub(super) fn latest_run(lab: &Lab) -> Result<PathBuf> {
-    let runs = lab.dir().join("runs");
+    let runs = lab.runs_dir();
     let mut dirs: Vec<PathBuf> = std::fs::read_dir(&runs)
         .map_err(|e| Error::io(format!("no drill runs in {}", runs.display()), e))?
         .filter_map(|e| e.ok().map(|e| e.path()))

@@ -61,6 +61,19 @@ pub enum Command {
         /// (as `[monitoring] enabled = true`); alerts land in the timeline.
         #[arg(long)]
         monitoring: bool,
+        /// The live console's port on 127.0.0.1 (default 8070; `[console] port`).
+        #[arg(long, conflicts_with = "no_console")]
+        console_port: Option<u16>,
+        /// Do not serve the live console (`[console] enabled = false`).
+        #[arg(long)]
+        no_console: bool,
+    },
+    /// Print the live console's URL with the lab's token (and open it where a browser is set
+    /// up: $BROWSER, or xdg-open on a desktop).
+    Console {
+        /// Print the URL only; open no browser.
+        #[arg(long)]
+        no_open: bool,
     },
     /// Alerts firing now (from the lab's Alertmanager) and every alert this lab has seen.
     Alerts {
@@ -203,10 +216,11 @@ pub async fn run(cli: Cli) -> Result<i32> {
             crate::daemon::run(lab, shutdown_signal()).await?;
             Ok(0)
         }
-        Command::Up { config, engine, nodes, topology, restart, monitoring } => {
+        Command::Up { config, engine, nodes, topology, restart, monitoring, console_port, no_console } => {
             let monitoring = monitoring.then_some(true);
-            up::up(&lab, config.as_deref(), Overrides { engine, nodes, topology, restart, monitoring }).await
+            up::up(&lab, config.as_deref(), Overrides { engine, nodes, topology, restart, monitoring, no_console, console_port }).await
         }
+        Command::Console { no_open } => up::console(&lab, !no_open).await,
         Command::Status { json, ranges } => {
             let client = crate::launch::ensure_daemon(&lab).await?;
             let s: StatusReport = client.get("/v1/status").await?;
@@ -259,7 +273,7 @@ pub async fn run(cli: Cli) -> Result<i32> {
         Command::Report { run } => {
             let dir = match run {
                 Some(r) if r.is_dir() => r,
-                Some(r) => lab.dir().join("runs").join(r),
+                Some(r) => lab.runs_dir().join(r),
                 None => drill::latest_run(&lab)?,
             };
             let path = dir.join("results.json");

@@ -65,6 +65,8 @@ pub(super) async fn up(lab: &Lab, config: Option<&Path>, overrides: Overrides) -
 async fn up_created(lab: &Lab, overrides: &Overrides, requested: &LabSpec) -> Result<i32> {
     // Monitoring asked for now (flag or config) is switched on for a lab made without it.
     let wanted_monitoring = requested.monitoring.enabled.then(|| requested.monitoring.clone());
+    // The console as the flags ask for it, for a lab made with other settings.
+    let wanted_console = (overrides.no_console || overrides.console_port.is_some()).then_some(requested.console);
     let client = Client::new(&lab.socket());
     let mut exiting = false;
     let client = if client.is_up().await {
@@ -75,7 +77,7 @@ async fn up_created(lab: &Lab, overrides: &Overrides, requested: &LabSpec) -> Re
         let all_up = s.haproxy.pid.is_some() && s.nodes.iter().filter(|n| !n.decommissioned).all(|n| n.pid.is_some());
         exiting = s.daemon.exiting;
         let monitoring_missing = wanted_monitoring.is_some() && s.monitoring.as_ref().is_none_or(|m| m.prometheus.pid.is_none());
-        if all_up && !exiting && overrides.restart.is_none() && !monitoring_missing {
+        if all_up && !exiting && overrides.restart.is_none() && !monitoring_missing && wanted_console.is_none() {
             println!("the lab in {} is already up (daemon pid {})", lab.dir().display(), s.daemon.pid);
             print!("{}", reporter::status_table(&s, false));
             return Ok(0);
@@ -84,7 +86,7 @@ async fn up_created(lab: &Lab, overrides: &Overrides, requested: &LabSpec) -> Re
     } else {
         crate::launch::start_daemon(lab).await?
     };
-    let body = crate::api::UpRequest { restart: overrides.restart, monitoring: wanted_monitoring };
+    let body = crate::api::UpRequest { restart: overrides.restart, monitoring: wanted_monitoring, console: wanted_console };
     let sent = if exiting { Err(Error::DaemonExiting) } else { stream(&client, "/v1/up", &body).await.map(|_| ()) };
     let client = match sent {
         // Queued behind a `down` (refused, or the daemon closed its socket as the request
@@ -112,6 +114,49 @@ async fn up_created(lab: &Lab, overrides: &Overrides, requested: &LabSpec) -> Re
     };
     let s: StatusReport = client.get("/v1/status").await?;
     print!("{}", reporter::status_table(&s, false));
+    if s.console.is_some() {
+        println!("{}", console_url(lab, &s)?);
+    }
+    Ok(0)
+}
+
+/// `console URL` with the lab's token, as `up` ends and `roachlab console` prints it.
+fn console_url(lab: &Lab, s: &StatusReport) -> Result<String> {
+    let base = s.console.as_deref().ok_or_else(|| {
+        Error::Refused(format!(
+            "the lab in {} serves no console: it is down (`roachlab up`), or was brought up with --no-console              (`roachlab up --console-port 8070` turns it on)",
+            lab.dir().display()
+        ))
+    })?;
+    let token = crate::console::token::read(&lab.console_token())?
+        .ok_or_else(|| Error::Refused(format!("{} is missing; `roachlab up` makes it again", lab.console_token().display())))?;
+    Ok(format!("console {base}?token={token}"))
+}
+
+/// `roachlab console`: the console's URL with the token; opened in a browser where one is set
+/// up ($BROWSER, or `xdg-open` on a desktop session), else only printed.
+pub(super) async fn console(lab: &Lab, open: bool) -> Result<i32> {
+    let client = crate::launch::ensure_daemon(lab).await?;
+    let s: StatusReport = client.get("/v1/status").await?;
+    let line = console_url(lab, &s)?;
+    println!("{line}");
+    let url = line.trim_start_matches("console ");
+    let browser = std::env::var("BROWSER").ok().filter(|b| !b.is_empty()).or_else(|| {
+        let desktop = std::env::var_os("DISPLAY").is_some() || std::env::var_os("WAYLAND_DISPLAY").is_some();
+        (desktop && which::which("xdg-open").is_ok()).then(|| "xdg-open".to_string())
+    });
+    if let (true, Some(b)) = (open, browser) {
+        // Not waited for: a browser may run for as long as the user likes.
+        match std::process::Command::new(&b).arg(url).stdin(std::process::Stdio::null()).stdout(std::process::Stdio::null()).spawn() {
+            Ok(_) => println!("opened with {b}"),
+            Err(e) => println!("could not open it with {b}: {e}"),
+        }
+    } else if open {
+        println!(
+            "(no browser set up here: from a laptop, `ssh -L {port}:127.0.0.1:{port} HOST` and open the URL there)",
+            port = url.split(':').nth(2).and_then(|p| p.split('/').next()).unwrap_or("8070")
+        );
+    }
     Ok(0)
 }
 

@@ -172,12 +172,12 @@ fn stop_on_ctrl_c() -> std::sync::Arc<std::sync::atomic::AtomicBool> {
 /// The directory of run `r`: a path holding `ops.jsonl`, or a name under `DIR/runs/` (a
 /// drill's) or `DIR/workloads/bank/` (a `workload run`'s).
 fn run_dir(lab: &Lab, r: &str) -> Result<std::path::PathBuf> {
-    let candidates = [std::path::PathBuf::from(r), lab.dir().join("runs").join(r), lab.dir().join("workloads").join("bank").join(r)];
+    let candidates = [std::path::PathBuf::from(r), lab.runs_dir().join(r), lab.dir().join("workloads").join("bank").join(r)];
     candidates.into_iter().find(|d| d.join("ops.jsonl").is_file()).ok_or_else(|| {
         Error::Refused(format!(
             "no run `{r}` with an operation log (ops.jsonl): give a drill run's directory name under {} (see `ls {}`) or a path",
-            lab.dir().join("runs").display(),
-            lab.dir().join("runs").display()
+            lab.runs_dir().display(),
+            lab.runs_dir().display()
         ))
     })
 }

@@ -7,6 +7,7 @@
 //! Durations are written as humantime strings (`"500ms"`, `"1s"`, `"2m"`).
 
 pub mod alerts;
+pub mod console;
 pub mod monitoring;
 pub mod topology;
 

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use super::console::RawConsole;
 use super::monitoring::RawMonitoring;
 use super::spec::{default_drain_sessions, CockroachSpec, EtcdSpec, HaproxySpec, LabSpec, PortsSpec, RestartSpec, Timeouts};
 use super::topology;
@@ -45,6 +46,9 @@ pub struct RawConfig {
     /// `[monitoring]`: Prometheus and Alertmanager beside the lab (see [`crate::monitoring`]).
     #[serde(default)]
     pub monitoring: RawMonitoring,
+    /// `[console]`: the live console in the browser (see [`crate::console`]).
+    #[serde(default)]
+    pub console: RawConsole,
 }
 
 /// `[netns]`: the netns topology's addresses.
@@ -174,6 +178,10 @@ pub struct Overrides {
     pub restart: Option<RestartPolicy>,
     /// `up --monitoring`.
     pub monitoring: Option<bool>,
+    /// `up --no-console`.
+    pub no_console: bool,
+    /// `up --console-port`.
+    pub console_port: Option<u16>,
 }
 
 impl RawConfig {
@@ -278,7 +286,8 @@ impl RawConfig {
         let base = Path::new(origin).parent().filter(|p| !p.as_os_str().is_empty()).map(Path::to_path_buf);
         let base = base.or_else(|| std::env::current_dir().ok()).unwrap_or_default();
         let monitoring = self.monitoring.resolve(overrides.monitoring, &base, origin)?;
-        let spec = LabSpec { engine, nodes, topology, ports, haproxy, timeouts, cockroach, etcd, restart, monitoring };
+        let console = self.console.resolve(overrides.no_console, overrides.console_port);
+        let spec = LabSpec { engine, nodes, topology, ports, haproxy, timeouts, cockroach, etcd, restart, monitoring, console };
         spec.check_port_layout().map_err(invalid)?;
         Ok(spec)
     }

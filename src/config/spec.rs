@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::console::ConsoleSpec;
 use super::monitoring::MonitoringSpec;
 use super::topology;
 use super::values::{EngineKind, RestartPolicy, MAX_NODES};
@@ -30,6 +31,9 @@ pub struct LabSpec {
     /// Prometheus and Alertmanager (labs made before monitoring: off).
     #[serde(default)]
     pub monitoring: MonitoringSpec,
+    /// The live console (labs made before it: on, at the default port).
+    #[serde(default)]
+    pub console: ConsoleSpec,
 }
 
 /// The restart policy and its backoff.
@@ -178,6 +182,9 @@ impl LabSpec {
             ] {
                 used.push((p as u32, p as u32 + 1, name));
             }
+        }
+        if self.console.enabled {
+            used.push((self.console.port as u32, self.console.port as u32 + 1, "console.port"));
         }
         for (i, a) in used.iter().enumerate() {
             if a.0 == 0 {

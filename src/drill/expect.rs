@@ -104,6 +104,16 @@ impl Expectation {
         self.engine.is_none_or(|e| e.to_string() == engine)
     }
 
+    /// The expectation in one line, as reports and live views print it:
+    /// `quorum-lost: committed == 0 — with 1 of 3 members up, no write can commit`.
+    pub fn headline(&self) -> String {
+        let metric = match &self.alert {
+            Some(a) => format!("{}({a})", self.metric.name()),
+            None => self.metric.name().to_string(),
+        };
+        format!("{}: {metric} {} {} — {}", self.phase, cmp_str(self.cmp), self.value, self.text)
+    }
+
     /// Checks the prediction against the measured phases.
     pub fn evaluate(&self, phases: &[PhaseMetrics], alerts: &[AlertTiming]) -> ExpectationResult {
         let observed = match (self.metric, &self.alert) {
@@ -121,12 +131,8 @@ impl Expectation {
             }
             _ => phases.iter().find(|p| p.mark.name == self.phase).and_then(|p| self.metric.of(p)),
         };
-        let metric = match &self.alert {
-            Some(a) => format!("{}({a})", self.metric.name()),
-            None => self.metric.name().to_string(),
-        };
         ExpectationResult {
-            text: format!("{}: {metric} {} {} — {}", self.phase, cmp_str(self.cmp), self.value, self.text),
+            text: self.headline(),
             met: observed.is_some_and(|o| self.cmp.holds(o, self.value)),
             observed: observed
                 .map(|o| if o.fract() == 0.0 { format!("{o:.0}") } else { format!("{o:.1}") })

@@ -66,7 +66,11 @@ pub struct PhaseMetrics {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Series {
     pub ok: Vec<u64>,
+    /// Operations that did not succeed: failed and ambiguous ones.
     pub errors: Vec<u64>,
+    /// Of `errors`, the ambiguous ones (their outcome unknown to the client).
+    #[serde(default)]
+    pub ambiguous: Vec<u64>,
     pub p99_ms: Vec<f64>,
     /// Members up (process running) at the end of each second, from the timeline.
     pub members_up: Vec<u64>,
@@ -222,8 +226,14 @@ pub fn compute(marks: &[PhaseMark], ops: &[OpRecord], events: &[Event], t0_mono_
 pub fn series(ops: &[OpRecord], events: &[Event], t0_mono_ms: u64, end_ms: u64, members_at_start: u64) -> Series {
     // Whole seconds only: a partial last second would plot as a dip.
     let n = (end_ms / 1000) as usize;
-    let mut s =
-        Series { ok: vec![0; n], errors: vec![0; n], p99_ms: vec![0.0; n], members_up: vec![members_at_start; n], ..Default::default() };
+    let mut s = Series {
+        ok: vec![0; n],
+        errors: vec![0; n],
+        ambiguous: vec![0; n],
+        p99_ms: vec![0.0; n],
+        members_up: vec![members_at_start; n],
+        ..Default::default()
+    };
     let mut lat: Vec<Vec<u64>> = vec![Vec::new(); n];
     for o in ops {
         let i = (done_ms(o) / 1000) as usize;
@@ -235,6 +245,9 @@ pub fn series(ops: &[OpRecord], events: &[Event], t0_mono_ms: u64, end_ms: u64, 
             lat[i].push(o.latency_us);
         } else {
             s.errors[i] += 1;
+            if o.outcome == Outcome::Ambiguous {
+                s.ambiguous[i] += 1;
+            }
         }
     }
     for (i, l) in lat.iter_mut().enumerate() {
@@ -390,6 +403,7 @@ mod tests {
         let s = series(&ops, &[], 0, 3500, 3);
         assert_eq!(s.ok, vec![1, 1, 0]);
         assert_eq!(s.errors, vec![0, 1, 0]);
+        assert_eq!(s.ambiguous, vec![0, 1, 0], "the ambiguous error is told apart");
         assert_eq!(s.members_up, vec![3, 3, 3]);
         assert!(s.ranges_underreplicated.is_empty(), "no range figures without ranges events");
         let ev = |ms: u64, under: u64| crate::events::Event {

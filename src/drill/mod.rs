@@ -7,6 +7,7 @@
 pub mod alerts;
 pub mod condition;
 pub mod expect;
+pub mod live;
 pub mod metrics;
 pub mod model;
 pub mod partitions;

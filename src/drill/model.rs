@@ -69,6 +69,11 @@ pub struct DrillResult {
     pub steps: Vec<StepLog>,
     pub check: Option<CheckReport>,
     pub series: Series,
+    /// What the charts mark, in seconds since the workload began: every fault and recovery
+    /// request, HAProxy DOWN/UP, leader and liveness changes, quorum lost/regained, alerts
+    /// ([`crate::chart::marker`]), from the run's timeline.
+    #[serde(default)]
+    pub markers: Vec<crate::chart::Marker>,
     /// Alerts that fired during the run (labs with monitoring), timed from their faults.
     #[serde(default)]
     pub alerts: Vec<AlertTiming>,

@@ -1,13 +1,13 @@
 //! A drill's report: `results.json` (the data, schema in docs/DRILLS.md), `report.md`, and a
-//! self-contained `report.html` with SVG charts (plotters): throughput and errors per second,
-//! p99 latency, members up — fault windows shaded, faults marked.
+//! self-contained `report.html` whose charts ([`chart_set`]) are drawn by the same code as the
+//! console's: throughput with errors beside it, p99 latency, members up, ranges — phases
+//! shaded and named, every fault and cluster event marked and labelled.
 
 use std::fmt::Write as _;
 
-use plotters::prelude::*;
-
 use super::metrics::PhaseMetrics;
 use super::model::DrillResult;
+use crate::chart::{self, Band, ChartSet, XAxis};
 use crate::{Error, Result};
 
 fn ms(v: Option<u64>) -> String {
@@ -37,7 +37,8 @@ fn phase_rows(phases: &[PhaseMetrics]) -> Vec<(&'static str, Vec<String>)> {
     ]
 }
 
-fn verdict(r: &DrillResult) -> String {
+/// The bank check's outcome in one sentence.
+pub fn verdict(r: &DrillResult) -> String {
     let check = match &r.check {
         Some(c) if c.violations.is_empty() => format!(
             "passed: total balance {}, all {} acknowledged transfers present, none of {} failed ones applied, ambiguous {} applied / {} not",
@@ -96,107 +97,70 @@ pub fn markdown(r: &DrillResult) -> String {
     s
 }
 
-fn chart(title: &str, series: &[(&str, &[f64], RGBColor)], r: &DrillResult) -> Result<String> {
-    let mut svg = String::new();
-    {
-        let root = SVGBackend::with_string(&mut svg, (900, 260)).into_drawing_area();
-        let draw = |e: &dyn std::fmt::Display| Error::Refused(format!("cannot draw the {title} chart: {e}"));
-        root.fill(&WHITE).map_err(|e| draw(&e))?;
-        let n = series.iter().map(|(_, v, _)| v.len()).max().unwrap_or(1).max(1) as f64;
-        let top = series.iter().flat_map(|(_, v, _)| v.iter().copied()).fold(1.0f64, f64::max) * 1.1;
-        let mut c = ChartBuilder::on(&root)
-            .caption(title, ("sans-serif", 16))
-            .margin(8)
-            .x_label_area_size(28)
-            .y_label_area_size(48)
-            .build_cartesian_2d(0f64..n, 0f64..top)
-            .map_err(|e| draw(&e))?;
-        c.configure_mesh().x_desc("seconds").disable_x_mesh().draw().map_err(|e| draw(&e))?;
-        // Shaded: every second in which a member was down.
-        let full = r.series.members_up.iter().copied().max().unwrap_or(0);
-        for (i, up) in r.series.members_up.iter().enumerate() {
-            if *up < full {
-                c.draw_series(std::iter::once(Rectangle::new([(i as f64, 0.0), (i as f64 + 1.0, top)], RGBColor(255, 225, 215).filled())))
-                    .map_err(|e| draw(&e))?;
-            }
-        }
-        // Phase starts (gray, named) and fault steps (red).
-        for p in &r.phases {
-            let x = p.mark.start_ms as f64 / 1000.0;
-            c.draw_series(std::iter::once(PathElement::new(vec![(x, 0.0), (x, top)], BLACK.mix(0.35)))).map_err(|e| draw(&e))?;
-            c.draw_series(std::iter::once(Text::new(
-                p.mark.name.clone(),
-                (x + n * 0.005, top * 0.97),
-                ("sans-serif", 11).into_font().color(&BLACK.mix(0.7)),
-            )))
-            .map_err(|e| draw(&e))?;
-        }
-        for s in r.steps.iter().filter(|s| s.kind == super::model::StepKind::Fault) {
-            let x = s.at_ms as f64 / 1000.0;
-            c.draw_series(std::iter::once(PathElement::new(vec![(x, 0.0), (x, top * 0.9)], RGBColor(200, 30, 30).stroke_width(2))))
-                .map_err(|e| draw(&e))?;
-        }
-        // Alerts firing (orange, named) and resolved (green), at the alerts' own times.
-        for a in &r.alerts {
-            let x = a.fired_at_ms as f64 / 1000.0;
-            let orange = RGBColor(230, 130, 0);
-            c.draw_series(std::iter::once(PathElement::new(vec![(x, 0.0), (x, top * 0.8)], orange.stroke_width(2))))
-                .map_err(|e| draw(&e))?;
-            c.draw_series(std::iter::once(Text::new(
-                a.alert.clone(),
-                (x + n * 0.005, top * 0.84),
-                ("sans-serif", 10).into_font().color(&orange),
-            )))
-            .map_err(|e| draw(&e))?;
-            if let Some(end) = a.resolved_at_ms {
-                let x = end as f64 / 1000.0;
-                c.draw_series(std::iter::once(PathElement::new(vec![(x, 0.0), (x, top * 0.8)], RGBColor(40, 150, 60).stroke_width(2))))
-                    .map_err(|e| draw(&e))?;
-            }
-        }
-        for (name, values, color) in series {
-            c.draw_series(LineSeries::new(values.iter().enumerate().map(|(i, v)| (i as f64 + 0.5, *v)), color.stroke_width(2)))
-                .map_err(|e| draw(&e))?
-                .label(*name)
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], color.stroke_width(2)));
-        }
-        c.configure_series_labels().border_style(BLACK.mix(0.3)).background_style(WHITE.mix(0.9)).draw().map_err(|e| draw(&e))?;
-        root.present().map_err(|e| draw(&e))?;
+/// The report's charts as data ([`crate::chart`]): the clients' throughput with failed and
+/// ambiguous operations as bars on their own axis, p99 latency, members up and (CockroachDB)
+/// ranges as step lines — every fault, recovery, HAProxy DOWN/UP, leader or liveness change,
+/// quorum change and alert marked and labelled, the phases shaded and named. Seconds since the
+/// workload began; each second's value at its middle.
+pub fn chart_set(r: &DrillResult) -> ChartSet {
+    let mid = |i: usize| i as f64 + 0.5;
+    let pts = |v: &[u64]| v.iter().enumerate().map(|(i, x)| [mid(i), *x as f64]).collect::<Vec<_>>();
+    let s = &r.series;
+    let fail: Vec<u64> = s.errors.iter().enumerate().map(|(i, e)| e.saturating_sub(s.ambiguous.get(i).copied().unwrap_or(0))).collect();
+    let mut charts = vec![
+        chart::clients_chart(pts(&s.ok), pts(&fail), pts(&s.ambiguous)),
+        chart::latency_chart(s.p99_ms.iter().enumerate().map(|(i, x)| [mid(i), *x]).collect()),
+        chart::members_chart(pts(&s.members_up), None),
+    ];
+    // CockroachDB reports ranges; other engines leave these series empty.
+    if !s.ranges_underreplicated.is_empty() {
+        charts.push(chart::ranges_chart(pts(&s.ranges_underreplicated), pts(&s.ranges_unavailable)));
     }
-    Ok(svg)
+    let end = s.ok.len() as f64;
+    ChartSet {
+        x: XAxis::Seconds,
+        range: Some([0.0, end.max(1.0)]),
+        charts,
+        markers: r.markers.clone(),
+        phases: r
+            .phases
+            .iter()
+            .map(|p| Band {
+                name: p.mark.name.clone(),
+                from: p.mark.start_ms as f64 / 1000.0,
+                to: (p.mark.end_ms as f64 / 1000.0).min(end),
+            })
+            .collect(),
+    }
+}
+
+/// The charts' HTML: the chart library and roachlab's chart code inlined (the report is one
+/// file that opens offline), the data as JSON, drawn as SVG.
+fn charts_html(r: &DrillResult) -> String {
+    let data = serde_json::to_string(&chart_set(r)).expect("charts serialize").replace("</", "<\\/");
+    format!(
+        "<div id=\"charts\"></div><script>{}</script><script>{}</script>\
+         <script id=\"charts-data\" type=\"application/json\">{data}</script>\
+         <script>RoachlabCharts.render(document.getElementById('charts'), \
+         JSON.parse(document.getElementById('charts-data').textContent), {{renderer: 'svg', height: '300px'}});</script>",
+        crate::web::text(crate::web::ECHARTS).unwrap_or_default().replace("</script", "<\\/script"),
+        crate::web::text("charts.js").unwrap_or_default()
+    )
 }
 
 fn esc(s: &str) -> String {
     s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
 }
 
-/// The self-contained HTML report with inline SVG charts.
+/// The self-contained HTML report: text, tables, and the charts ([`chart_set`], drawn by
+/// Apache ECharts inlined into the file).
 pub fn html(r: &DrillResult) -> Result<String> {
-    let f = |v: &[u64]| v.iter().map(|x| *x as f64).collect::<Vec<_>>();
-    let (ok, errors, members) = (f(&r.series.ok), f(&r.series.errors), f(&r.series.members_up));
-    let mut charts = vec![
-        chart(
-            "operations per second (ok, errors)",
-            &[("ok/s", &ok, RGBColor(30, 120, 200)), ("errors/s", &errors, RGBColor(210, 40, 40))],
-            r,
-        )?,
-        chart("p99 latency per second (ms)", &[("p99 ms", &r.series.p99_ms, RGBColor(120, 60, 160))], r)?,
-        chart("members up", &[("members up", &members, RGBColor(40, 150, 70))], r)?,
-    ];
-    // CockroachDB reports ranges; other engines leave these series empty.
-    if !r.series.ranges_underreplicated.is_empty() {
-        let (under, unavail) = (f(&r.series.ranges_underreplicated), f(&r.series.ranges_unavailable));
-        charts.push(chart(
-            "ranges under-replicated / unavailable",
-            &[("under-replicated", &under, RGBColor(230, 140, 20)), ("unavailable", &unavail, RGBColor(210, 40, 40))],
-            r,
-        )?);
-    }
     let mut s = format!(
         "<!doctype html><html><head><meta charset=\"utf-8\"><title>roachlab drill {name}</title>\
-         <style>body{{font-family:sans-serif;max-width:960px;margin:2em auto;color:#222}}table{{border-collapse:collapse}}\
-         td,th{{border:1px solid #ccc;padding:4px 8px;text-align:left}}.met{{color:#1a7f37}}.not{{color:#c00;font-weight:bold}}</style></head><body>\
-         <h1>Drill <code>{name}</code> on {engine}</h1><p>{desc}</p><p>Started {at}, seed {seed}. In the charts: gray lines start phases, red lines are faults, shading marks seconds with a member down.</p><h2>Theory</h2><ul>",
+         <style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}}table{{border-collapse:collapse}}\
+         td,th{{border:1px solid #ccc;padding:4px 8px;text-align:left}}.met{{color:#1a7f37}}.not{{color:#c00;font-weight:bold}}\
+         .chart{{height:300px;margin-bottom:12px;border:1px solid #eee}}</style></head><body>\
+         <h1>Drill <code>{name}</code> on {engine}</h1><p>{desc}</p><p>Started {at}, seed {seed}.</p><h2>Theory</h2><ul>",
         name = esc(&r.drill),
         engine = esc(&r.engine),
         desc = esc(&r.description),
@@ -217,15 +181,19 @@ pub fn html(r: &DrillResult) -> Result<String> {
         let (class, word) = if e.met { ("met", "met") } else { ("not", "NOT MET") };
         let _ = write!(s, "<tr><td class=\"{class}\">{word}</td><td>{}</td><td>{}</td></tr>", esc(&e.text), esc(&e.observed));
     }
-    s.push_str("</table><h2>Charts</h2>");
-    for c in &charts {
-        s.push_str(c);
-    }
+    s.push_str(
+        "</table><h2>Charts</h2><p>Phases are shaded and named. Lines: <b style=\"color:#c62828\">faults</b>, \
+         <b style=\"color:#1a7f37\">recoveries</b>, <span style=\"color:#455a64\">HAProxy DOWN/UP</span> (dashed), \
+         <span style=\"color:#6a1b9a\">leader or liveness changes</span> (dotted) and quorum lost/regained (thick), \
+         <span style=\"color:#e65100\">alerts firing</span> and resolved (green, dashed). Failed and ambiguous \
+         operations are bars on their own axis.</p>",
+    );
+    s.push_str(&charts_html(r));
     if r.monitored && r.alerts.is_empty() {
         let _ = write!(s, "<h2>Alerts</h2><p>{}</p>", esc(super::alerts::NONE_FIRED));
     }
     if !r.alerts.is_empty() {
-        s.push_str("<h2>Alerts</h2><p>In the charts: orange lines are alerts firing, green their resolution.</p><ul>");
+        s.push_str("<h2>Alerts</h2><ul>");
         let marks: Vec<_> = r.phases.iter().map(|p| p.mark.clone()).collect();
         for a in &r.alerts {
             let _ = write!(s, "<li>{}</li>", esc(&super::alerts::describe(a, &marks)));

@@ -99,7 +99,7 @@ pub async fn run(
     let url = engine.workload_url(state.spec.haproxy.frontend_port);
     let target = if url.starts_with("http://") { Target::Etcd(url) } else { Target::Sql(url) };
     let stamp = workload::utc_stamp();
-    let run_dir = lab.dir().join("runs").join(format!("{stamp}-{}", scenario.name));
+    let run_dir = lab.runs_dir().join(format!("{stamp}-{}", scenario.name));
     std::fs::create_dir_all(&run_dir).map_err(|e| Error::io(format!("cannot create {}", run_dir.display()), e))?;
 
     let status: StatusReport = client.get("/v1/status").await?;
@@ -172,6 +172,19 @@ pub async fn run(
         .await
     });
 
+    // The live view's file (the console follows it), rewritten every second until the end.
+    let shared_marks = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let live = tokio::spawn(super::live::run(super::live::Feed {
+        drill: scenario.name.clone(),
+        run_dir: run_dir.clone(),
+        t0,
+        t0_mono_ms: t0_mono,
+        events_file: lab.events_file(),
+        expect: expect.iter().map(|e| (*e).clone()).collect(),
+        marks: shared_marks.clone(),
+        stop: stop.clone(),
+    }));
+
     let mut signals = Interrupts::new()?;
     let mut ctx = Ctx {
         client: client.clone(),
@@ -190,6 +203,7 @@ pub async fn run(
         last_fault: None,
         line: 0,
         say,
+        shared_marks,
     };
     ctx.phase("baseline");
     let interrupted = {
@@ -300,6 +314,10 @@ pub async fn run(
     let phases = metrics::compute(&marks, &ops, &events, t0_mono, baseline.unwrap_or(0.0));
     let alerts = super::alerts::timings(&marks, &events, t0_mono);
     let series = metrics::series(&ops, &events, t0_mono, end_ms, members as u64);
+    let markers = crate::chart::markers(&events, |e| {
+        let at = e.mono_ms.checked_sub(t0_mono)?;
+        (at <= end_ms).then_some(at as f64 / 1000.0)
+    });
     let story = super::story::tell(&phases, &events, t0_mono);
     let expectations =
         expect.iter().map(|e| e.evaluate(&phases, &alerts)).chain(predictions.iter().map(|p| predict::check(p, &ops))).collect();
@@ -322,11 +340,26 @@ pub async fn run(
         steps,
         check,
         series,
+        markers,
         alerts,
         monitored: status.monitoring.is_some(),
         run_dir: run_dir.clone(),
     };
     std::fs::copy(lab.events_file(), run_dir.join("events.jsonl")).ok();
     super::report::write(&result)?;
+    let _ = live.await;
+    let finished = super::live::LiveDrill {
+        drill: result.drill.clone(),
+        pid: std::process::id(),
+        t0_mono_ms: t0_mono,
+        phases: super::live::phases(&result.phases.iter().map(|p| p.mark.clone()).collect::<Vec<_>>()),
+        expectations: result.expectations.iter().map(Into::into).collect(),
+        finished: Some(super::live::Finished {
+            passed: result.passed(),
+            verdict: super::report::verdict(&result),
+            report: run_dir.join("report.html"),
+        }),
+    };
+    let _ = super::live::write(&run_dir, &finished);
     Ok(result)
 }

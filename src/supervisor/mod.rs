@@ -271,7 +271,8 @@ impl Supervisor {
         self.inner.runtime.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn spec(&self) -> LabSpec {
+    /// The lab's validated spec, as its state keeps it.
+    pub fn spec(&self) -> LabSpec {
         self.state().spec.clone()
     }
 

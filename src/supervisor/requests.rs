@@ -108,6 +108,16 @@ impl Supervisor {
         Ok(serde_json::json!({ "started": to_start, "nodes": all }))
     }
 
+    /// Keeps the console's settings an `up` asked for (`--no-console`, `--console-port`) in
+    /// the lab's state; the daemon serves it.
+    pub fn set_console(&self, console: crate::config::console::ConsoleSpec) -> Result<()> {
+        self.update(|st| st.spec.console = console)?;
+        self.emit(EventKind::Note {
+            message: if console.enabled { format!("console: on, port {}", console.port) } else { "console: off".into() },
+        });
+        Ok(())
+    }
+
     /// `node start N`: restarts a stopped member on its store and, unless `no_wait`, waits
     /// until it is ready (and UP in HAProxy, when HAProxy runs).
     pub async fn start_node(&self, node: NodeId, no_wait: bool) -> Result<serde_json::Value> {

@@ -111,6 +111,7 @@ impl Supervisor {
             quorum_rule: self.inner.engine.quorum_rule(st.members().count()),
             network: self.network_status(),
             monitoring: None,
+            console: None,
         }
     }
 

@@ -187,6 +187,7 @@ where
             retries: sc.retries,
             reconnects: sc.reconnects,
             ambiguous: sc.ambiguous,
+            mono_ms: crate::events::mono_ms(),
         };
         second.reset();
         *sc = Counts::default();

@@ -120,6 +120,7 @@ mod tests {
             retries: 2,
             reconnects: 0,
             ambiguous: 0,
+            mono_ms: 0,
         };
         let line = tick_line(&t, "transfer");
         assert_eq!(

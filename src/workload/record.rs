@@ -128,6 +128,10 @@ pub struct Tick {
     pub retries: u64,
     pub reconnects: u64,
     pub ambiguous: u64,
+    /// `CLOCK_MONOTONIC` at the tick, in ms: places it beside the timeline's events (whose
+    /// `mono_ms` is the same clock). 0 in runs logged before it was recorded.
+    #[serde(default)]
+    pub mono_ms: u64,
 }
 
 /// The result of a run (`--json` prints it as `{"summary": ...}`; `summary.json` in the run dir).

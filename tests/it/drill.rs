@@ -109,8 +109,17 @@ fn quorum_loss_stops_writes_until_a_majority_returns() {
     let lab = TestLab::new("etcd", 3);
     lab.up();
     let out = lab.ok(&["drill", "quorum-loss", "--seed", "2", "--baseline", "2s"]);
-    let (_, r) = results_of(&out);
+    let (dir, r) = results_of(&out);
     validate(&r);
+    // The nodes killed, in order, from the steps the drill logged.
+    let kills: Vec<u64> = r["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["kind"] == "fault")
+        .filter_map(|s| s["what"].as_str().unwrap().rsplit(' ').next().and_then(|n| n.parse().ok()))
+        .collect();
+    assert_eq!(kills.len(), 2, "two kills: {}", r["steps"]);
     // Counted when they end: one started then may commit after the restore, by a retry.
     assert_eq!(phase(&r, "quorum-lost")["committed"], 0, "no write commits with 1 of 3 up");
     assert!(phase(&r, "one-restored")["counts"]["ok"].as_u64().unwrap() > 0);
@@ -118,6 +127,38 @@ fn quorum_loss_stops_writes_until_a_majority_returns() {
     assert_eq!(r["check"]["violations"], serde_json::json!([]));
     assert!(out.contains("met:     quorum-lost: committed == 0"), "{out}");
     assert!(lab.status()["nodes"].as_array().unwrap().iter().all(|n| n["state"] == "running"));
+
+    // The charts' marks (#23): every fault and recovery, HAProxy DOWN and UP, the leader's
+    // changes, quorum lost and regained — each labelled, inside the run.
+    let markers = r["markers"].as_array().unwrap();
+    let labelled = |kind: &str, label: &str| markers.iter().any(|m| m["kind"] == kind && m["label"].as_str().unwrap().contains(label));
+    let (first, second) = (kills[0], kills[1]);
+    for (kind, label) in [
+        ("fault", format!("kill {first}")),
+        ("fault", format!("kill {second}")),
+        ("recovery", "start ".to_string()),
+        ("haproxy", format!("HAProxy: {first} DOWN")),
+        ("haproxy", " UP".to_string()),
+        ("leader", "leader ".to_string()),
+        ("quorum", "quorum lost".to_string()),
+        ("quorum", "quorum regained".to_string()),
+    ] {
+        assert!(labelled(kind, &label), "no {kind} marker `{label}` in {markers:?}");
+    }
+    let end = r["series"]["ok"].as_array().unwrap().len() as f64;
+    assert!(markers.iter().all(|m| (0.0..=end + 1.0).contains(&m["at"].as_f64().unwrap())), "{markers:?}");
+    // The report is one file: the chart library is inlined, nothing is fetched.
+    let html = std::fs::read_to_string(dir.join("report.html")).unwrap();
+    assert!(
+        html.contains("Licensed to the Apache Software Foundation") && html.contains("RoachlabCharts") && !html.contains("<script src="),
+        "the chart library is inlined"
+    );
+    // Drawn by the chart library in a real browser: phases named, marks labelled.
+    if let Some(labels) = crate::console::render_report(&dir.join("report.html"), "quorum-loss.png") {
+        for want in ["baseline", "quorum-lost", "one-restored", &format!("kill {first}"), "quorum lost", "quorum regained", "HAProxy: "] {
+            assert!(labels.iter().any(|l| l.contains(want)), "the report's charts show `{want}`: {labels:?}");
+        }
+    }
 }
 
 #[test]

@@ -15,7 +15,8 @@ use serde_json::Value;
 static NEXT_BLOCK: AtomicU32 = AtomicU32::new(0);
 
 /// A block of ports for one lab: node ports at `base`, `base+64`, `base+128` (config keeps
-/// 64-port blocks apart), HAProxy at `base+192..=base+194`, monitoring at `base+195..=base+197`. Every port that a 5-node lab
+/// 64-port blocks apart), HAProxy at `base+192..=base+194`, monitoring at `base+195..=base+197`,
+/// the console at `base+198`. Every port that a 5-node lab
 /// would use is checked free. Blocks lie in 20000..32000, below Linux's ephemeral range.
 #[derive(Debug, Clone, Copy)]
 pub struct Ports {
@@ -29,6 +30,8 @@ pub struct Ports {
     pub prometheus: u16,
     pub alertmanager: u16,
     pub webhook: u16,
+    /// The live console (`[console] port`).
+    pub console: u16,
 }
 
 impl Ports {
@@ -47,6 +50,7 @@ impl Ports {
                 prometheus: base + 195,
                 alertmanager: base + 196,
                 webhook: base + 197,
+                console: base + 198,
             };
             let all = (0..5).flat_map(|i| [p.base + i, p.http_base + i, p.peer_base + i]).chain([
                 p.frontend,
@@ -55,6 +59,7 @@ impl Ports {
                 p.prometheus,
                 p.alertmanager,
                 p.webhook,
+                p.console,
             ]);
             if all.into_iter().all(roachlab::ports::is_free) {
                 return p;
@@ -105,7 +110,7 @@ impl TestLab {
             "engine = \"{engine}\"\nnodes = {nodes}\n\n[ports]\nbase = {}\nhttp_base = {}\npeer_base = {}\n\n\
              [haproxy]\nfrontend_port = {}\nadmin_port = {}\nstats_port = {}\ninter = \"500ms\"\nfall = 2\nrise = 2\n\n\
              [timeouts]\ngrace = \"30s\"\ndown_grace = \"15s\"\nready = \"60s\"\npoll = \"250ms\"\n\n\
-             [monitoring]\nprometheus_port = {}\nalertmanager_port = {}\nwebhook_port = {}\n",
+             [monitoring]\nprometheus_port = {}\nalertmanager_port = {}\nwebhook_port = {}\n\n[console]\nport = {}\n",
             ports.base,
             ports.http_base,
             ports.peer_base,
@@ -114,7 +119,8 @@ impl TestLab {
             ports.stats,
             ports.prometheus,
             ports.alertmanager,
-            ports.webhook
+            ports.webhook,
+            ports.console
         );
         std::fs::write(&config, text).expect("write config");
         Self { dir, config, ports, subnet: None, lab_name: "lab".into() }

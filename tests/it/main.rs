@@ -4,6 +4,7 @@
 mod cli_errors;
 mod cockroach;
 mod cockroach_faults;
+mod console;
 mod daemon;
 mod drain;
 mod drill;

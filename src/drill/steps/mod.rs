@@ -42,6 +42,8 @@ pub(super) struct Ctx<'a> {
     pub last_fault: Option<Instant>,
     pub line: usize,
     pub say: &'a mut (dyn FnMut(String) + Send),
+    /// `marks`, mirrored for the live view ([`crate::drill::live`]) each time a step sets them.
+    pub shared_marks: std::sync::Arc<std::sync::Mutex<Vec<PhaseMark>>>,
 }
 
 /// How long a fault step waits for its fault to take effect.
@@ -175,6 +177,12 @@ impl Ctx<'_> {
                 m.fault_nodes = nodes.to_vec();
             }
         }
+        self.share_marks();
+    }
+
+    /// Mirrors the phase marks for the live view.
+    fn share_marks(&self) {
+        *self.shared_marks.lock().unwrap_or_else(|e| e.into_inner()) = self.marks.clone();
     }
 
     /// Records a recovery step; the phase's first one is where its throughput recovery is
@@ -187,6 +195,7 @@ impl Ctx<'_> {
                 m.recover_ms = Some(now);
             }
         }
+        self.share_marks();
     }
 
     pub fn phase(&mut self, name: &str) {
@@ -203,6 +212,7 @@ impl Ctx<'_> {
             fault_nodes: Vec::new(),
             recover_ms: None,
         });
+        self.share_marks();
         (self.say)(format!("── phase {name}"));
     }
 

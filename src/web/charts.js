@@ -1,0 +1,136 @@
+// roachlab's charts: turns a ChartSet (src/chart.rs: charts, markers, phases) into Apache
+// ECharts options. Shared by the live console and every drill's report.html, so both read
+// the same. Nothing here draws by hand: step lines, bars, labelled marker lines (markLine)
+// and named phase bands (markArea) are ECharts' own.
+(function () {
+  "use strict";
+
+  // One colour per marker kind, matching the timeline's highlights.
+  // Labels stand along their line, at a height of their own per kind, so markers a second
+  // apart (a kill, HAProxy's DOWN, the new leader) do not write over one another.
+  var MARKER = {
+    fault: { color: "#c62828", type: "solid", width: 2, at: "insideEndTop", bold: true },
+    recovery: { color: "#1a7f37", type: "solid", width: 2, at: "insideEndTop", bold: true },
+    haproxy: { color: "#455a64", type: "dashed", width: 1, at: "insideMiddleTop" },
+    leader: { color: "#6a1b9a", type: "dotted", width: 2, at: "insideStartTop" },
+    quorum: { color: "#6a1b9a", type: "solid", width: 3, at: "insideEndBottom", bold: true },
+    alert: { color: "#e65100", type: "solid", width: 2, at: "insideMiddleBottom", bold: true },
+    alert_resolved: { color: "#2e7d32", type: "dashed", width: 2, at: "insideMiddleBottom" }
+  };
+  var BANDS = ["rgba(31,119,180,0.08)", "rgba(120,120,120,0.12)"];
+
+  function fmtSeconds(v) { return Math.round(v) + " s"; }
+  function fmtTime(v) {
+    var d = new Date(v);
+    var p = function (n) { return (n < 10 ? "0" : "") + n; };
+    return p(d.getHours()) + ":" + p(d.getMinutes()) + ":" + p(d.getSeconds());
+  }
+
+  // ECharts options for one chart of `set`.
+  function options(chart, set, opts) {
+    opts = opts || {};
+    var time = set.x === "time";
+    var fmt = time ? fmtTime : fmtSeconds;
+    var xAxis = {
+      type: time ? "time" : "value",
+      name: time ? "" : "seconds since the workload began",
+      nameLocation: "middle",
+      nameGap: 24,
+      axisLabel: { formatter: fmt, hideOverlap: true },
+      splitLine: { show: false }
+    };
+    if (set.range) { xAxis.min = set.range[0]; xAxis.max = set.range[1]; }
+    var yAxes = chart.axes.map(function (a, i) {
+      var y = { type: "value", name: a.name, min: 0, nameTextStyle: { align: i === 0 ? "left" : "right" } };
+      if (a.integer) { y.minInterval = 1; y.axisLabel = { formatter: function (v) { return Number.isInteger(v) ? v : ""; } }; }
+      if (i > 0) { y.splitLine = { show: false }; y.position = "right"; }
+      return y;
+    });
+    var series = chart.series.map(function (s) {
+      var out = {
+        name: s.name,
+        type: s.style === "bar" ? "bar" : "line",
+        yAxisIndex: s.axis,
+        data: s.points,
+        color: s.color,
+        showSymbol: false,
+        animation: false
+      };
+      if (s.style === "step") { out.step = "end"; }
+      if (s.style === "line" || s.style === "step") { out.lineStyle = { width: 2 }; }
+      if (s.style === "bar") { out.barMaxWidth = 10; out.barMinWidth = 3; }
+      return out;
+    });
+    // Markers and phases ride on the first series (an empty one still places them).
+    if (series.length === 0) { series.push({ type: "line", data: [], yAxisIndex: 0 }); }
+    series[0].markLine = {
+      silent: true,
+      symbol: ["none", "none"],
+      animation: false,
+      data: (set.markers || []).map(function (m) {
+        var k = MARKER[m.kind] || MARKER.haproxy;
+        return {
+          xAxis: m.at,
+          name: m.label,
+          lineStyle: { color: k.color, type: k.type, width: k.width },
+          label: { formatter: m.label, position: k.at, color: k.color, fontSize: 11, fontWeight: k.bold ? "bold" : "normal" }
+        };
+      })
+    };
+    series[0].markArea = {
+      silent: true,
+      animation: false,
+      data: (set.phases || []).map(function (p, i) {
+        return [
+          { name: p.name, xAxis: p.from, itemStyle: { color: BANDS[i % 2] }, label: { position: "insideTopLeft", color: "#333", fontSize: 12, fontWeight: "bold" } },
+          { xAxis: p.to }
+        ];
+      })
+    };
+    return {
+      animation: false,
+      title: { text: chart.title, left: 8, top: 4, textStyle: { fontSize: 14 } },
+      legend: { top: 4, right: 8, textStyle: { fontSize: 12 } },
+      tooltip: { trigger: "axis", valueFormatter: function (v) { return typeof v === "number" ? Math.round(v * 10) / 10 : v; } },
+      grid: { left: 52, right: chart.axes.length > 1 ? 52 : 20, top: 48, bottom: opts.compact ? 28 : 44 },
+      xAxis: xAxis,
+      yAxis: yAxes,
+      series: series
+    };
+  }
+
+  // Draws (or redraws) every chart of `set` into `container`, one div per chart id.
+  function render(container, set, opts) {
+    opts = opts || {};
+    set.charts.forEach(function (chart) {
+      var el = container.querySelector('[data-chart="' + chart.id + '"]');
+      if (!el) {
+        el = document.createElement("div");
+        el.className = "chart";
+        el.setAttribute("data-chart", chart.id);
+        if (opts.height) { el.style.height = opts.height; }
+        container.appendChild(el);
+      }
+      var inst = echarts.getInstanceByDom(el) || echarts.init(el, null, { renderer: opts.renderer || "canvas" });
+      inst.setOption(options(chart, set, opts), true);
+    });
+    // A chart that is no longer in the set (no ranges any more) goes.
+    Array.prototype.slice.call(container.querySelectorAll("[data-chart]")).forEach(function (el) {
+      var id = el.getAttribute("data-chart");
+      if (!set.charts.some(function (c) { return c.id === id; })) {
+        var inst = echarts.getInstanceByDom(el);
+        if (inst) { inst.dispose(); }
+        el.remove();
+      }
+    });
+  }
+
+  window.addEventListener("resize", function () {
+    Array.prototype.slice.call(document.querySelectorAll("[data-chart]")).forEach(function (el) {
+      var inst = echarts.getInstanceByDom(el);
+      if (inst) { inst.resize(); }
+    });
+  });
+
+  window.RoachlabCharts = { options: options, render: render };
+})();
