@@ -208,6 +208,11 @@ impl Supervisor {
             r.ready = false;
             r.ready_detail = None;
             r.signalled_at = None;
+            // What HAProxy said of the server was said of the previous process: a wait for it
+            // to come UP must see a poll of this one (a stop's DRAIN and a restart within one
+            // poll interval left a stale UP that ended `node start` before the undrain showed).
+            r.backend = None;
+            r.backend_check = None;
         }
         let before = self.state().node(node).map(|n| (n.process, n.state.clone())).ok();
         let recorded = self.update(|st| {

@@ -167,8 +167,8 @@ impl Supervisor {
 
     /// Puts back in service (`ready`) every server of `nodes` that HAProxy shows in DRAIN,
     /// once its node is ready and no stop of it is in progress. Called by the poller and
-    /// before waiting for backends to come UP.
-    pub(super) async fn undrain(&self, rows: &[haproxy::ServerStat], nodes: Option<&[NodeId]>) {
+    /// before waiting for backends to come UP. Returns whether it put any back.
+    pub(super) async fn undrain(&self, rows: &[haproxy::ServerStat], nodes: Option<&[NodeId]>) -> bool {
         let frontend = self.inner.engine.frontend_name();
         let drained: Vec<NodeId> = rows
             .iter()
@@ -176,6 +176,7 @@ impl Supervisor {
             .filter_map(|r| r.node())
             .filter(|n| nodes.is_none_or(|ns| ns.contains(n)))
             .collect();
+        let mut acted = false;
         for node in drained {
             let stopping = self.inner.stopping.lock().unwrap_or_else(|p| p.into_inner()).contains(&node);
             if stopping || !self.is_ready(node) {
@@ -186,6 +187,7 @@ impl Supervisor {
             for proxy in self.backends() {
                 res = res.and(haproxy::set_server_state(&socket, proxy, &format!("node{node}"), AdminState::Ready).await);
             }
+            acted = true;
             match res {
                 Ok(()) => {
                     self.emit(EventKind::DrainStage {
@@ -200,5 +202,6 @@ impl Supervisor {
                 }
             }
         }
+        acted
     }
 }

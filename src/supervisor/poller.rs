@@ -218,10 +218,15 @@ impl Supervisor {
         if self.state().haproxy.is_none() {
             return;
         }
-        let Ok(rows) = haproxy::server_stats(&self.inner.lab.haproxy_socket()).await else { return };
+        let socket = self.inner.lab.haproxy_socket();
+        let Ok(mut rows) = haproxy::server_stats(&socket).await else { return };
         // A drained server whose node is ready again (and not being stopped) goes back into
-        // service, also after `node start --no-wait` or a daemon restart mid-stop.
-        self.undrain(&rows, None).await;
+        // service, also after `node start --no-wait` or a daemon restart mid-stop; what is
+        // recorded is read after that, never the DRAIN it just undid.
+        if self.undrain(&rows, None).await {
+            let Ok(again) = haproxy::server_stats(&socket).await else { return };
+            rows = again;
+        }
         let frontend = self.inner.engine.frontend_name();
         let mut changes = Vec::new();
         {

@@ -116,7 +116,7 @@ impl Supervisor {
 
     pub(super) async fn wait_backends_up(&self, nodes: &[NodeId]) -> Result<()> {
         if let Ok(rows) = haproxy::server_stats(&self.inner.lab.haproxy_socket()).await {
-            self.undrain(&rows, Some(nodes)).await;
+            let _ = self.undrain(&rows, Some(nodes)).await;
         }
         let h = self.spec().haproxy;
         let deadline = h.inter * (h.rise + 2) + Duration::from_secs(5);
