@@ -90,6 +90,45 @@ impl Reporter {
     }
 }
 
+/// A long command's progress on one line. On a terminal: a spinner with the elapsed time and
+/// the latest line said, every line said printed above it (indicatif). Elsewhere (pipes, CI,
+/// tests): each line said as it comes, nothing else.
+pub struct Activity {
+    bar: Option<ProgressBar>,
+}
+
+impl Activity {
+    /// Starts showing `what` (`drill quorum-loss`, `workload init tpcb`).
+    pub fn new(tty: bool, what: &str) -> Self {
+        let bar = tty.then(|| {
+            let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stdout());
+            bar.set_style(ProgressStyle::with_template("{spinner} {prefix} ({elapsed}) {wide_msg}").expect("valid template"));
+            bar.set_prefix(what.to_string());
+            bar.enable_steady_tick(Duration::from_millis(120));
+            bar
+        });
+        Self { bar }
+    }
+
+    /// Prints `line`; on a terminal it also becomes the spinner's message.
+    pub fn say(&self, line: &str) {
+        match &self.bar {
+            Some(bar) => {
+                bar.println(line);
+                bar.set_message(line.trim().to_string());
+            }
+            None => println!("{line}"),
+        }
+    }
+
+    /// Removes the spinner (what was said stays).
+    pub fn finish(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+    }
+}
+
 fn clock(e: &Event) -> String {
     let t = e.ts;
     format!("{:02}:{:02}:{:02}.{:03}", t.hour(), t.minute(), t.second(), t.millisecond())

@@ -192,8 +192,14 @@ pub(super) async fn drill(
     let _exclusive = crate::exclusive::Exclusive::take(lab, &format!("drill {}", scenario.name))?;
     let client = crate::launch::ensure_daemon(lab).await?;
     let opts = crate::drill::model::DrillOptions { node, seed: seed.unwrap_or_else(|| fastrand::u64(..)), baseline };
-    let mut say = |line: String| println!("{line}");
-    let result = crate::drill::runner::run(lab, &client, &scenario, &opts, &mut say).await?;
+    // On a terminal a spinner says how long the drill has run and what it does now (a wait
+    // for a lease expiry can last tens of seconds); elsewhere plain lines.
+    let activity =
+        crate::reporter::Activity::new(std::io::IsTerminal::is_terminal(&std::io::stdout()), &format!("drill {}", scenario.name));
+    let mut say = |line: String| activity.say(&line);
+    let result = crate::drill::runner::run(lab, &client, &scenario, &opts, &mut say).await;
+    activity.finish();
+    let result = result?;
     print!("{}", drill_summary(&result));
     // Interrupted: the shell's convention, 128 + the signal's number.
     Ok(match result.interrupted.as_deref() {
@@ -245,12 +251,13 @@ fn drill_summary(r: &crate::drill::model::DrillResult) -> String {
     for f in &r.failures {
         out.push_str(&format!("FAILURE: {f}\n"));
     }
-    match &r.check {
-        Some(c) if c.violations.is_empty() => {
+    match (&r.check, &r.query_check) {
+        (Some(c), _) if c.violations.is_empty() => {
             out.push_str(&format!("bank check passed ({} acknowledged transfers all present)\n", c.ok_checked))
         }
-        Some(c) => out.push_str(&format!("bank check FAILED: {}\n", c.violations.join("; "))),
-        None => out.push_str("bank check did not run\n"),
+        (Some(c), _) => out.push_str(&format!("bank check FAILED: {}\n", c.violations.join("; "))),
+        (None, Some(_)) => out.push_str(&format!("{}\n", crate::drill::report::verdict(r))),
+        (None, None) => out.push_str("check did not run\n"),
     }
     out.push_str(&format!("report: {}\n", r.run_dir.join("report.html").display()));
     out

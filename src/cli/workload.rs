@@ -239,6 +239,15 @@ async fn script_check(url: &str, query: &str) -> Result<i32> {
     }
 }
 
+/// `work` with a spinner and its elapsed time on a terminal (a tpcb init at scale 10 takes
+/// minutes); nothing extra elsewhere.
+async fn busy<T>(what: &str, work: impl std::future::Future<Output = Result<T>>) -> Result<T> {
+    let activity = crate::reporter::Activity::new(std::io::IsTerminal::is_terminal(&std::io::stdout()), what);
+    let r = work.await;
+    activity.finish();
+    r
+}
+
 pub async fn run(lab: &Lab, command: WorkloadCommand) -> Result<i32> {
     use crate::workload::{self, bank_etcd, bank_sql, script, tpcb};
     script_flags(&command)?;
@@ -253,9 +262,7 @@ pub async fn run(lab: &Lab, command: WorkloadCommand) -> Result<i32> {
         WorkloadCommand::Init { name: WorkloadName::Script, url, file, .. } => {
             let url = require_sql(workload_target(lab, url)?)?;
             let file = file.expect("checked by script_flags");
-            let text = std::fs::read_to_string(&file).map_err(|e| Error::io(format!("cannot read {}", file.display()), e))?;
-            let c = crate::sql::connect(&url, Duration::from_secs(600)).await?;
-            c.batch_execute(&text).await.map_err(|e| Error::engine("sql", format!("{}: {}", file.display(), crate::sql::describe(&e))))?;
+            busy("workload init script", script::run_file(&url, &file)).await?;
             println!("script: ran {}", file.display());
             Ok(0)
         }
@@ -274,7 +281,7 @@ pub async fn run(lab: &Lab, command: WorkloadCommand) -> Result<i32> {
             if scale < 1 {
                 return Err(Error::Refused("--scale must be at least 1".into()));
             }
-            tpcb::init(&url, scale).await?;
+            busy("workload init tpcb", tpcb::init(&url, scale)).await?;
             println!("tpcb: scale {scale}: {scale} branches, {} tellers, {} accounts", 10 * scale, 100_000 * scale);
             Ok(0)
         }
@@ -307,12 +314,13 @@ pub async fn run(lab: &Lab, command: WorkloadCommand) -> Result<i32> {
             }
             match workload_target(lab, url)? {
                 Target::Sql(url) => {
-                    let d = bank_sql::init(&url, &bank_sql::InitOptions { rows, payload_bytes, ranges }).await?;
+                    let d =
+                        busy("workload init bank", bank_sql::init(&url, &bank_sql::InitOptions { rows, payload_bytes, ranges })).await?;
                     let split = if d == bank_sql::Dialect::CockroachDb { format!(", split into {ranges} ranges") } else { String::new() };
                     println!("bank: {rows} accounts at balance 0{split}");
                 }
                 Target::Etcd(url) => {
-                    bank_etcd::init(&url, rows).await?;
+                    busy("workload init bank", bank_etcd::init(&url, rows)).await?;
                     println!("bank: {rows} accounts at balance 0 (etcd keys under /roachlab/bank/)");
                 }
             }

@@ -8,6 +8,7 @@ pub mod alerts;
 pub mod condition;
 pub mod expect;
 pub mod live;
+mod load;
 pub mod metrics;
 pub mod model;
 pub mod partitions;
@@ -18,6 +19,7 @@ pub mod runner;
 pub mod scenario;
 pub mod steps;
 pub mod story;
+pub mod workload;
 
 use crate::watch::Takeover;
 

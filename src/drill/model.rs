@@ -67,7 +67,11 @@ pub struct DrillResult {
     pub failures: Vec<String>,
     /// Every step as it ran: ms since the workload began, the scenario line, what it did.
     pub steps: Vec<StepLog>,
+    /// The bank's check (`null` for a script workload, or when it could not run).
     pub check: Option<CheckReport>,
+    /// A script workload's check: its query after the drill.
+    #[serde(default)]
+    pub query_check: Option<QueryCheck>,
     pub series: Series,
     /// What the charts mark, in seconds since the workload began: every fault and recovery
     /// request, HAProxy DOWN/UP, leader and liveness changes, quorum lost/regained, alerts
@@ -84,10 +88,26 @@ pub struct DrillResult {
 }
 
 impl DrillResult {
-    /// True when every expectation and assertion held and the bank check passed.
+    /// True when every expectation and assertion held and the workload's check passed (the
+    /// bank's, or a script's query).
     pub fn passed(&self) -> bool {
-        self.failures.is_empty() && self.expectations.iter().all(|e| e.met) && self.check.as_ref().is_some_and(|c| c.violations.is_empty())
+        let checked = match (&self.check, &self.query_check) {
+            (Some(c), _) => c.violations.is_empty(),
+            (None, Some(q)) => q.holds,
+            (None, None) => false,
+        };
+        self.failures.is_empty() && self.expectations.iter().all(|e| e.met) && checked
     }
+}
+
+/// A script workload's check: `query` (it must return true) and what it returned.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct QueryCheck {
+    pub query: String,
+    pub holds: bool,
+    /// What came back instead of true, or why it could not run.
+    #[serde(default)]
+    pub detail: Option<String>,
 }
 
 /// One step as it ran.
@@ -106,6 +126,8 @@ pub struct StepLog {
 pub enum StepKind {
     Fault,
     Recovery,
+    /// A statement sent to one node (`action = "sql"`), its answer in `what`.
+    Sql,
     Other,
 }
 

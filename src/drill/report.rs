@@ -37,8 +37,21 @@ fn phase_rows(phases: &[PhaseMetrics]) -> Vec<(&'static str, Vec<String>)> {
     ]
 }
 
-/// The bank check's outcome in one sentence.
+/// The `sql` steps as they ran: `at 12.3 s (line 40): SQL through node 2: `SELECT …` → 42`.
+fn sql_steps(r: &DrillResult) -> Vec<String> {
+    r.steps
+        .iter()
+        .filter(|st| st.kind == super::model::StepKind::Sql)
+        .map(|st| format!("at {:.1} s (line {}): {}", st.at_ms as f64 / 1000.0, st.line, st.what))
+        .collect()
+}
+
+/// The workload check's outcome in one sentence.
 pub fn verdict(r: &DrillResult) -> String {
+    if let Some(q) = &r.query_check {
+        let detail = q.detail.as_deref().map(|d| format!(": {d}")).unwrap_or_default();
+        return format!("check {} (`{}`{detail})", if q.holds { "passed" } else { "FAILED" }, q.query);
+    }
     let check = match &r.check {
         Some(c) if c.violations.is_empty() => format!(
             "passed: total balance {}, all {} acknowledged transfers present, none of {} failed ones applied, ambiguous {} applied / {} not",
@@ -87,6 +100,13 @@ pub fn markdown(r: &DrillResult) -> String {
         let marks: Vec<_> = r.phases.iter().map(|p| p.mark.clone()).collect();
         for a in &r.alerts {
             let _ = writeln!(s, "- {}", super::alerts::describe(a, &marks));
+        }
+    }
+    let sql = sql_steps(r);
+    if !sql.is_empty() {
+        s.push_str("\n## SQL through single nodes\n\n");
+        for t in &sql {
+            let _ = writeln!(s, "- {t}");
         }
     }
     let _ = writeln!(s, "\n## Outcome\n\n{}\n", verdict(r));
@@ -208,7 +228,16 @@ pub fn html(r: &DrillResult) -> Result<String> {
     for (label, values) in phase_rows(&r.phases) {
         let _ = write!(s, "<tr><th>{}</th>{}</tr>", esc(label), values.iter().map(|v| format!("<td>{}</td>", esc(v))).collect::<String>());
     }
-    let _ = write!(s, "</table><h2>Outcome</h2><p>{}</p><ul>", esc(&verdict(r)));
+    s.push_str("</table>");
+    let sql = sql_steps(r);
+    if !sql.is_empty() {
+        s.push_str("<h2>SQL through single nodes</h2><ul>");
+        for t in &sql {
+            let _ = write!(s, "<li><code>{}</code></li>", esc(t));
+        }
+        s.push_str("</ul>");
+    }
+    let _ = write!(s, "<h2>Outcome</h2><p>{}</p><ul>", esc(&verdict(r)));
     for f in &r.failures {
         let _ = write!(s, "<li class=\"not\">{}</li>", esc(f));
     }

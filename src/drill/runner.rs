@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::load::Load;
 use super::metrics;
 use super::model::{DrillOptions, DrillResult, StepKind};
 use super::predict;
@@ -16,13 +17,8 @@ use crate::api::{Client, StatusReport};
 use crate::events::Event;
 use crate::lab::Lab;
 use crate::state::LabState;
-use crate::workload::{self, bank_etcd, bank_sql};
+use crate::workload;
 use crate::{Error, Result};
-
-enum Target {
-    Sql(String),
-    Etcd(String),
-}
 
 /// The signals that interrupt a drill like Ctrl-C does — SIGTERM (CI timeouts, `kill`) and
 /// SIGHUP (a closed terminal or ssh session) too. Installed for the drill's whole length, so
@@ -96,8 +92,8 @@ pub async fn run(
 ) -> Result<DrillResult> {
     let state = LabState::load(&lab.state_file())?.ok_or_else(|| Error::NoLab { dir: lab.dir().to_path_buf() })?;
     let engine = crate::engine::for_spec(&state.spec);
-    let url = engine.workload_url(state.spec.haproxy.frontend_port);
-    let target = if url.starts_with("http://") { Target::Etcd(url) } else { Target::Sql(url) };
+    // The load, read (a script parsed) before anything runs.
+    let load = Load::new(engine.workload_url(state.spec.haproxy.frontend_port), &scenario.workload)?;
     let stamp = workload::utc_stamp();
     let run_dir = lab.runs_dir().join(format!("{stamp}-{}", scenario.name));
     std::fs::create_dir_all(&run_dir).map_err(|e| Error::io(format!("cannot create {}", run_dir.display()), e))?;
@@ -113,12 +109,7 @@ pub async fn run(
 
     // The workload, through HAProxy, for the whole drill.
     let w = &scenario.workload;
-    match &target {
-        Target::Sql(url) => {
-            bank_sql::init(url, &bank_sql::InitOptions { rows: w.rows, payload_bytes: 100, ranges: 10 }).await?;
-        }
-        Target::Etcd(url) => bank_etcd::init(url, w.rows).await?,
-    }
+    load.init().await?;
     wait_fully_replicated(client, say).await?;
     // A drill on a degraded lab measures something else: say so loudly and record it.
     let mut warnings = Vec::new();
@@ -155,22 +146,9 @@ pub async fn run(
         commits: Some(commits.clone()),
     };
     let t0_mono = crate::events::mono_ms();
-    let (wdir, wstop, rows, op_timeout) = (run_dir.clone(), stop.clone(), w.rows, w.op_timeout);
-    let make_urls = match &target {
-        Target::Sql(u) => (Some(u.clone()), None),
-        Target::Etcd(u) => (None, Some(u.clone())),
-    };
-    let load = tokio::spawn(async move {
-        workload::run_workers("transfer", &wopts, &wdir, wstop, move |_| {
-            let transferer: Box<dyn workload::Transferer> = match &make_urls {
-                (Some(u), _) => Box::new(bank_sql::SqlTransferer::new(u, op_timeout)),
-                (_, Some(u)) => Box::new(bank_etcd::EtcdTransferer::new(u, op_timeout)),
-                _ => unreachable!("one target"),
-            };
-            Box::new(workload::BankWorker { rows, transferer }) as Box<dyn workload::Worker>
-        })
-        .await
-    });
+    let (wdir, wstop, workers) = (run_dir.clone(), stop.clone(), load.clone());
+    let running =
+        tokio::spawn(async move { workload::run_workers(workers.op_name(), &wopts, &wdir, wstop, move |i| workers.worker(i)).await });
 
     // The live view's file (the console follows it), rewritten every second until the end.
     let shared_marks = Arc::new(std::sync::Mutex::new(Vec::new()));
@@ -204,6 +182,11 @@ pub async fn run(
         line: 0,
         say,
         shared_marks,
+        client_url: {
+            let engine = engine.clone();
+            Arc::new(move |host: &str, port: u16| Some(engine.client_url(host, port)).filter(|u| u.starts_with("postgresql://")))
+        },
+        sql_results: Vec::new(),
     };
     ctx.phase("baseline");
     let interrupted = {
@@ -251,42 +234,31 @@ pub async fn run(
         Err(e) => ctx.failures.push(format!("could not restore the cluster: {e}")),
     }
     stop.store(true, Ordering::Relaxed);
-    let summary = load.await.map_err(|e| Error::Refused(format!("the workload task failed: {e}")))??;
+    let summary = running.await.map_err(|e| Error::Refused(format!("the workload task failed: {e}")))??;
     // The restore phase ends when the workload has stopped, not when the restore did: an
     // operation started between the two still belongs to a phase (seen in CI: 776 of 777).
     let stopped_at = ctx.now_ms();
     if let Some(m) = ctx.marks.last_mut() {
         m.end_ms = stopped_at;
     }
-    let (marks, failures, steps, end_ms) = (ctx.marks, ctx.failures, ctx.log, ctx.t0.elapsed().as_millis() as u64);
+    let (marks, failures, steps, sql_results, end_ms) =
+        (ctx.marks, ctx.failures, ctx.log, ctx.sql_results, ctx.t0.elapsed().as_millis() as u64);
     // Each prediction holds until the next fault or recovery step.
     let mut predictions = ctx.predictions;
     for p in &mut predictions {
-        p.until_ms = steps.iter().filter(|l| l.kind != StepKind::Other && l.at_ms > p.at_ms).map(|l| l.at_ms).min().unwrap_or(end);
+        p.until_ms = steps
+            .iter()
+            .filter(|l| matches!(l.kind, StepKind::Fault | StepKind::Recovery) && l.at_ms > p.at_ms)
+            .map(|l| l.at_ms)
+            .min()
+            .unwrap_or(end);
     }
 
     // What survived.
     let ops = workload::read_ops(&run_dir)?;
     // Right after the restore the cluster may not answer yet (a heal's first connection can
     // be closed): retried until it does, bounded.
-    let check = workload::check::until_answered(
-        workload::check::CHECK_PATIENCE,
-        || async {
-            match &target {
-                Target::Sql(u) => bank_sql::check(u, &ops).await,
-                Target::Etcd(u) => bank_etcd::check(u, &ops).await,
-            }
-        },
-        |e| say(format!("bank check: the cluster did not answer ({e}); retrying")),
-    )
-    .await;
-    let check = match check {
-        Ok(c) => Some(c),
-        Err(e) => {
-            say(format!("bank check could not run: {e}"));
-            None
-        }
-    };
+    let checked = load.check(&ops, say).await;
     let read_events = || -> Vec<Event> {
         std::fs::read_to_string(lab.events_file())
             .unwrap_or_default()
@@ -319,8 +291,12 @@ pub async fn run(
         (at <= end_ms).then_some(at as f64 / 1000.0)
     });
     let story = super::story::tell(&phases, &events, t0_mono);
-    let expectations =
-        expect.iter().map(|e| e.evaluate(&phases, &alerts)).chain(predictions.iter().map(|p| predict::check(p, &ops))).collect();
+    let expectations = expect
+        .iter()
+        .map(|e| e.evaluate(&phases, &alerts))
+        .chain(predictions.iter().map(|p| predict::check(p, &ops)))
+        .chain(sql_results)
+        .collect();
     let _ = summary;
     let result = DrillResult {
         schema: "roachlab-drill-result/1".into(),
@@ -338,7 +314,8 @@ pub async fn run(
         expectations,
         failures,
         steps,
-        check,
+        check: checked.bank,
+        query_check: checked.query,
         series,
         markers,
         alerts,

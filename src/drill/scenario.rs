@@ -30,6 +30,8 @@ use toml::Spanned;
 pub use super::condition::{cmp_str, parse_condition, Cmp, Condition, Figure, NodeRef};
 use super::condition::{node_ref, parse_cmp};
 pub use super::expect::{Expectation, Metric};
+use super::workload::RawWorkload;
+pub use super::workload::{WorkloadKind, WorkloadSpec};
 use crate::config::line_col;
 use crate::node::NodeId;
 use crate::{Error, Result};
@@ -44,42 +46,13 @@ struct RawScenario {
     #[serde(default)]
     expect: Vec<Spanned<RawExpectation>>,
     #[serde(default)]
-    workload: WorkloadSpec,
+    workload: Option<Spanned<RawWorkload>>,
     #[serde(default)]
     step: Vec<Spanned<RawStep>>,
 }
 
-/// The load a drill runs throughout: the bank workload.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct WorkloadSpec {
-    #[serde(default = "default_concurrency")]
-    pub concurrency: usize,
-    #[serde(default = "default_rows")]
-    pub rows: i64,
-    /// Statement and COMMIT timeout.
-    #[serde(default = "default_op_timeout", with = "humantime_serde")]
-    pub op_timeout: Duration,
-}
-
 fn yes() -> bool {
     true
-}
-
-fn default_concurrency() -> usize {
-    4
-}
-fn default_rows() -> i64 {
-    1000
-}
-fn default_op_timeout() -> Duration {
-    Duration::from_secs(5)
-}
-
-impl Default for WorkloadSpec {
-    fn default() -> Self {
-        Self { concurrency: default_concurrency(), rows: default_rows(), op_timeout: default_op_timeout() }
-    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -169,6 +142,12 @@ enum RawStep {
     Loss {
         node: NodeRefRaw,
         percent: f64,
+    },
+    Sql {
+        node: NodeRefRaw,
+        statement: String,
+        #[serde(default)]
+        expect: Option<String>,
     },
 }
 
@@ -294,6 +273,15 @@ pub enum Action {
         node: NodeRef,
         percent: f64,
     },
+    /// A SQL statement sent straight to one node, bypassing HAProxy (CockroachDB): write
+    /// through one node, read through another, while a third is down. `expect`: the text of
+    /// the first column of the first row it must return, checked as an expectation.
+    Sql {
+        node: NodeRef,
+        statement: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        expect: Option<String>,
+    },
 }
 
 /// A validated scenario.
@@ -395,6 +383,14 @@ impl Scenario {
                     }
                     Action::Loss { node: node(&n)?, percent }
                 }
+                RawStep::Sql { node: n, statement, expect } => {
+                    if statement.trim().is_empty() {
+                        return Err(bad(
+                            "statement = \"\": write the SQL to send, e.g. statement = \"SELECT count(*) FROM bank.bank\"".into()
+                        ));
+                    }
+                    Action::Sql { node: node(&n)?, statement, expect }
+                }
             };
             steps.push(Step { line, action });
         }
@@ -437,7 +433,16 @@ impl Scenario {
                 text: e.text,
             });
         }
-        Ok(Scenario { name: raw.name, description: raw.description, expect, workload: raw.workload, steps })
+        // Paths in `[workload]` are the scenario file's (a built-in one, `<built-in …>`, has none).
+        let base = (!origin.starts_with('<')).then(|| std::path::Path::new(origin).parent()).flatten();
+        let workload = match raw.workload {
+            Some(w) => {
+                let pos = w.span().start;
+                w.into_inner().resolve(base).map_err(|m| syntax(pos, m))?
+            }
+            None => WorkloadSpec::default(),
+        };
+        Ok(Scenario { name: raw.name, description: raw.description, expect, workload, steps })
     }
 }
 

@@ -132,9 +132,15 @@ pub trait Engine: Send + Sync + std::fmt::Debug {
         all: &'a [Member],
     ) -> BoxFuture<'a, crate::watch::Observation>;
 
-    /// The URL a workload uses to reach the cluster through HAProxy's client frontend:
-    /// `postgresql://...` (CockroachDB SQL) or `http://...` (etcd's KV API).
-    fn workload_url(&self, frontend_port: u16) -> String;
+    /// The URL a client uses to reach the cluster at `host:port`: `postgresql://...`
+    /// (CockroachDB SQL) or `http://...` (etcd's KV API). `host` is HAProxy's (127.0.0.1) or a
+    /// node's own address.
+    fn client_url(&self, host: &str, port: u16) -> String;
+
+    /// The URL a workload uses to reach the cluster through HAProxy's client frontend.
+    fn workload_url(&self, frontend_port: u16) -> String {
+        self.client_url("127.0.0.1", frontend_port)
+    }
 
     /// The Prometheus job that scrapes the nodes: `(job_name, metrics_path)`.
     fn metrics_job(&self) -> (&'static str, &'static str);

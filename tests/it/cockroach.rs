@@ -59,6 +59,27 @@ fn cockroach_demo_workloads_quorum_loss_and_scale() {
         lab.ok(&["workload", "run", "script", "--file", &format!("{root}/workloads/stations.sql"), "--clients", "2", "--duration", "3s"]);
     assert!(out.contains("check passed"), "{out}");
 
+    // Your own workload in a drill (#24): the stations under a node's kill, per-phase figures
+    // like the bank's, a row written through node 1 read through node 2 while node 3 is down
+    // and through node 3 once back, and the script's check after the drill.
+    let out = drill_ok(&lab, &["drill", "run", &format!("{root}/configs/drills/stations-replication.toml"), "--baseline", "3s"]);
+    let (_, r) = results_of(&out);
+    validate(&r);
+    assert!(phase(&r, "one-down")["committed"].as_u64().unwrap() > 0, "the stations kept reporting with node 3 down");
+    assert!(phase(&r, "baseline")["counts"]["ok"].as_u64().unwrap() > 0);
+    assert!(
+        out.contains(
+            "met:     sql at line 45: `SELECT region FROM stations WHERE id = 1000` through node 2 returns `written through node 1`"
+        ),
+        "{out}"
+    );
+    assert!(out.contains("through node 3 returns `written through node 1`"), "{out}");
+    assert_eq!(r["query_check"]["holds"], true, "{}", r["query_check"]);
+    assert!(out.contains("check passed (`SELECT (SELECT COALESCE(sum(readings)"), "{out}");
+    let sql: Vec<&str> =
+        r["steps"].as_array().unwrap().iter().filter(|s| s["kind"] == "sql").map(|s| s["what"].as_str().unwrap()).collect();
+    assert!(sql[0].starts_with("SQL through node 1: `INSERT INTO stations") && sql[0].ends_with("→ 1 row(s)"), "{sql:?}");
+
     // pgbench's schema and transaction under CockroachDB's typing (INT / INT is DECIMAL there).
     let out = lab.ok(&["workload", "init", "tpcb", "--scale", "1"]);
     assert!(out.contains("scale 1: 1 branches, 10 tellers, 100000 accounts"), "{out}");

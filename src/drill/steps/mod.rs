@@ -17,6 +17,7 @@ use crate::workload::commits::CommitClock;
 use crate::{Error, Result};
 
 mod resolve;
+mod sql;
 
 /// The running drill's state, step to step.
 pub(super) struct Ctx<'a> {
@@ -44,6 +45,10 @@ pub(super) struct Ctx<'a> {
     pub say: &'a mut (dyn FnMut(String) + Send),
     /// `marks`, mirrored for the live view ([`crate::drill::live`]) each time a step sets them.
     pub shared_marks: std::sync::Arc<std::sync::Mutex<Vec<PhaseMark>>>,
+    /// A SQL client's URL for `host:port` (`None`: the engine has no SQL), for `sql` steps.
+    pub client_url: std::sync::Arc<dyn Fn(&str, u16) -> Option<String> + Send + Sync>,
+    /// What each `sql` step with an `expect` found.
+    pub sql_results: Vec<super::model::ExpectationResult>,
 }
 
 /// How long a fault step waits for its fault to take effect.
@@ -364,6 +369,7 @@ impl Ctx<'_> {
                     tokio::time::sleep(Duration::from_millis(200)).await;
                 }
             }
+            Action::Sql { node, statement, expect } => self.sql(node, statement, expect.as_deref()).await?,
             Action::Assert { condition } => {
                 let (ok, observed) = self.holds(condition).await?;
                 if !ok {

@@ -327,8 +327,8 @@ impl Engine for Cockroach {
         })
     }
 
-    fn workload_url(&self, frontend_port: u16) -> String {
-        format!("postgresql://root@127.0.0.1:{frontend_port}/defaultdb?sslmode=disable")
+    fn client_url(&self, host: &str, port: u16) -> String {
+        format!("postgresql://root@{host}:{port}/defaultdb?sslmode=disable")
     }
 
     fn metrics_job(&self) -> (&'static str, &'static str) {

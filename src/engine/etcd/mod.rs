@@ -155,8 +155,8 @@ impl Engine for Etcd {
         Box::pin(observe::observe(client, live, all))
     }
 
-    fn workload_url(&self, frontend_port: u16) -> String {
-        format!("http://127.0.0.1:{frontend_port}")
+    fn client_url(&self, host: &str, port: u16) -> String {
+        format!("http://{host}:{port}")
     }
 
     fn metrics_job(&self) -> (&'static str, &'static str) {

@@ -230,6 +230,22 @@ impl Worker for ScriptWorker {
     }
 }
 
+/// How long a SQL file run as it stands may take (a schema and its seed rows).
+const RUN_FILE_WAIT: Duration = Duration::from_secs(600);
+
+/// Runs the SQL file `file` as it stands on `url` (`workload init script`, a drill's
+/// `[workload] init`): its statements in one simple query, bounded by 10 minutes.
+///
+/// Errors: the file cannot be read; the server refuses a statement (named with the file).
+pub async fn run_file(url: &str, file: &Path) -> Result<()> {
+    let text = std::fs::read_to_string(file).map_err(|e| Error::io(format!("cannot read {}", file.display()), e))?;
+    let c = sql::connect(url, Duration::from_secs(30)).await?;
+    tokio::time::timeout(RUN_FILE_WAIT, c.batch_execute(&text))
+        .await
+        .map_err(|_| Error::Timeout { what: format!("{} to run", file.display()), after_ms: RUN_FILE_WAIT.as_millis() as u64 })?
+        .map_err(|e| Error::engine("sql", format!("{}: {}", file.display(), sql::describe(&e))))
+}
+
 /// `--check`: runs `query` (no placeholders) on `url`, which must return one row whose first
 /// column is a boolean. Returns `None` when it is `true`, else what came back (`false`, NULL,
 /// no row). Errors: the query cannot run, or its first column is not a boolean.
