@@ -1,13 +1,60 @@
 //! The supervisor, `demo`, workloads and drills against a real CockroachDB (v20.1.5 in CI:
-//! `.ci/run` unpacks `../shared/cockroach/`), one test at a time ([`cockroach_turn`]).
-//! Without a binary each prints a SKIPPED line.
+//! `.ci/run` unpacks `../shared/cockroach/`). The scenarios run one after another in a single
+//! test, [`cockroach_end_to_end_on_a_real_binary`] — three to five CockroachDB nodes use most of
+//! a 2-core machine — so they hold one test thread while the etcd tests run on the others
+//! (as separate tests that waited for each other, they held both). Without a binary it prints
+//! a SKIPPED line.
 
 use crate::drill::{drill_ok, phase, results_of, validate};
 use crate::helpers::*;
 
+/// The scenarios, in the order they run: `(name, scenario)`.
+const SCENARIOS: [(&str, fn()); 6] = [
+    ("supervision", cluster_under_supervision),
+    ("demo_workloads_quorum_loss_and_scale", demo_workloads_quorum_loss_and_scale),
+    ("partition_drills", partition_drills),
+    ("zone_failure", crate::cockroach_faults::zone_failure_on_five_nodes_over_three_zones),
+    ("paused_leaseholder_throttle_and_self_healing", crate::cockroach_faults::paused_leaseholder_throttle_and_self_healing),
+    ("monitoring", crate::cockroach_faults::monitoring_fires_and_resolves_on_live_nodes),
+];
+
+/// Every CockroachDB scenario, one after another; a failed one is reported and the rest still
+/// run. `ROACHLAB_COCKROACH_SCENARIOS=zone_failure,monitoring` runs only those (names above).
 #[test]
-fn cockroach_cluster_under_supervision() {
-    let Some(_turn) = cockroach_turn("cockroach_cluster_under_supervision") else { return };
+fn cockroach_end_to_end_on_a_real_binary() {
+    let Some(bin) = binary_available("ROACHLAB_COCKROACH", "cockroach") else {
+        skipped("no cockroach binary", "the CockroachDB end-to-end scenarios (set ROACHLAB_COCKROACH or put `cockroach` on PATH)");
+        return;
+    };
+    println!("running against {}", bin.display());
+    let only: Option<Vec<String>> =
+        std::env::var("ROACHLAB_COCKROACH_SCENARIOS").ok().map(|v| v.split(',').map(|s| s.trim().to_string()).collect());
+    if let Some(names) = &only {
+        let unknown: Vec<&String> = names.iter().filter(|n| !SCENARIOS.iter().any(|(s, _)| s == n)).collect();
+        assert!(unknown.is_empty(), "unknown scenario(s) {unknown:?}; known: {:?}", SCENARIOS.map(|(n, _)| n));
+    }
+    let mut failed = Vec::new();
+    for (name, scenario) in SCENARIOS {
+        if only.as_ref().is_some_and(|o| !o.iter().any(|n| n == name)) {
+            continue;
+        }
+        println!("── cockroach scenario {name}");
+        let start = std::time::Instant::now();
+        // A failed scenario's lab is torn down as its panic unwinds; the next one still runs.
+        let outcome = std::panic::catch_unwind(scenario);
+        println!(
+            "── cockroach scenario {name}: {} after {:.0} s",
+            if outcome.is_ok() { "passed" } else { "FAILED" },
+            start.elapsed().as_secs_f64()
+        );
+        if outcome.is_err() {
+            failed.push(name);
+        }
+    }
+    assert!(failed.is_empty(), "CockroachDB scenario(s) failed: {failed:?} (each one's panic is printed above)");
+}
+
+fn cluster_under_supervision() {
     let lab = TestLab::new("cockroach", 3);
     crate::lab_etcd::supervisor_scenario(&lab);
 }
@@ -15,9 +62,7 @@ fn cockroach_cluster_under_supervision() {
 /// One 3-node lab for what needs no special topology, so CockroachDB's ~40 s of
 /// up-replication after `init` is paid once: `demo` (the runbook's entry point: up and
 /// graceful-vs-kill), bank and tpcb, quorum-loss, and scale.
-#[test]
-fn cockroach_demo_workloads_quorum_loss_and_scale() {
-    let Some(_turn) = cockroach_turn("cockroach_demo_workloads_quorum_loss_and_scale") else { return };
+fn demo_workloads_quorum_loss_and_scale() {
     let lab = TestLab::new("cockroach", 3);
     // demo picks CockroachDB where a binary is found; graceful means no client errors.
     let out = drill_ok(&lab, &["demo", "--config", lab.config.to_str().unwrap()]);
@@ -123,11 +168,8 @@ fn cockroach_demo_workloads_quorum_loss_and_scale() {
     assert!(status.contains("quorum ok (SQL write probe committed"), "quorum is observed, not counted: {status}");
 }
 
-#[test]
-fn cockroach_partition_drills() {
-    let Some(_turn) = cockroach_turn("cockroach_partition_drills (netns: partition-minority, partition-leader, split-brain)") else {
-        return;
-    };
+/// Netns partitions on CockroachDB: partition-minority, partition-leader, split-brain.
+fn partition_drills() {
     let lab = TestLab::netns("cockroach", 4);
     lab.up();
     let status = lab.ok(&["status"]);

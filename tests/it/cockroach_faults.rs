@@ -1,5 +1,5 @@
-//! Faults beyond death and monitoring on a real CockroachDB (v20.1.5 in CI), one test at a
-//! time ([`cockroach_turn`]): a zone's loss on `configs/cockroach-5-localities.toml`, a paused
+//! Faults beyond death and monitoring on a real CockroachDB (v20.1.5 in CI), scenarios of
+//! [`crate::cockroach`]'s one end-to-end test: a zone's loss on `configs/cockroach-5-localities.toml`, a paused
 //! leaseholder, a CPU quota, the restart policy, and Prometheus/Alertmanager on the nodes'
 //! `/_status/vars`.
 
@@ -16,9 +16,7 @@ fn five_localities_section() -> String {
     text[text.find("[cockroach]").expect("a [cockroach] section")..].to_string()
 }
 
-#[test]
-fn cockroach_zone_failure_on_five_nodes_over_three_zones() {
-    let Some(_turn) = cockroach_turn("cockroach_zone_failure_on_five_nodes_over_three_zones") else { return };
+pub(crate) fn zone_failure_on_five_nodes_over_three_zones() {
     let lab = TestLab::new("cockroach", 5);
     lab.append_config(&five_localities_section());
     lab.up();
@@ -57,9 +55,7 @@ fn cockroach_zone_failure_on_five_nodes_over_three_zones() {
     assert!(r["check"]["violations"].as_array().unwrap().is_empty(), "{}", r["check"]);
 }
 
-#[test]
-fn cockroach_paused_leaseholder_throttle_and_self_healing() {
-    let Some(_turn) = cockroach_turn("cockroach_paused_leaseholder_throttle_and_self_healing") else { return };
+pub(crate) fn paused_leaseholder_throttle_and_self_healing() {
     let lab = TestLab::new("cockroach", 3);
     let cfg = lab.config.display().to_string();
     lab.ok(&["up", "--config", &cfg, "--restart", "on-failure"]);
@@ -116,9 +112,7 @@ fn alert_event(events: &[Value], kind: &str, alert: &str, node: Option<&str>) ->
     events.iter().find(|e| e["kind"] == kind && e["alert"] == alert && node.is_none_or(|n| e["labels"]["node"] == n)).cloned()
 }
 
-#[test]
-fn cockroach_monitoring_fires_and_resolves_on_live_nodes() {
-    let Some(_turn) = cockroach_turn("cockroach_monitoring_fires_and_resolves_on_live_nodes") else { return };
+pub(crate) fn monitoring_fires_and_resolves_on_live_nodes() {
     let lab = TestLab::new("cockroach", 3);
     // Short `for:` so the test waits seconds.
     lab.append_config("[monitoring.for]\nNodeDown = \"4s\"\nUnderreplicatedRanges = \"4s\"\n");

@@ -331,27 +331,6 @@ pub fn skipped(reason: &str, test: &str) {
     let _ = writeln!(std::io::stderr().lock(), "SKIPPED ({reason}): {test}");
 }
 
-/// Held by each CockroachDB test for its whole length: they run one at a time (three
-/// CockroachDB nodes use most of a 2-core machine while they up-replicate), beside the etcd
-/// tests.
-static COCKROACH_TESTS: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-/// For a CockroachDB test: the suite's CockroachDB lock once this test's turn has come, or
-/// `None` with a SKIPPED line naming `test` when no binary is available
-/// (`$ROACHLAB_COCKROACH` or `cockroach` on PATH; `.ci/run` unpacks one from
-/// `../shared/cockroach/`). Bind it first in the test, so it is released after the lab's
-/// teardown.
-pub fn cockroach_turn(test: &str) -> Option<std::sync::MutexGuard<'static, ()>> {
-    let Some(bin) = binary_available("ROACHLAB_COCKROACH", "cockroach") else {
-        skipped("no cockroach binary", &format!("{test} (set ROACHLAB_COCKROACH or put `cockroach` on PATH)"));
-        return None;
-    };
-    // A test that failed holding the lock poisons it; the next one still runs.
-    let guard = COCKROACH_TESTS.lock().unwrap_or_else(|p| p.into_inner());
-    println!("running against {}", bin.display());
-    Some(guard)
-}
-
 /// Whether a binary is available (by env var or PATH), for SKIPPED lines.
 pub fn binary_available(env_var: &str, name: &str) -> Option<PathBuf> {
     if let Some(p) = std::env::var_os(env_var).filter(|v| !v.is_empty()) {
