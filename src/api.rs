@@ -179,6 +179,19 @@ pub struct StatusReport {
     /// console` prints it with the token), while the daemon serves it.
     #[serde(default)]
     pub console: Option<String>,
+    /// A secure lab's certificates (`null` for an insecure lab).
+    #[serde(default)]
+    pub certificates: Option<CertificatesStatus>,
+}
+
+/// A secure lab's certificates in `status`: where they are and when the first of the node and
+/// client certificates expires (`roachlab certs` says more).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CertificatesStatus {
+    pub dir: PathBuf,
+    /// RFC 3339; `null` when a certificate could not be read.
+    pub expires: Option<String>,
+    pub days_left: Option<i64>,
 }
 
 /// The monitoring stack in `status`: each server's process and URL, and what they report
@@ -364,6 +377,7 @@ pub struct Client {
 impl Client {
     /// A client for the daemon listening on `socket`.
     pub fn new(socket: &Path) -> Self {
+        crate::tls::ensure_provider();
         let http = reqwest::Client::builder().unix_socket(socket).no_proxy().build().expect("a unix-socket HTTP client builds");
         Self { socket: socket.to_path_buf(), http }
     }

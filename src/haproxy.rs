@@ -100,7 +100,15 @@ pub fn quote(text: &str) -> String {
 
 /// Renders `haproxy.cfg` for these backends, for HAProxy `version` (what a newer release
 /// needs said, e.g. not to load the system's CA store, is written only for it).
-pub fn render(lab: &Lab, spec: &HaproxySpec, engine: &dyn Engine, backends: &[Backend], version: Option<HaproxyVersion>) -> Result<String> {
+pub fn render(
+    lab: &Lab,
+    spec: &HaproxySpec,
+    security: &crate::config::security::SecuritySpec,
+    engine: &dyn Engine,
+    backends: &[Backend],
+    version: Option<HaproxyVersion>,
+) -> Result<String> {
+    let certs = crate::certs::CertPaths::of(lab);
     let mut env = minijinja::Environment::new();
     env.set_keep_trailing_newline(true);
     env.add_template("haproxy.cfg", TEMPLATE).map_err(|e| Error::Haproxy { message: format!("bad template: {e}") })?;
@@ -115,6 +123,15 @@ pub fn render(lab: &Lab, spec: &HaproxySpec, engine: &dyn Engine, backends: &[Ba
         frontend_port => spec.frontend_port,
         admin_port => spec.admin_port,
         stats_port => spec.stats_port,
+        // The frontends' address (`up --bind`); the nodes stay on their own.
+        bind_frontend => security.frontend_addr(spec.frontend_port),
+        bind_admin => security.frontend_addr(spec.admin_port),
+        bind_stats => security.frontend_addr(spec.stats_port),
+        // A secure lab: clients' TLS passes through to the nodes; the health checks speak
+        // TLS, verify the node against the lab's CA and present the lab's client certificate.
+        secure => security.secure,
+        ca_file => quote(&certs.ca_crt().display().to_string()),
+        client_pem => quote(&certs.client_pem().display().to_string()),
         health_path => engine.readiness_path(),
         inter_ms => spec.inter.as_millis() as u64,
         fall => spec.fall,
@@ -298,7 +315,7 @@ mod tests {
         let e = crate::engine::for_spec(&spec);
         let lab = Lab::new("/lab").unwrap();
         let backends: Vec<Backend> = (1..=3).map(|id| Backend::new(id, &e.node_ports(id))).collect();
-        render(&lab, &spec.haproxy, e.as_ref(), &backends, version).unwrap()
+        render(&lab, &spec.haproxy, &spec.security, e.as_ref(), &backends, version).unwrap()
     }
 
     #[test]

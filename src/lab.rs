@@ -143,6 +143,8 @@ impl Lab {
             self.daemon_lock(),
             self.exclusive_lock(),
             self.console_token(),
+            self.dir.join("certs"),
+            self.dir.join("certs-ca"),
             self.logs_dir(),
             self.stores_dir(),
             self.runs_dir(),

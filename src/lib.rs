@@ -14,6 +14,7 @@
 //!   drill reports draw the same [`chart`]s.
 
 pub mod api;
+pub mod certs;
 pub mod cgroup;
 pub mod chart;
 pub mod cli;
@@ -39,6 +40,7 @@ pub mod sql;
 pub mod state;
 pub mod supervisor;
 pub mod text;
+pub mod tls;
 pub mod topology;
 pub mod watch;
 pub mod web;

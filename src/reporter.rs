@@ -203,13 +203,24 @@ pub fn status_table(s: &StatusReport, ranges: bool) -> String {
     let h = &s.haproxy;
     match h.pid {
         Some(pid) => out.push_str(&format!(
-            "haproxy: running (pid {pid}); clients {}, admin UI http://{}/, stats http://{}/\n",
-            h.frontend, h.admin_ui, h.stats
+            "haproxy: running (pid {pid}); clients {}{}, admin UI {}://{}/, stats http://{}/\n",
+            h.frontend,
+            if s.certificates.is_some() { " (TLS through to the nodes)" } else { "" },
+            if s.certificates.is_some() { "https" } else { "http" },
+            h.admin_ui,
+            h.stats
         )),
         None => out.push_str("haproxy: stopped\n"),
     }
     if let Some(m) = &s.monitoring {
         out.push_str(&monitoring_lines(m));
+    }
+    if let Some(c) = &s.certificates {
+        let until = match (&c.expires, c.days_left) {
+            (Some(t), Some(d)) => format!("the node and client certificates expire {t} ({d} days)"),
+            _ => "the certificates cannot be read".to_string(),
+        };
+        out.push_str(&format!("certificates: {}; {until} (`roachlab certs`)\n", c.dir.display()));
     }
     if let Some(url) = &s.console {
         out.push_str(&format!("console: {url} (`roachlab console` prints it with the lab's token)\n"));
@@ -296,6 +307,20 @@ pub fn prometheus_config(lab: &crate::lab::Lab, state: &crate::state::LabState) 
     let engine = crate::engine::for_spec(&state.spec);
     let (job, path) = engine.metrics_job();
     let targets: Vec<String> = state.members().map(|n| format!("'{}'", n.ports.http_addr())).collect();
+    // A secure lab's nodes over TLS, with its CA and client certificate (Prometheus'
+    // `tls_config`).
+    let tls = match state.spec.security.secure {
+        true => {
+            let c = crate::certs::CertPaths::of(lab);
+            format!(
+                "    scheme: https\n    tls_config:\n      ca_file: '{}'\n      cert_file: '{}'\n      key_file: '{}'\n",
+                c.ca_crt().display(),
+                c.client_crt().display(),
+                c.client_key().display()
+            )
+        }
+        false => String::new(),
+    };
     format!(
         "# Prometheus scrape config for the {} lab in {} (written by `roachlab prometheus`).\n\
          # Nodes added later are not listed: run `roachlab prometheus` again after `node add`.\n\
@@ -303,6 +328,7 @@ pub fn prometheus_config(lab: &crate::lab::Lab, state: &crate::state::LabState) 
          \x20 - job_name: {job}\n\
          \x20   metrics_path: {path}\n\
          \x20   scrape_interval: 10s\n\
+         {tls}\
          \x20   static_configs:\n\
          \x20     - targets: [{}]\n\
          \x20       labels:\n\
@@ -311,11 +337,14 @@ pub fn prometheus_config(lab: &crate::lab::Lab, state: &crate::state::LabState) 
          \x20   metrics_path: /metrics\n\
          \x20   scrape_interval: 10s\n\
          \x20   static_configs:\n\
-         \x20     - targets: ['127.0.0.1:{}']\n",
+         \x20     - targets: ['{}']\n",
         state.spec.engine,
         lab.dir().display(),
         targets.join(", "),
-        state.spec.haproxy.stats_port
+        std::net::SocketAddr::new(
+            state.spec.security.local_host().parse().unwrap_or(std::net::IpAddr::from([127, 0, 0, 1])),
+            state.spec.haproxy.stats_port
+        )
     )
 }
 

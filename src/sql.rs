@@ -164,13 +164,27 @@ pub async fn connect(url: &str, op_timeout: Duration) -> Result<Client> {
         .map_err(|e| Error::ConfigInvalid { origin: "--url".into(), message: format!("{} is not a PostgreSQL URL: {e}", redact(url)) })?;
     config.connect_timeout(op_timeout);
     let timed_out = || Error::Timeout { what: format!("connecting to {}", redact(url)), after_ms: op_timeout.as_millis() as u64 };
-    let (client, conn) = match tokio::time::timeout(op_timeout, config.connect(NoTls)).await {
-        Ok(r) => r.map_err(|e| sql_err(url, &e))?,
-        Err(_) => return Err(timed_out()),
+    // `sslmode=require`: a secure lab's TLS (its CA only, its `root` client certificate);
+    // rustls verifies the node's certificate and name whatever the mode says.
+    let client = if config.get_ssl_mode() == tokio_postgres::config::SslMode::Require {
+        let (client, conn) = match tokio::time::timeout(op_timeout, config.connect(crate::tls::postgres()?)).await {
+            Ok(r) => r.map_err(|e| sql_err(url, &e))?,
+            Err(_) => return Err(timed_out()),
+        };
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        client
+    } else {
+        let (client, conn) = match tokio::time::timeout(op_timeout, config.connect(NoTls)).await {
+            Ok(r) => r.map_err(|e| sql_err(url, &e))?,
+            Err(_) => return Err(timed_out()),
+        };
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        client
     };
-    tokio::spawn(async move {
-        let _ = conn.await;
-    });
     // A whole number of ms, formatted by roachlab: no placeholder to type.
     let set = format!("SET statement_timeout = {}", op_timeout.as_millis().max(1));
     match tokio::time::timeout(op_timeout, client.batch_execute(&set)).await {

@@ -67,7 +67,23 @@ pub enum Command {
         /// Do not serve the live console (`[console] enabled = false`).
         #[arg(long)]
         no_console: bool,
+        /// TLS on every hop: a CA, node and client certificates in DIR/certs, nodes started
+        /// secure, HAProxy's checks, the probes, workloads and shells over TLS
+        /// (`[security] secure = true`).
+        #[arg(long)]
+        secure: bool,
+        /// The address HAProxy's frontends listen on (default 127.0.0.1); beyond loopback it
+        /// needs --secure, or --insecure-public.
+        #[arg(long)]
+        bind: Option<std::net::IpAddr>,
+        /// Let an insecure lab's frontends listen beyond loopback: anyone who reaches the
+        /// address owns the database.
+        #[arg(long)]
+        insecure_public: bool,
     },
+    /// Where the lab's CA and client certificates are, when they expire, and the connection
+    /// URL a client outside roachlab uses (secure labs).
+    Certs,
     /// Print the live console's URL with the lab's token (and open it where a browser is set
     /// up: $BROWSER, or xdg-open on a desktop).
     Console {
@@ -211,15 +227,26 @@ pub enum Command {
 pub async fn run(cli: Cli) -> Result<i32> {
     let lab = Lab::new(&cli.dir).map_err(|e| Error::io("cannot resolve --dir", e))?;
     lab.check_socket_paths()?;
+    // A secure lab: the workloads, drills and probes of this command speak its TLS. (Before
+    // its first `up` there are no certificates yet; `up` makes them, and commands that need
+    // them then say so.)
+    if let Ok(Some(st)) = crate::state::LabState::load(&lab.state_file()) {
+        if st.spec.security.secure && crate::certs::CertPaths::of(&lab).complete() {
+            crate::tls::use_lab(&st.spec, &lab)?;
+        }
+    }
     match cli.command {
         Command::Daemon => {
             crate::daemon::run(lab, shutdown_signal()).await?;
             Ok(0)
         }
-        Command::Up { config, engine, nodes, topology, restart, monitoring, console_port, no_console } => {
+        Command::Up { config, engine, nodes, topology, restart, monitoring, console_port, no_console, secure, bind, insecure_public } => {
             let monitoring = monitoring.then_some(true);
-            up::up(&lab, config.as_deref(), Overrides { engine, nodes, topology, restart, monitoring, no_console, console_port }).await
+            let security = crate::config::security::SecurityFlags { secure, bind, insecure_public };
+            up::up(&lab, config.as_deref(), Overrides { engine, nodes, topology, restart, monitoring, no_console, console_port, security })
+                .await
         }
+        Command::Certs => up::certs(&lab).await,
         Command::Console { no_open } => up::console(&lab, !no_open).await,
         Command::Status { json, ranges } => {
             let client = crate::launch::ensure_daemon(&lab).await?;

@@ -42,7 +42,8 @@ pub fn target(s: &StatusReport, node: Option<NodeId>) -> Result<String> {
                     "no node is UP behind HAProxy: a connection would be closed at once; start a node, or name one with --node N".into(),
                 ));
             }
-            Ok(s.haproxy.frontend.clone())
+            // Listening on every address (`--bind 0.0.0.0`): this host reaches it on 127.0.0.1.
+            Ok(s.haproxy.frontend.replace("0.0.0.0:", "127.0.0.1:"))
         }
     }
 }
@@ -51,13 +52,14 @@ pub fn target(s: &StatusReport, node: Option<NodeId>) -> Result<String> {
 /// an error (the lab, the target, or exec itself).
 pub async fn exec(lab: &Lab, node: Option<NodeId>, shell: ClientShell<'_>) -> Result<i32> {
     let state = LabState::load(&lab.state_file())?.ok_or_else(|| Error::NoLab { dir: lab.dir().to_path_buf() })?;
-    let engine = crate::engine::for_spec(&state.spec);
+    let engine = crate::engine::for_lab(&state.spec, lab);
     // Refused before asking the daemon: `sql` on an etcd lab, `etcdctl` on CockroachDB.
-    engine.client_shell("127.0.0.1:0", shell)?;
+    engine.client_shell("127.0.0.1:0", shell, None)?;
     let client = crate::launch::ensure_daemon(lab).await?;
     let s: StatusReport = client.get("/v1/status").await?;
     let addr = target(&s, node)?;
-    let mut command = engine.client_shell(&addr, shell)?;
+    let certs = state.spec.security.secure.then(|| crate::certs::CertPaths::of(lab));
+    let mut command = engine.client_shell(&addr, shell, certs.as_ref())?;
     let program = command.get_program().to_string_lossy().into_owned();
     let err = command.exec();
     Err(Error::io(format!("cannot run {program}"), err))

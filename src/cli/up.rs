@@ -14,7 +14,12 @@ use crate::state::LabState;
 use crate::{Error, Result};
 
 pub(super) async fn up(lab: &Lab, config: Option<&Path>, overrides: Overrides) -> Result<i32> {
-    let asked = config.is_some() || overrides.engine.is_some() || overrides.nodes.is_some() || overrides.topology.is_some();
+    let asked = config.is_some()
+        || overrides.engine.is_some()
+        || overrides.nodes.is_some()
+        || overrides.topology.is_some()
+        || overrides.security.secure
+        || overrides.security.bind.is_some();
     let requested = LabSpec::load(config, &overrides)?;
     // Before anything is created or started: a netns lab without the privileges for it.
     if !LabState::load(&lab.state_file()).ok().flatten().is_some_and(|s| s.spec.topology.kind != requested.topology.kind) {
@@ -33,7 +38,7 @@ pub(super) async fn up(lab: &Lab, config: Option<&Path>, overrides: Overrides) -
             }
         }
     }
-    let result = up_created(lab, &overrides, &requested).await;
+    let result = up_created(lab, &overrides, &requested, created).await;
     // A first `up` that failed before any process started (a port taken, a binary missing)
     // leaves no lab behind: the next `up` may ask for another shape.
     if result.is_err() && created {
@@ -61,8 +66,8 @@ pub(super) async fn up(lab: &Lab, config: Option<&Path>, overrides: Overrides) -
     result
 }
 
-/// The rest of `up`, once the lab's state exists.
-async fn up_created(lab: &Lab, overrides: &Overrides, requested: &LabSpec) -> Result<i32> {
+/// The rest of `up`, once the lab's state exists (`created` by this `up`).
+async fn up_created(lab: &Lab, overrides: &Overrides, requested: &LabSpec, created: bool) -> Result<i32> {
     // Monitoring asked for now (flag or config) is switched on for a lab made without it.
     let wanted_monitoring = requested.monitoring.enabled.then(|| requested.monitoring.clone());
     // The console as the flags ask for it, for a lab made with other settings.
@@ -117,6 +122,18 @@ async fn up_created(lab: &Lab, overrides: &Overrides, requested: &LabSpec) -> Re
     if s.console.is_some() {
         println!("{}", console_url(lab, &s)?);
     }
+    // A new secure lab whose engine has an admin UI: its login, said once, here.
+    let login = crate::engine::for_spec(requested).admin_login(&crate::certs::CertPaths::of(lab));
+    if let (true, true, Some((user, file))) = (created, requested.security.secure, login) {
+        if let Ok(p) = std::fs::read_to_string(&file) {
+            println!(
+                "admin UI: https://{}/ — user {user}, password {} (shown once; kept 0600 in {})",
+                requested.security.frontend_addr(requested.haproxy.admin_port).replace("0.0.0.0", "127.0.0.1"),
+                p.trim(),
+                file.display()
+            );
+        }
+    }
     Ok(0)
 }
 
@@ -160,6 +177,54 @@ pub(super) async fn console(lab: &Lab, open: bool) -> Result<i32> {
     Ok(0)
 }
 
+/// `roachlab certs`: a secure lab's CA and client certificate, when each expires, and the URL
+/// a client outside roachlab connects with (`cockroach sql --url`, psql, etcdctl's flags).
+pub(super) async fn certs(lab: &Lab) -> Result<i32> {
+    let state = LabState::load(&lab.state_file())?.ok_or_else(|| Error::NoLab { dir: lab.dir().to_path_buf() })?;
+    if !state.spec.security.secure {
+        return Err(Error::Refused(format!(
+            "the lab in {} is insecure: it has no certificates (`roachlab down --wipe` and `roachlab up --secure` makes a secure one)",
+            lab.dir().display()
+        )));
+    }
+    let paths = crate::certs::CertPaths::of(lab);
+    if !paths.complete() {
+        return Err(Error::Refused(format!("{} is incomplete; `roachlab up` makes the lab's certificates", paths.dir.display())));
+    }
+    let until = |p: &Path| match crate::certs::expiry(p) {
+        Ok(t) => {
+            let days = (t - time::OffsetDateTime::now_utc()).whole_days();
+            format!("expires {} ({days} days)", t.format(&time::format_description::well_known::Rfc3339).unwrap_or_default())
+        }
+        Err(e) => format!("expiry unknown: {e}"),
+    };
+    println!("certificates: {}", paths.dir.display());
+    println!("  CA          {}  {}", paths.ca_crt().display(), until(&paths.ca_crt()));
+    println!("  node        {}  {}", paths.node_crt().display(), until(&paths.node_crt()));
+    println!("  client root {}  {}", paths.client_crt().display(), until(&paths.client_crt()));
+    println!("  CA key      {} (keep it private: it signs certificates for this lab)", paths.ca_key().display());
+    let engine = crate::engine::for_lab(&state.spec, lab);
+    let host = state.spec.security.local_host();
+    let url = engine.workload_url(&state.spec);
+    println!("connect: {url}");
+    if url.starts_with("postgresql://") {
+        println!(
+            "  e.g. cockroach sql --certs-dir={} --url 'postgresql://root@{host}:{}/defaultdb?sslmode=verify-full'",
+            paths.dir.display(),
+            state.spec.haproxy.frontend_port
+        );
+    } else {
+        println!(
+            "  e.g. etcdctl --endpoints={url} --cacert={} --cert={} --key={} get --prefix /",
+            paths.ca_crt().display(),
+            paths.client_crt().display(),
+            paths.client_key().display()
+        );
+    }
+    println!("renewal: not built in — certificates last 5 years (the CA 10); `roachlab down --wipe` and `up --secure` makes new ones");
+    Ok(0)
+}
+
 /// What differs between the shape a lab was created with (`existing`) and the one asked for
 /// now, each as "`existing`, not `requested`": engine, node count, topology, the nodes' port
 /// blocks, HAProxy's frontend. Empty when a later `up --config` matches (timeouts may differ;
@@ -178,6 +243,9 @@ fn shape_differences(existing: &LabSpec, requested: &LabSpec) -> Vec<String> {
     differ("node HTTP ports from", existing.ports.http_base.to_string(), requested.ports.http_base.to_string());
     differ("node peer ports from", existing.ports.peer_base.to_string(), requested.ports.peer_base.to_string());
     differ("HAProxy frontend port", existing.haproxy.frontend_port.to_string(), requested.haproxy.frontend_port.to_string());
+    let tls = |s: &LabSpec| if s.security.secure { "secure (TLS)".to_string() } else { "insecure".to_string() };
+    differ("security", tls(existing), tls(requested));
+    differ("frontends on", existing.security.bind.to_string(), requested.security.bind.to_string());
     d
 }
 

@@ -128,12 +128,12 @@ fn workload_target(lab: &Lab, url: Option<String>) -> Result<Target> {
                     lab.dir().display()
                 ))
             })?;
-            crate::engine::for_spec(&state.spec).workload_url(state.spec.haproxy.frontend_port)
+            crate::engine::for_lab(&state.spec, lab).workload_url(&state.spec)
         }
     };
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
         Ok(Target::Sql(url))
-    } else if url.starts_with("http://") {
+    } else if url.starts_with("http://") || url.starts_with("https://") {
         Ok(Target::Etcd(url))
     } else {
         Err(Error::Refused(format!("{url}: use postgres://... (CockroachDB, PostgreSQL) or http://... (etcd's client API)")))

@@ -9,6 +9,7 @@
 pub mod alerts;
 pub mod console;
 pub mod monitoring;
+pub mod security;
 pub mod topology;
 
 mod raw;

@@ -9,6 +9,7 @@ use serde::Deserialize;
 
 use super::console::RawConsole;
 use super::monitoring::RawMonitoring;
+use super::security::{RawSecurity, SecurityFlags};
 use super::spec::{default_drain_sessions, CockroachSpec, EtcdSpec, HaproxySpec, LabSpec, PortsSpec, RestartSpec, Timeouts};
 use super::topology;
 use super::values::{check_locality, line_col, EngineKind, RestartPolicy, MAX_NODES};
@@ -49,6 +50,9 @@ pub struct RawConfig {
     /// `[console]`: the live console in the browser (see [`crate::console`]).
     #[serde(default)]
     pub console: RawConsole,
+    /// `[security]`: TLS on every hop, and where HAProxy's frontends listen.
+    #[serde(default)]
+    pub security: RawSecurity,
 }
 
 /// `[netns]`: the netns topology's addresses.
@@ -182,6 +186,8 @@ pub struct Overrides {
     pub no_console: bool,
     /// `up --console-port`.
     pub console_port: Option<u16>,
+    /// `up --secure`, `--bind`, `--insecure-public`.
+    pub security: SecurityFlags,
 }
 
 impl RawConfig {
@@ -287,7 +293,12 @@ impl RawConfig {
         let base = base.or_else(|| std::env::current_dir().ok()).unwrap_or_default();
         let monitoring = self.monitoring.resolve(overrides.monitoring, &base, origin)?;
         let console = self.console.resolve(overrides.no_console, overrides.console_port);
-        let spec = LabSpec { engine, nodes, topology, ports, haproxy, timeouts, cockroach, etcd, restart, monitoring, console };
+        let security = self.security.resolve(overrides.security).map_err(|m| {
+            // Blame the flag when a flag asked for the address.
+            let origin = if overrides.security.bind.is_some() { "--bind" } else { origin };
+            Error::ConfigInvalid { origin: origin.to_string(), message: m }
+        })?;
+        let spec = LabSpec { engine, nodes, topology, ports, haproxy, timeouts, cockroach, etcd, restart, monitoring, console, security };
         spec.check_port_layout().map_err(invalid)?;
         Ok(spec)
     }

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::console::ConsoleSpec;
 use super::monitoring::MonitoringSpec;
+use super::security::SecuritySpec;
 use super::topology;
 use super::values::{EngineKind, RestartPolicy, MAX_NODES};
 
@@ -34,6 +35,9 @@ pub struct LabSpec {
     /// The live console (labs made before it: on, at the default port).
     #[serde(default)]
     pub console: ConsoleSpec,
+    /// TLS and the frontends' address (labs made before it: insecure, on loopback).
+    #[serde(default)]
+    pub security: SecuritySpec,
 }
 
 /// The restart policy and its backoff.

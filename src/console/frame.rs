@@ -287,13 +287,18 @@ fn build(
             locality: n.locality.clone(),
             side: side_of(n.id),
             decommissioned: n.decommissioned,
-            admin_url: format!("http://{}:{}/", n.host, n.http_port),
+            admin_url: format!("{}://{}:{}/", if spec.security.secure { "https" } else { "http" }, n.host, n.http_port),
         })
         .collect();
     let monitoring = spec.monitoring.enabled.then_some(&spec.monitoring);
     let links = Links {
-        haproxy_stats: format!("http://127.0.0.1:{}/", spec.haproxy.stats_port),
-        haproxy_admin: format!("http://127.0.0.1:{}/", spec.haproxy.admin_port),
+        haproxy_stats: format!("http://{}/", spec.security.frontend_addr(spec.haproxy.stats_port).replace("0.0.0.0", "127.0.0.1")),
+        // The admin UI frontend passes the nodes' own TLS through in a secure lab.
+        haproxy_admin: format!(
+            "{}://{}/",
+            if spec.security.secure { "https" } else { "http" },
+            spec.security.frontend_addr(spec.haproxy.admin_port).replace("0.0.0.0", "127.0.0.1")
+        ),
         prometheus: monitoring.map(|m| format!("http://127.0.0.1:{}/", m.prometheus_port)),
         alertmanager: monitoring.map(|m| format!("http://127.0.0.1:{}/", m.alertmanager_port)),
     };

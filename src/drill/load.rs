@@ -37,7 +37,7 @@ impl Load {
     ///
     /// Errors: a script on an engine without SQL; a script that cannot be read or parsed.
     pub fn new(url: String, spec: &WorkloadSpec) -> Result<Self> {
-        let target = if url.starts_with("http://") { Target::Etcd(url) } else { Target::Sql(url) };
+        let target = if url.starts_with("http://") || url.starts_with("https://") { Target::Etcd(url) } else { Target::Sql(url) };
         let script = match (spec.kind, &target) {
             (WorkloadKind::Bank, _) => None,
             (WorkloadKind::Script, Target::Etcd(_)) => {

@@ -91,9 +91,9 @@ pub async fn run(
     say: &mut (dyn FnMut(String) + Send),
 ) -> Result<DrillResult> {
     let state = LabState::load(&lab.state_file())?.ok_or_else(|| Error::NoLab { dir: lab.dir().to_path_buf() })?;
-    let engine = crate::engine::for_spec(&state.spec);
+    let engine = crate::engine::for_lab(&state.spec, lab);
     // The load, read (a script parsed) before anything runs.
-    let load = Load::new(engine.workload_url(state.spec.haproxy.frontend_port), &scenario.workload)?;
+    let load = Load::new(engine.workload_url(&state.spec), &scenario.workload)?;
     let stamp = workload::utc_stamp();
     let run_dir = lab.runs_dir().join(format!("{stamp}-{}", scenario.name));
     std::fs::create_dir_all(&run_dir).map_err(|e| Error::io(format!("cannot create {}", run_dir.display()), e))?;

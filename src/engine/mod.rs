@@ -137,9 +137,10 @@ pub trait Engine: Send + Sync + std::fmt::Debug {
     /// node's own address.
     fn client_url(&self, host: &str, port: u16) -> String;
 
-    /// The URL a workload uses to reach the cluster through HAProxy's client frontend.
-    fn workload_url(&self, frontend_port: u16) -> String {
-        self.client_url("127.0.0.1", frontend_port)
+    /// The URL a workload on this host uses to reach the cluster through HAProxy's client
+    /// frontend, where `spec` has it listen (`[security] bind`; 127.0.0.1 by default).
+    fn workload_url(&self, spec: &LabSpec) -> String {
+        self.client_url(&spec.security.local_host(), spec.haproxy.frontend_port)
     }
 
     /// The Prometheus job that scrapes the nodes: `(job_name, metrics_path)`.
@@ -151,7 +152,21 @@ pub trait Engine: Send + Sync + std::fmt::Debug {
     /// that kind of client refuses, naming the one it has.
     ///
     /// Errors: [`Error::BinaryNotFound`] (with how to install), [`Error::Refused`].
-    fn client_shell(&self, addr: &str, shell: ClientShell<'_>) -> Result<std::process::Command>;
+    /// Makes a secure lab's CA, node certificate (naming `hosts`) and `root` client
+    /// certificate in `paths` ([`crate::certs`]). By default with rcgen; CockroachDB uses its
+    /// own `cockroach cert`.
+    fn make_certs<'a>(&'a self, paths: &'a crate::certs::CertPaths, hosts: &'a [String]) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move { crate::certs::generate(paths, hosts) })
+    }
+
+    /// A secure lab's admin UI login, where the engine has one: `(user, file holding its
+    /// password)`. CockroachDB's DB Console ([`cockroach::secure`]); etcd has no UI.
+    fn admin_login(&self, _certs: &crate::certs::CertPaths) -> Option<(&'static str, std::path::PathBuf)> {
+        None
+    }
+
+    /// `certs`: a secure lab's certificates, which the client presents (and trusts the CA of).
+    fn client_shell(&self, addr: &str, shell: ClientShell<'_>, certs: Option<&crate::certs::CertPaths>) -> Result<std::process::Command>;
 
     /// Sets a cluster-wide setting (CockroachDB `SET CLUSTER SETTING name = 'value'`).
     /// Engines without cluster settings refuse.
@@ -226,10 +241,21 @@ pub trait Engine: Send + Sync + std::fmt::Debug {
     ) -> BoxFuture<'a, Result<crate::watch::LossPrediction>>;
 }
 
-/// The engine a spec asks for.
+/// The engine a spec asks for, for what needs no lab: its ports, names and rules. What runs
+/// the engine's own commands on a secure lab needs [`for_lab`] (its certificates).
 pub fn for_spec(spec: &LabSpec) -> Arc<dyn Engine> {
     match spec.engine {
-        EngineKind::Cockroach => Arc::new(cockroach::Cockroach::new(spec)),
+        EngineKind::Cockroach => Arc::new(cockroach::Cockroach::new(spec, None)),
+        EngineKind::Etcd => Arc::new(etcd::Etcd::new(spec)),
+    }
+}
+
+/// The engine of `lab`, which runs as `spec` says: a secure lab's engine knows where its
+/// certificates are ([`crate::certs::CertPaths`]).
+pub fn for_lab(spec: &LabSpec, lab: &Lab) -> Arc<dyn Engine> {
+    let certs = spec.security.secure.then(|| crate::certs::CertPaths::of(lab));
+    match spec.engine {
+        EngineKind::Cockroach => Arc::new(cockroach::Cockroach::new(spec, certs)),
         EngineKind::Etcd => Arc::new(etcd::Etcd::new(spec)),
     }
 }
@@ -267,9 +293,12 @@ pub fn find_binary(env_var: &str, configured: Option<&Path>, default_name: &str,
     }
 }
 
-/// An HTTP client for node admin endpoints: the lab's own addresses only, short timeouts, no proxy.
+/// An HTTP client for node admin endpoints: the lab's own addresses only, short timeouts, no
+/// proxy; a secure lab's TLS ([`crate::tls`]).
 pub fn http_client(timeout: Duration) -> reqwest::Client {
-    reqwest::Client::builder().timeout(timeout).connect_timeout(timeout).no_proxy().build().expect("a plain HTTP client builds")
+    crate::tls::http(reqwest::Client::builder().timeout(timeout).connect_timeout(timeout).no_proxy())
+        .build()
+        .expect("an HTTP client for the lab builds")
 }
 
 /// Waits until `addr` (`host:port`) accepts a TCP connection, looking every 20 ms (each
@@ -288,10 +317,10 @@ pub async fn wait_accepting(addr: &str, deadline: Duration) -> bool {
     }
 }
 
-/// GET `http://{http_addr}{path}` and judge it with the engine; transport errors are
+/// GET `{scheme}://{http_addr}{path}` and judge it with the engine; transport errors are
 /// "not ready" with the error as detail.
 pub async fn probe_readiness(engine: &dyn Engine, client: &reqwest::Client, http_addr: &str) -> Readiness {
-    let url = format!("http://{http_addr}{}", engine.readiness_path());
+    let url = crate::tls::url(http_addr, engine.readiness_path());
     match client.get(&url).send().await {
         Ok(resp) => {
             let status = resp.status().as_u16();
@@ -319,9 +348,9 @@ pub fn describe_http_error(e: &reqwest::Error) -> String {
     }
 }
 
-/// GET `http://{addr}{path}` (`addr` is `host:port`); the body on 2xx, else a short reason.
+/// GET `{scheme}://{addr}{path}` (`addr` is `host:port`); the body on 2xx, else a short reason.
 pub async fn fetch_text(client: &reqwest::Client, addr: String, path: &str) -> std::result::Result<String, String> {
-    let url = format!("http://{addr}{path}");
+    let url = crate::tls::url(&addr, path);
     match client.get(&url).send().await {
         Ok(r) if r.status().is_success() => r.text().await.map_err(|e| describe_http_error(&e)),
         Ok(r) => Err(format!("HTTP {}", r.status().as_u16())),

@@ -37,7 +37,12 @@ pub struct LabView {
     /// HAProxy's client proxy (`psql`, `etcd`) and its stats port (the exporter's `/metrics`).
     pub frontend: &'static str,
     pub haproxy_stats_port: u16,
+    /// Where HAProxy's stats frontend answers on this host (its bind address, or 127.0.0.1).
+    pub haproxy_host: String,
     pub members: Vec<Target>,
+    /// A secure lab's certificates: the nodes are scraped over TLS (`scheme: https`,
+    /// `tls_config` with the lab's CA and client certificate; Prometheus' configuration docs).
+    pub certs: Option<crate::certs::CertPaths>,
 }
 
 /// The lab's rule file: the engine's template with every `for:` and the frontend filled in.
@@ -84,13 +89,22 @@ pub fn prometheus_yml(spec: &MonitoringSpec, view: &LabView, paths: &Paths) -> S
         "\nalerting:\n  alertmanagers:\n    - static_configs:\n        - targets: ['127.0.0.1:{}']\n\nscrape_configs:\n",
         spec.alertmanager_port
     ));
-    out.push_str(&format!("  - job_name: {job}\n    metrics_path: {metrics_path}\n    static_configs:\n"));
+    out.push_str(&format!("  - job_name: {job}\n    metrics_path: {metrics_path}\n"));
+    if let Some(c) = &view.certs {
+        out.push_str(&format!(
+            "    scheme: https\n    tls_config:\n      ca_file: {}\n      cert_file: {}\n      key_file: {}\n",
+            quote(&c.ca_crt().display().to_string()),
+            quote(&c.client_crt().display().to_string()),
+            quote(&c.client_key().display().to_string())
+        ));
+    }
+    out.push_str("    static_configs:\n");
     for m in &view.members {
         out.push_str(&format!("      - targets: ['{}']\n        labels:\n          node: '{}'\n", m.addr, m.node));
     }
     out.push_str(&format!(
-        "  - job_name: haproxy\n    metrics_path: /metrics\n    static_configs:\n      - targets: ['127.0.0.1:{}']\n",
-        view.haproxy_stats_port
+        "  - job_name: haproxy\n    metrics_path: /metrics\n    static_configs:\n      - targets: ['{}']\n",
+        std::net::SocketAddr::new(view.haproxy_host.parse().unwrap_or(std::net::IpAddr::from([127, 0, 0, 1])), view.haproxy_stats_port)
     ));
     out.push_str(&format!(
         "  - job_name: prometheus\n    static_configs:\n      - targets: ['127.0.0.1:{}']\n\
@@ -185,8 +199,26 @@ mod tests {
             job: ("etcd", "/metrics"),
             frontend: "etcd",
             haproxy_stats_port: 8404,
+            haproxy_host: "127.0.0.1".into(),
             members: vec![Target { node: 1, addr: "127.0.0.1:23791".into() }, Target { node: 2, addr: "198.18.7.12:23792".into() }],
+            certs: None,
         }
+    }
+
+    #[test]
+    fn a_secure_labs_nodes_are_scraped_over_tls_with_its_certificates() {
+        let dir = Path::new("/lab");
+        let certs = crate::certs::CertPaths::of(&crate::lab::Lab::new(dir).unwrap());
+        let v = LabView { certs: Some(certs), haproxy_host: "10.0.0.5".into(), ..view(dir) };
+        let y = prometheus_yml(&MonitoringSpec::default(), &v, &Paths { dir: dir.join("monitoring") });
+        assert!(
+            y.contains(
+                "  - job_name: etcd\n    metrics_path: /metrics\n    scheme: https\n    tls_config:\n      ca_file: '/lab/certs/ca.crt'\n"
+            ),
+            "{y}"
+        );
+        assert!(y.contains("cert_file: '/lab/certs/client.root.crt'") && y.contains("key_file: '/lab/certs/client.root.key'"), "{y}");
+        assert!(y.contains("- targets: ['10.0.0.5:8404']"), "HAProxy's stats where it listens: {y}");
     }
 
     #[test]

@@ -122,7 +122,7 @@ impl Supervisor {
         let me = self.members().into_iter().find(|m| m.id == node);
         let others: Vec<Member> = self.members().into_iter().filter(|m| m.id != node && self.is_ready(m.id)).collect();
         if let Some(me) = me {
-            match self.inner.engine.hand_off(&self.inner.http, me, &others, budget).await {
+            match self.inner.engine.hand_off(&self.http(), me, &others, budget).await {
                 Ok(lines) => {
                     for l in lines {
                         stages.push(self.stage(node, start, "hand-off", l));

@@ -94,6 +94,11 @@ struct NodeRuntime {
     cpu_quota_pct: Option<u32>,
 }
 
+/// The HTTP client's timeout for a poll interval: at least 500 ms, at most 2 s.
+fn http_timeout(poll: Duration) -> Duration {
+    poll.max(Duration::from_millis(500)).min(Duration::from_secs(2))
+}
+
 /// The outcome of stopping one node, as `down` and `node stop` report it.
 #[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct StopOutcome {
@@ -181,7 +186,9 @@ struct Inner {
     stopping: Mutex<std::collections::HashSet<NodeId>>,
     generation: watch::Sender<u64>,
     cancel: CancellationToken,
-    http: reqwest::Client,
+    /// The HTTP client for the nodes' and monitoring's endpoints (rebuilt once a secure lab's
+    /// certificates exist: see [`Supervisor::use_certificates`]).
+    http: Mutex<reqwest::Client>,
     /// The Alertmanager webhook is being served (once per daemon).
     webhook_started: std::sync::atomic::AtomicBool,
     /// [`quorum_confirm`] for this engine, set when the poller starts ([`QUORUM_CONFIRM`]
@@ -216,7 +223,13 @@ impl Supervisor {
         if let Some(w) = recovered {
             bus.emit(EventKind::Warning { message: w });
         }
-        let engine = engine::for_spec(&state.spec);
+        let engine = engine::for_lab(&state.spec, &lab);
+        // A secure lab whose certificates exist: every client of this daemon speaks its TLS.
+        if state.spec.security.secure && crate::certs::CertPaths::of(&lab).complete() {
+            if let Err(e) = crate::tls::use_lab(&state.spec, &lab) {
+                bus.emit(EventKind::Warning { message: format!("the lab's certificates cannot be used: {e}") });
+            }
+        }
         let topology = crate::topology::Topology::for_lab(&state.spec, &lab);
         let poll = state.spec.timeouts.poll;
         let sup = Supervisor {
@@ -236,7 +249,7 @@ impl Supervisor {
                 stopping: Mutex::new(Default::default()),
                 generation: watch::channel(0).0,
                 cancel,
-                http: engine::http_client(poll.max(Duration::from_millis(500)).min(Duration::from_secs(2))),
+                http: Mutex::new(engine::http_client(http_timeout(poll))),
                 webhook_started: std::sync::atomic::AtomicBool::new(false),
                 quorum_confirm: std::sync::OnceLock::new(),
                 alerts_seen: Mutex::new(HashMap::new()),
@@ -247,6 +260,37 @@ impl Supervisor {
         let poller = sup.clone();
         tokio::spawn(async move { poller.poll_loop().await });
         Ok(sup)
+    }
+
+    /// The HTTP client for the nodes' and monitoring's endpoints.
+    fn http(&self) -> reqwest::Client {
+        self.inner.http.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// A secure lab: makes its certificates if they are not all there (the engine's way:
+    /// `cockroach cert`, else [`crate::certs::generate`]), and from then on every client of
+    /// this daemon speaks the lab's TLS. A no-op for an insecure lab.
+    pub(super) async fn use_certificates(&self) -> Result<()> {
+        let spec = self.spec();
+        if !spec.security.secure {
+            return Ok(());
+        }
+        let paths = crate::certs::CertPaths::of(&self.inner.lab);
+        if !paths.complete() {
+            let hosts = crate::certs::hosts(&spec);
+            self.inner.engine.make_certs(&paths, &hosts).await?;
+            self.emit(EventKind::Note {
+                message: format!(
+                    "certificates made in {} (CA, node for {}, client root); the CA's key in {}",
+                    paths.dir.display(),
+                    hosts.iter().take(4).cloned().collect::<Vec<_>>().join(", ") + if hosts.len() > 4 { ", …" } else { "" },
+                    paths.ca_key_dir.display()
+                ),
+            });
+        }
+        crate::tls::use_lab(&spec, &self.inner.lab)?;
+        *self.inner.http.lock().unwrap_or_else(|p| p.into_inner()) = engine::http_client(http_timeout(spec.timeouts.poll));
+        Ok(())
     }
 
     /// The lab this supervisor runs.

@@ -29,7 +29,9 @@ impl Supervisor {
             job: engine.metrics_job(),
             frontend: engine.frontend_name(),
             haproxy_stats_port: spec.haproxy.stats_port,
+            haproxy_host: spec.security.local_host(),
             members,
+            certs: spec.security.secure.then(|| crate::certs::CertPaths::of(&self.inner.lab)),
         };
         (view, Paths::of(&self.inner.lab))
     }
@@ -81,7 +83,7 @@ impl Supervisor {
             let bin = monitoring::prometheus_binary(&m)?;
             self.start_component(Component::Prometheus, &bin, &monitoring::prometheus_args(&m, &paths), &m.prometheus_url()).await?;
         } else {
-            client::reload(&self.inner.http, &m.prometheus_url()).await.map_err(|message| Error::Monitoring { message })?;
+            client::reload(&self.http(), &m.prometheus_url()).await.map_err(|message| Error::Monitoring { message })?;
             self.emit(EventKind::MonitoringReloaded { targets });
         }
         Ok(())
@@ -110,7 +112,7 @@ impl Supervisor {
         tokio::spawn(async move { sup.watch_component(c, id, Some(child)).await });
         let start = Instant::now();
         loop {
-            if client::ready(&self.inner.http, url).await {
+            if client::ready(&self.http(), url).await {
                 return Ok(());
             }
             if component_slot(&mut self.state(), c).is_none() || start.elapsed() > READY_WAIT {
@@ -299,7 +301,7 @@ impl Supervisor {
             state: if id.is_some() { "running" } else { "stopped" }.into(),
             url,
         };
-        let http = &self.inner.http;
+        let http = &self.http();
         let (prom, am) = (m.prometheus_url(), m.alertmanager_url());
         let (targets, rules, alerts) =
             futures_util::join!(client::targets(http, &prom), client::loaded_alerts(http, &prom), client::active_alerts(http, &am));
@@ -336,7 +338,7 @@ impl Supervisor {
         let (firing, error) = if !m.enabled && !running {
             (Vec::new(), Some("this lab runs without monitoring; start it with `roachlab up --monitoring`".to_string()))
         } else {
-            match client::active_alerts(&self.inner.http, &m.alertmanager_url()).await {
+            match client::active_alerts(&self.http(), &m.alertmanager_url()).await {
                 Ok(a) => (a, None),
                 Err(e) => (Vec::new(), Some(format!("Alertmanager did not answer: {e}"))),
             }

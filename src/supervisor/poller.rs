@@ -44,7 +44,8 @@ impl Supervisor {
                 self.apply_readiness(node, r.ready, r.detail, sent);
             }
         };
-        let observe = self.inner.engine.observe(&self.inner.http, &live_members, &all);
+        let http = self.http();
+        let observe = self.inner.engine.observe(&http, &live_members, &all);
         let ((), observation) = futures_util::join!(probes, observe);
         // A node that started or exited while the round ran makes its quorum figure a mix of
         // two memberships (seen: a read answered by the member that was alone when the round
@@ -60,7 +61,7 @@ impl Supervisor {
     /// by the poll client's timeout: the poller's round and `wait_ready`'s fast probes.
     pub(super) async fn probe_readiness_of(&self, targets: &[(NodeId, String)]) -> Vec<(NodeId, engine::Readiness)> {
         let engine = self.inner.engine.as_ref();
-        let client = &self.inner.http;
+        let client = &self.http();
         futures_util::future::join_all(
             targets.iter().map(|(id, addr)| async move { (*id, engine::probe_readiness(engine, client, addr).await) }),
         )

@@ -31,7 +31,7 @@ impl Supervisor {
         let bin = haproxy::binary(&spec.haproxy)?;
         let backends: Vec<haproxy::Backend> = self.state().members().map(|n| haproxy::Backend::new(n.id, &n.ports)).collect();
         let version = haproxy::version(&bin).await;
-        let text = haproxy::render(&self.inner.lab, &spec.haproxy, self.inner.engine.as_ref(), &backends, version)?;
+        let text = haproxy::render(&self.inner.lab, &spec.haproxy, &spec.security, self.inner.engine.as_ref(), &backends, version)?;
         let cfg = self.inner.lab.haproxy_cfg();
         haproxy::write_validated(&bin, &cfg, &text).await?;
         let names: Vec<String> = backends.iter().map(|b| format!("node{}", b.id)).collect();

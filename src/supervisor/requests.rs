@@ -39,6 +39,8 @@ impl Supervisor {
         haproxy::binary(&spec.haproxy)?;
         self.inner.topology.check_prerequisites()?;
         let v = self.inner.engine.version().await?;
+        // A secure lab's certificates, before any node needs them.
+        self.use_certificates().await?;
         self.emit(EventKind::Note { message: format!("{} {}", spec.engine, v.version) });
         if let Some(w) = v.warning {
             self.emit(EventKind::Warning { message: w });
@@ -56,7 +58,7 @@ impl Supervisor {
         for &n in &to_start {
             self.spawn_node(n, mode, &members)?;
             if let (StartMode::Initial, Some(m)) = (mode, members.iter().find(|m| m.id == n)) {
-                self.inner.engine.after_initial_spawn(&self.inner.http, m).await;
+                self.inner.engine.after_initial_spawn(&self.http(), m).await;
             }
         }
         let paths: Vec<(NodeId, std::net::SocketAddr)> =
@@ -93,7 +95,14 @@ impl Supervisor {
             Ok::<(), Error>(())
         };
         let fronted = async {
-            let ((), haproxy) = futures_util::join!(self.learn_engine_ids(), self.start_or_reload_haproxy(prepared));
+            // The engine's ids are asked meanwhile — on a secure lab once the cluster is
+            // configured (its admin session needs the user that configuration makes).
+            let ids = async {
+                if !spec.security.secure {
+                    self.learn_engine_ids().await
+                }
+            };
+            let ((), haproxy) = futures_util::join!(ids, self.start_or_reload_haproxy(prepared));
             haproxy?;
             // HAProxy runs: what is left is a wait, not under the op lock.
             drop(op);
@@ -102,6 +111,10 @@ impl Supervisor {
         let (configured, fronted) = futures_util::join!(configured, fronted);
         configured?;
         fronted?;
+        // Any id not learned yet (a secure lab's, above) is asked now.
+        if self.state().nodes.iter().any(|n| !n.decommissioned && n.engine_id.is_none()) {
+            self.learn_engine_ids().await;
+        }
         // The files were written and checked by `check_monitoring` above; the members are the same.
         let _op = self.begin_op().await?;
         self.apply_monitoring(true).await?;

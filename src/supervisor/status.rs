@@ -112,6 +112,15 @@ impl Supervisor {
             network: self.network_status(),
             monitoring: None,
             console: None,
+            certificates: st.spec.security.secure.then(|| {
+                let paths = crate::certs::CertPaths::of(&self.inner.lab);
+                let first = [paths.node_crt(), paths.client_crt()].iter().filter_map(|p| crate::certs::expiry(p).ok()).min();
+                crate::api::CertificatesStatus {
+                    dir: paths.dir.clone(),
+                    expires: first.and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok()),
+                    days_left: first.map(|t| (t - time::OffsetDateTime::now_utc()).whole_days()),
+                }
+            }),
         }
     }
 
@@ -128,9 +137,9 @@ impl Supervisor {
             pid: st.haproxy.map(|p| p.pid),
             state: if st.haproxy.is_some() { "running" } else { "stopped" }.into(),
             config: self.inner.lab.haproxy_cfg(),
-            frontend: format!("127.0.0.1:{}", h.frontend_port),
-            admin_ui: format!("127.0.0.1:{}", h.admin_port),
-            stats: format!("127.0.0.1:{}", h.stats_port),
+            frontend: st.spec.security.frontend_addr(h.frontend_port),
+            admin_ui: st.spec.security.frontend_addr(h.admin_port),
+            stats: st.spec.security.frontend_addr(h.stats_port),
         }
     }
 

@@ -104,11 +104,7 @@ impl Kv3 {
     }
 
     fn client(timeout: Duration) -> reqwest::Client {
-        reqwest::Client::builder()
-            .timeout(timeout)
-            .connect_timeout(timeout)
-            .pool_max_idle_per_host(1)
-            .no_proxy()
+        crate::tls::http(reqwest::Client::builder().timeout(timeout).connect_timeout(timeout).pool_max_idle_per_host(1).no_proxy())
             .build()
             .expect("HTTP client")
     }

@@ -163,7 +163,7 @@ fn rendered_haproxy_configs_pass_haproxy_check() {
         // The installed release (Debian 12: 2.6), so its own keywords are checked by it too.
         let version = rt.block_on(roachlab::haproxy::version(&bin));
         assert!(version.is_some(), "`haproxy -v` is read");
-        let text = roachlab::haproxy::render(&lab, &spec.haproxy, e.as_ref(), &backends, version).unwrap();
+        let text = roachlab::haproxy::render(&lab, &spec.haproxy, &spec.security, e.as_ref(), &backends, version).unwrap();
         assert_eq!(text.contains("httpclient.ssl.verify none"), version >= Some((2, 6)), "{version:?}");
         let cfg = dir.path().join(format!("{engine}.cfg"));
         rt.block_on(roachlab::haproxy::write_validated(&bin, &cfg, &text)).unwrap_or_else(|e| panic!("{engine}: {e}"));

@@ -9,8 +9,9 @@ use crate::drill::{drill_ok, phase, results_of, validate};
 use crate::helpers::*;
 
 /// The scenarios, in the order they run: `(name, scenario)`.
-const SCENARIOS: [(&str, fn()); 6] = [
+const SCENARIOS: [(&str, fn()); 7] = [
     ("supervision", cluster_under_supervision),
+    ("secure", secure_lab),
     ("demo_workloads_quorum_loss_and_scale", demo_workloads_quorum_loss_and_scale),
     ("partition_drills", partition_drills),
     ("zone_failure", crate::cockroach_faults::zone_failure_on_five_nodes_over_three_zones),
@@ -52,6 +53,51 @@ fn cockroach_end_to_end_on_a_real_binary() {
         }
     }
     assert!(failed.is_empty(), "CockroachDB scenario(s) failed: {failed:?} (each one's panic is printed above)");
+}
+
+/// A secure CockroachDB lab (#25): certificates by `cockroach cert`, TLS on every hop — the
+/// shell, the workloads, the drain, the probes (the admin endpoints through roachlab's own
+/// session), Prometheus' scrapes — and an insecure client refused with CockroachDB's words.
+fn secure_lab() {
+    let lab = TestLab::new("cockroach", 3);
+    let cfg = lab.config.display().to_string();
+    let out = lab.ok(&["up", "--config", &cfg, "--secure", "--monitoring"]);
+    let login = format!("admin UI: https://127.0.0.1:{}/ — user roachlab, password ", lab.ports.admin);
+    assert!(out.contains(&login) && out.contains("certs-ca/admin.password"), "the DB Console login, once: {out}");
+    let s = lab.status();
+    assert!(s["certificates"]["days_left"].as_i64().unwrap() > 1800, "{}", s["certificates"]);
+    // Liveness is read through roachlab's session on the admin endpoints.
+    wait_for("liveness through the admin session", std::time::Duration::from_secs(30), || {
+        let s = lab.status();
+        s["nodes"].as_array().unwrap().iter().all(|n| n["liveness"] == "LIVE").then_some(())
+    });
+    let who = lab.ok(&["sql", "-e", "select current_user"]);
+    assert!(who.lines().any(|l| l.trim() == "root"), "{who}");
+    let bin = binary_available("ROACHLAB_COCKROACH", "cockroach").unwrap();
+    let insecure = std::process::Command::new(bin)
+        .args(["sql", "--insecure", &format!("--host=127.0.0.1:{}", lab.ports.frontend), "-e", "select 1"])
+        .output()
+        .unwrap();
+    let said = format!("{}{}", text(&insecure.stdout), text(&insecure.stderr));
+    assert!(!insecure.status.success() && said.contains("SSL"), "an insecure client is refused: {said}");
+
+    lab.ok(&["workload", "init", "bank", "--rows", "100"]);
+    lab.ok(&["workload", "run", "bank", "--concurrency", "4", "--duration", "3s"]);
+    assert!(lab.ok(&["workload", "check", "bank"]).ends_with("check passed\n"));
+    lab.ok(&["workload", "init", "tpcb", "--scale", "1"]);
+    let out = lab.ok(&["workload", "run", "tpcb", "--clients", "2", "--duration", "3s"]);
+    assert!(out.contains("number of transactions actually processed: "), "{out}");
+    assert!(lab.ok(&["workload", "check", "tpcb"]).ends_with("check passed\n"));
+
+    let out = drill_ok(&lab, &["demo", "--config", &cfg]);
+    assert!(out.contains("met:     graceful: fail == 0") && out.contains("met:     graceful: ambiguous == 0"), "{out}");
+    // Prometheus scrapes every node over TLS with the lab's certificates.
+    wait_for("every target up", std::time::Duration::from_secs(60), || {
+        let m = &lab.status()["monitoring"];
+        (m["targets_total"].as_u64().is_some_and(|t| t >= 6) && m["targets_up"] == m["targets_total"]).then_some(())
+    });
+    lab.ok(&["down", "--wipe"]);
+    assert!(!lab.lab_dir().join("certs").exists());
 }
 
 fn cluster_under_supervision() {

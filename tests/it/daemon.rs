@@ -43,6 +43,7 @@ async fn daemon_runs_in_process_clears_a_stale_socket_and_stops_on_its_shutdown_
     let err = client.stream("/v1/nodes/7/kill", &serde_json::json!({}), |_| {}).await.unwrap_err();
     assert!(err.to_string().contains("unknown node 7"), "{err}");
     // The framework's rejections come back as the documented `{"error":{…}}` too.
+    roachlab::tls::ensure_provider();
     let raw = reqwest::Client::builder().unix_socket(lab.socket()).build().unwrap();
     for (path, body) in [("/v1/nodes/1/stop", "{not json"), ("/v1/nodes/one/stop", "{}")] {
         let resp = raw.post(format!("http://roachlab{path}")).header("content-type", "application/json").body(body).send().await.unwrap();

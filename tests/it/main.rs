@@ -17,6 +17,7 @@ mod net;
 mod pg;
 mod safety;
 mod script;
+mod secure;
 mod shape;
 mod shell;
 mod watch;

@@ -22,7 +22,16 @@ fn every_rule_passes_its_promtool_tests_and_a_broken_rule_file_is_refused_with_p
         [(EngineKind::Etcd, "etcd", ("etcd", "/metrics")), (EngineKind::Cockroach, "psql", ("cockroachdb", "/_status/vars"))]
     {
         let dir = tempfile::tempdir().unwrap();
-        let view = render::LabView { engine, dir: dir.path().into(), job, frontend, haproxy_stats_port: 8404, members: vec![] };
+        let view = render::LabView {
+            engine,
+            dir: dir.path().into(),
+            job,
+            frontend,
+            haproxy_stats_port: 8404,
+            haproxy_host: "127.0.0.1".into(),
+            members: vec![],
+            certs: None,
+        };
         std::fs::write(dir.path().join("roachlab.rules.yml"), render::rules_yml(&MonitoringSpec::default(), &view)).unwrap();
         std::fs::write(dir.path().join("test.yml"), roachlab::monitoring::rules::tests(engine)).unwrap();
         let check = promtool(&["check", "rules", "roachlab.rules.yml"], dir.path());

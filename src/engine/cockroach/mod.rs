@@ -23,6 +23,7 @@ pub mod parse;
 pub mod quorum;
 #[cfg(test)]
 mod recorded;
+pub mod secure;
 mod shell;
 pub mod version;
 
@@ -40,13 +41,37 @@ point $ROACHLAB_COCKROACH or `[cockroach] binary` at it. No Debian package ships
 pub struct Cockroach {
     ports: PortsSpec,
     spec: CockroachSpec,
+    /// TLS on every hop (`up --secure`).
+    secure: bool,
+    /// A secure lab's certificates (`--certs-dir`), when the engine was made for its lab.
+    certs: Option<crate::certs::CertPaths>,
+    /// roachlab's session on a secure cluster's admin endpoints ([`secure`]).
+    session: Arc<secure::Session>,
     /// The binary's release and the facts roachlab acts on for it, read once.
     release: Arc<tokio::sync::OnceCell<(Version, &'static Facts, Option<String>)>>,
 }
 
 impl Cockroach {
-    pub fn new(spec: &LabSpec) -> Self {
-        Self { ports: spec.ports.clone(), spec: spec.cockroach.clone(), release: Arc::default() }
+    /// The engine for `spec`; `certs`: a secure lab's certificates ([`super::for_lab`]).
+    pub fn new(spec: &LabSpec, certs: Option<crate::certs::CertPaths>) -> Self {
+        Self {
+            ports: spec.ports.clone(),
+            spec: spec.cockroach.clone(),
+            secure: spec.security.secure,
+            certs,
+            session: Arc::default(),
+            release: Arc::default(),
+        }
+    }
+
+    /// How every `cockroach` command of this lab authenticates: `--insecure`, or
+    /// `--certs-dir=DIR/certs` (the CA, the node and the `root` client certificate: "cockroach
+    /// cert", "cockroach start" docs, v20.1).
+    fn security_flag(&self) -> String {
+        match (&self.certs, self.secure) {
+            (Some(c), true) => format!("--certs-dir={}", c.dir.display()),
+            _ => "--insecure".into(),
+        }
     }
 
     /// The binary's release (`cockroach version`), its facts ([`version::FACTS`]) and a
@@ -134,7 +159,10 @@ impl Engine for Cockroach {
         let p = ctx.node.ports;
         let mut args = vec![
             "start".to_string(),
-            "--insecure".into(),
+            match self.secure {
+                true => format!("--certs-dir={}", crate::certs::CertPaths::of(ctx.lab).dir.display()),
+                false => "--insecure".into(),
+            },
             format!("--listen-addr={}", p.service_addr()),
             format!("--http-addr={}", p.http_addr()),
             format!("--join={}", Self::join_list(ctx.members)),
@@ -170,7 +198,7 @@ impl Engine for Cockroach {
         Box::pin(async move {
             let first = members.first().ok_or_else(|| Error::engine("cockroach", "no members to initialise"))?;
             let bin = self.binary()?;
-            let args = vec!["init".into(), "--insecure".into(), Self::host_flag(first)];
+            let args = vec!["init".into(), self.security_flag(), Self::host_flag(first)];
             // `cockroach init` retries every second until the node answers (contract §1), so
             // sent as the nodes spawn it loses up to a second to its retry interval. It talks to
             // the node's RPC/SQL port, and cannot succeed before that port accepts: wait for
@@ -198,7 +226,7 @@ impl Engine for Cockroach {
             }
             // The quorum probe's table (after the zone change, so it takes the lab's factor).
             statements.push(quorum::PROBE_SCHEMA.to_string());
-            let args = vec!["sql".into(), "--insecure".into(), Self::host_flag(first), "-e".into(), statements.join("; ")];
+            let args = vec!["sql".into(), self.security_flag(), Self::host_flag(first), "-e".into(), statements.join("; ")];
             let (ok, out, err) = run_cli("cockroach", &self.binary()?, &args, &offline_env(), Duration::from_secs(30)).await?;
             if !ok {
                 return Err(Error::engine("cockroach", format!("setting cluster settings failed: {}", last_lines(&err, &out))));
@@ -218,6 +246,14 @@ impl Engine for Cockroach {
             if rf != 3 {
                 notes.push(format!("cockroach: replication factor {rf} (num_replicas of the default zone)"));
             }
+            if let (true, Some(certs)) = (self.secure, &self.certs) {
+                let file = secure::create_admin(&quorum::node_url(first), certs).await?;
+                notes.push(format!(
+                    "cockroach: DB Console user {} (member of admin), its password in {} (0600)",
+                    secure::ADMIN_USER,
+                    file.display()
+                ));
+            }
             Ok(notes)
         })
     }
@@ -227,14 +263,9 @@ impl Engine for Cockroach {
             let client = http_client(Duration::from_secs(5));
             let mut last_err = None;
             for m in members {
-                let url = format!("http://{}/_status/nodes", m.ports.http_addr());
-                match client.get(&url).send().await {
-                    Ok(r) if r.status().is_success() => {
-                        let body = r.text().await.map_err(|e| Error::engine("cockroach", e.to_string()))?;
-                        return node_ids_from_status(&body, members);
-                    }
-                    Ok(r) => last_err = Some(format!("{url}: HTTP {}", r.status())),
-                    Err(e) => last_err = Some(format!("{url}: {}", super::describe_http_error(&e))),
+                match self.fetch_admin(&client, m.ports.http_addr(), "/_status/nodes").await {
+                    Ok(body) => return node_ids_from_status(&body, members),
+                    Err(e) => last_err = Some(format!("node {}: {e}", m.id)),
                 }
             }
             Err(Error::engine("cockroach", format!("no node answered /_status/nodes ({})", last_err.unwrap_or_default())))
@@ -248,7 +279,7 @@ impl Engine for Cockroach {
             }
             let first = members.first().ok_or_else(|| Error::engine("cockroach", "no member to ask"))?;
             let sql = format!("SET CLUSTER SETTING {name} = '{}'", value.replace('\'', "''"));
-            let args = vec!["sql".into(), "--insecure".into(), Self::host_flag(first), "-e".into(), sql];
+            let args = vec!["sql".into(), self.security_flag(), Self::host_flag(first), "-e".into(), sql];
             let (ok, out, err) = run_cli("cockroach", &self.binary()?, &args, &offline_env(), Duration::from_secs(30)).await?;
             if !ok {
                 return Err(Error::engine("cockroach", format!("SET CLUSTER SETTING {name} failed: {}", last_lines(&err, &out))));
@@ -273,7 +304,7 @@ impl Engine for Cockroach {
             // v20.1; bounded by the client timeout where it hangs): under a partition the sides
             // disagree. The cluster's view is the first node's that answered.
             let views = futures_util::future::join_all(live.iter().map(|m| async move {
-                let body = fetch_text(client, m.ports.http_addr(), "/_admin/v1/liveness").await.ok();
+                let body = self.fetch_admin(client, m.ports.http_addr(), "/_admin/v1/liveness").await.ok();
                 (m.id, body.and_then(|b| parse_liveness(&b).ok()))
             }));
             let probe = quorum::probe(live, self.spec.replication_factor, PROBE_TIMEOUT);
@@ -327,8 +358,11 @@ impl Engine for Cockroach {
         })
     }
 
+    /// `sslmode=require` for a secure lab: tokio-postgres then speaks the lab's TLS
+    /// ([`crate::tls::postgres`]), which verifies the node against the lab's CA.
     fn client_url(&self, host: &str, port: u16) -> String {
-        format!("postgresql://root@{host}:{port}/defaultdb?sslmode=disable")
+        let mode = if self.secure { "require" } else { "disable" };
+        format!("postgresql://root@{host}:{port}/defaultdb?sslmode={mode}")
     }
 
     fn metrics_job(&self) -> (&'static str, &'static str) {
@@ -336,9 +370,18 @@ impl Engine for Cockroach {
         ("cockroachdb", "/_status/vars")
     }
 
-    fn client_shell(&self, addr: &str, shell: ClientShell<'_>) -> Result<std::process::Command> {
+    fn admin_login(&self, certs: &crate::certs::CertPaths) -> Option<(&'static str, PathBuf)> {
+        Some((secure::ADMIN_USER, secure::password_file(certs)))
+    }
+
+    /// `cockroach cert` ([`secure::make_certs`]).
+    fn make_certs<'a>(&'a self, paths: &'a crate::certs::CertPaths, hosts: &'a [String]) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move { secure::make_certs(&self.binary()?, paths, hosts).await })
+    }
+
+    fn client_shell(&self, addr: &str, shell: ClientShell<'_>, certs: Option<&crate::certs::CertPaths>) -> Result<std::process::Command> {
         match shell {
-            ClientShell::Sql { execute } => shell::sql(self.binary(), addr, execute),
+            ClientShell::Sql { execute } => shell::sql(self.binary(), addr, execute, certs),
             ClientShell::Etcdctl { .. } => {
                 Err(Error::Refused("a CockroachDB lab has no etcdctl: `roachlab sql` opens its SQL shell".into()))
             }
@@ -354,7 +397,7 @@ impl Engine for Cockroach {
                 "decommission".into(),
                 crdb_id.to_string(),
                 "--wait=all".into(),
-                "--insecure".into(),
+                self.security_flag(),
                 Self::host_flag(via),
             ];
             // Observed: 74 s for a node holding 29 replicas (contract §9). Allow 10 minutes.
@@ -401,7 +444,7 @@ impl Engine for Cockroach {
             let host = node.ports.service_addr();
             let bin = self.binary()?;
             let start = std::time::Instant::now();
-            let mut args = facts.drain_args(&host);
+            let mut args = facts.drain_args(&host, &self.security_flag());
             let (mut ok, mut out, mut err) = run_cli("cockroach", &bin, &args, &offline_env(), deadline).await?;
             if !ok && facts.drain_self_flag && format!("{err}{out}").contains("unknown flag") {
                 // A build without `--self`: the node behind --host is drained without it.
@@ -449,58 +492,4 @@ impl Engine for Cockroach {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::config::Overrides;
-
-    fn engine() -> (Cockroach, Lab) {
-        let spec = LabSpec::load(None, &Overrides::default()).unwrap();
-        (Cockroach::new(&spec), Lab::new("/lab").unwrap())
-    }
-
-    fn members(e: &Cockroach, n: u32) -> Vec<Member> {
-        (1..=n).map(|id| Member { id, ports: e.node_ports(id), engine_id: None }).collect()
-    }
-
-    #[test]
-    fn start_command_line() {
-        let (e, lab) = engine();
-        let ms = members(&e, 4);
-        let ctx = StartContext { lab: &lab, node: ms[3], members: &ms, mode: super::super::StartMode::Join };
-        insta::assert_snapshot!(e.start_args(&ctx).join(" \\\n  "));
-    }
-
-    #[test]
-    fn in_the_netns_topology_every_address_is_the_nodes_own() {
-        // Node N listens on .(10+N) of the lab's subnet; --join and `node drain --host` name
-        // those addresses, never loopback (docs: `cockroach start` --listen-addr/--http-addr/--join).
-        let spec = LabSpec::load(None, &Overrides { topology: Some(crate::topology::TopologyKind::Netns), ..Default::default() }).unwrap();
-        let e = Cockroach::new(&spec);
-        let lab = Lab::new("/lab").unwrap();
-        let ms: Vec<Member> =
-            (1..=3).map(|id| Member { id, ports: crate::topology::Topology::node_ports(&spec, &e, id), engine_id: None }).collect();
-        let args = e.start_args(&StartContext { lab: &lab, node: ms[1], members: &ms, mode: super::super::StartMode::Initial });
-        assert!(args.contains(&"--listen-addr=198.18.7.12:26259".to_string()), "{args:?}");
-        assert!(args.contains(&"--http-addr=198.18.7.12:8082".to_string()), "{args:?}");
-        assert!(args.contains(&"--join=198.18.7.11:26258,198.18.7.12:26259,198.18.7.13:26260".to_string()), "{args:?}");
-        assert_eq!(Cockroach::host_flag(&ms[2]), "--host=198.18.7.13:26260");
-        assert_eq!(quorum::node_url(&ms[0]), "postgresql://root@198.18.7.11:26258/defaultdb?sslmode=disable");
-    }
-
-    #[test]
-    fn localities_cycle_over_nodes() {
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/cockroach-5-localities.toml");
-        let spec = LabSpec::load(Some(&path), &Overrides::default()).unwrap();
-        let e = Cockroach::new(&spec);
-        let lab = Lab::new("/lab").unwrap();
-        let ms = members(&e, 5);
-        let ctx = StartContext { lab: &lab, node: ms[3], members: &ms, mode: super::super::StartMode::Initial };
-        assert!(e.start_args(&ctx).contains(&"--locality=region=us-east1,zone=a".to_string()));
-    }
-
-    #[test]
-    fn drain_wait_exceeds_haproxy_down_window() {
-        assert_eq!(Cockroach::drain_wait_for(Duration::from_secs(2)), Duration::from_secs(3));
-        assert_eq!(Cockroach::drain_wait_for(Duration::from_millis(2500)), Duration::from_secs(4));
-    }
-}
+mod tests;

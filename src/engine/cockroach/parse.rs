@@ -250,7 +250,7 @@ pub(crate) mod tests {
 
     fn members(n: u32) -> Vec<Member> {
         let spec = LabSpec::load(None, &Overrides::default()).unwrap();
-        let e = super::super::Cockroach::new(&spec);
+        let e = super::super::Cockroach::new(&spec, None);
         (1..=n).map(|id| Member { id, ports: e.node_ports(id), engine_id: None }).collect()
     }
 

@@ -27,7 +27,9 @@ use tokio_postgres::error::SqlState;
 /// The SQL URL of one node (not through HAProxy: the prediction and the probe are about that
 /// node).
 pub fn node_url(m: &Member) -> String {
-    format!("postgresql://root@{}/defaultdb?sslmode=disable", m.ports.service_addr())
+    // A secure lab's process speaks its TLS ([`crate::tls`]): `require` takes it.
+    let mode = if crate::tls::client().is_some() { "require" } else { "disable" };
+    format!("postgresql://root@{}/defaultdb?sslmode={mode}", m.ports.service_addr())
 }
 
 /// The probe's table, in a database of roachlab's own: one row per node and second of the

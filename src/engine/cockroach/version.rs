@@ -267,13 +267,14 @@ impl Facts {
         s
     }
 
-    /// `cockroach node drain` arguments for the node at `host` (`127.0.0.1:PORT`).
-    pub fn drain_args(&self, host: &str) -> Vec<String> {
+    /// `cockroach node drain` arguments for the node at `host` (`127.0.0.1:PORT`); `security`
+    /// is `--insecure` or `--certs-dir=DIR` ([`super::Cockroach`]).
+    pub fn drain_args(&self, host: &str, security: &str) -> Vec<String> {
         let mut a = vec!["node".to_string(), "drain".into()];
         if self.drain_self_flag {
             a.push("--self".into());
         }
-        a.extend(["--insecure".to_string(), format!("--host={host}")]);
+        a.extend([security.to_string(), format!("--host={host}")]);
         a
     }
 
@@ -336,9 +337,12 @@ mod tests {
 
     #[test]
     fn drain_command_lines_by_version() {
-        assert_eq!(facts("v20.1.5").drain_args("127.0.0.1:26259"), ["node", "drain", "--insecure", "--host=127.0.0.1:26259"]);
-        assert_eq!(facts("v22.2.0").drain_args("127.0.0.1:26259"), ["node", "drain", "--insecure", "--host=127.0.0.1:26259"]);
-        assert_eq!(facts("v24.2.1").drain_args("127.0.0.1:26259"), ["node", "drain", "--self", "--insecure", "--host=127.0.0.1:26259"]);
+        assert_eq!(facts("v20.1.5").drain_args("127.0.0.1:26259", "--insecure"), ["node", "drain", "--insecure", "--host=127.0.0.1:26259"]);
+        assert_eq!(facts("v22.2.0").drain_args("127.0.0.1:26259", "--insecure"), ["node", "drain", "--insecure", "--host=127.0.0.1:26259"]);
+        assert_eq!(
+            facts("v24.2.1").drain_args("127.0.0.1:26259", "--insecure"),
+            ["node", "drain", "--self", "--insecure", "--host=127.0.0.1:26259"]
+        );
     }
 
     #[test]

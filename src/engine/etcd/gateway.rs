@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
 
-use super::Etcd;
 use crate::engine::{describe_http_error, http_client, Member, Readiness};
 use crate::node::{NodeId, NodePorts};
 use crate::{Error, Result};
@@ -76,7 +75,7 @@ pub(super) async fn post_any(members: &[&Member], path: &str, body: serde_json::
         let mut errors = Vec::new();
         let mut transient = false;
         for m in members {
-            let url = format!("http://{}{path}", m.ports.http_addr());
+            let url = crate::tls::url(&m.ports.http_addr(), path);
             match client.post(&url).json(&body).send().await {
                 Ok(r) => {
                     let status = r.status();
@@ -117,7 +116,7 @@ pub(super) fn membership_ids(list: &MemberList, all: &[Member], new: Member) -> 
     let ours: Vec<&Member> = all.iter().chain(std::iter::once(&new)).collect();
     let mut ids = Vec::new();
     for m in &list.members {
-        let found = ours.iter().find(|o| m.peer_urls.iter().any(|u| *u == Etcd::peer_url(&o.ports)));
+        let found = ours.iter().find(|o| m.peer_urls.iter().any(|u| is_peer_of(u, &o.ports)));
         match found {
             Some(o) if !ids.contains(&o.id) => ids.push(o.id),
             Some(_) => {}
@@ -136,10 +135,15 @@ pub(super) fn membership_ids(list: &MemberList, all: &[Member], new: Member) -> 
     Ok(ids)
 }
 
+/// Whether etcd's peer URL `url` (`http://` or, in a secure lab, `https://`) is `ports`'.
+fn is_peer_of(url: &str, ports: &NodePorts) -> bool {
+    let addr = ports.peer_addr().unwrap_or_default();
+    url.split_once("://").is_some_and(|(_, rest)| rest.trim_end_matches('/') == addr)
+}
+
 /// Finds our node in etcd's member list by its peer URL.
 pub(super) fn find_member<'a>(list: &'a MemberList, ports: &NodePorts) -> Option<&'a EtcdMember> {
-    let url = Etcd::peer_url(ports);
-    list.members.iter().find(|m| m.peer_urls.iter().any(|u| u == &url))
+    list.members.iter().find(|m| m.peer_urls.iter().any(|u| is_peer_of(u, ports)))
 }
 
 /// `POST /v3/maintenance/status` (served by the member itself, no quorum needed):
@@ -166,7 +170,7 @@ pub struct ResponseHeader {
 
 /// `POST /v3/maintenance/status` of one member, bounded by `client`'s timeout.
 pub(super) async fn status_of(client: &reqwest::Client, m: &Member) -> std::result::Result<MaintenanceStatus, String> {
-    let url = format!("http://{}/v3/maintenance/status", m.ports.http_addr());
+    let url = crate::tls::url(&m.ports.http_addr(), "/v3/maintenance/status");
     let r = client.post(&url).json(&serde_json::json!({})).send().await.map_err(|e| describe_http_error(&e))?;
     let text = r.text().await.map_err(|e| describe_http_error(&e))?;
     serde_json::from_str(&text).map_err(|e| format!("unreadable status: {e}"))
@@ -194,7 +198,7 @@ pub(super) async fn move_leadership(client: &reqwest::Client, node: Member, othe
         .iter()
         .find(|m| m.engine_id.is_some())
         .ok_or_else(|| Error::Refused(format!("node {} leads and no other ready member is known to take over", node.id)))?;
-    let url = format!("http://{}/v3/maintenance/transfer-leadership", node.ports.http_addr());
+    let url = crate::tls::url(&node.ports.http_addr(), "/v3/maintenance/transfer-leadership");
     let body = serde_json::json!({ "targetID": target.engine_id.unwrap_or(0).to_string() });
     let resp = client
         .post(&url)
@@ -239,13 +243,14 @@ pub(super) fn opt_u64<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Op
 mod tests {
     use super::*;
     use crate::config::{EngineKind, LabSpec, Overrides};
+    use crate::engine::etcd::Etcd;
     use crate::engine::Engine;
 
     #[test]
     fn a_joiner_is_told_etcds_membership_not_the_ready_members() {
         let e = Etcd::new(&LabSpec::load(None, &Overrides { engine: Some(EngineKind::Etcd), ..Default::default() }).unwrap());
         let ms: Vec<Member> = (1..=4).map(|id| Member { id, ports: e.node_ports(id), engine_id: None }).collect();
-        let url = |i: usize| Etcd::peer_url(&ms[i].ports);
+        let url = |i: usize| e.peer_url(&ms[i].ports);
         // MemberAdd's reply (etcd 3.4): every member, node 3 among them even if it is down,
         // and the new one without a name yet.
         let reply = format!(

@@ -31,13 +31,15 @@ pub const INSTALL_HINT: &str =
 pub struct Etcd {
     ports: PortsSpec,
     spec: EtcdSpec,
+    /// TLS on every hop (`up --secure`): the lab's certificates for clients and peers.
+    secure: bool,
     /// `etcd --version`, asked once per daemon (as the [`Engine::version`] contract says).
     version: tokio::sync::OnceCell<super::EngineVersion>,
 }
 
 impl Etcd {
     pub fn new(spec: &LabSpec) -> Self {
-        Self { ports: spec.ports.clone(), spec: spec.etcd.clone(), version: tokio::sync::OnceCell::new() }
+        Self { ports: spec.ports.clone(), spec: spec.etcd.clone(), secure: spec.security.secure, version: tokio::sync::OnceCell::new() }
     }
 
     /// The member name of node `id`.
@@ -45,8 +47,16 @@ impl Etcd {
         format!("node-{id}")
     }
 
-    fn peer_url(ports: &NodePorts) -> String {
-        format!("http://{}", ports.peer_addr().expect("etcd nodes have a peer port"))
+    fn scheme(&self) -> &'static str {
+        if self.secure {
+            "https"
+        } else {
+            "http"
+        }
+    }
+
+    pub(super) fn peer_url(&self, ports: &NodePorts) -> String {
+        format!("{}://{}", self.scheme(), ports.peer_addr().expect("etcd nodes have a peer port"))
     }
 }
 
@@ -75,10 +85,10 @@ impl Engine for Etcd {
 
     fn start_args(&self, ctx: &StartContext<'_>) -> Vec<String> {
         let p = ctx.node.ports;
-        let client = format!("http://{}", p.service_addr());
-        let peer = Self::peer_url(&p);
+        let client = format!("{}://{}", self.scheme(), p.service_addr());
+        let peer = self.peer_url(&p);
         let initial_cluster =
-            ctx.members.iter().map(|m| format!("{}={}", Self::member_name(m.id), Self::peer_url(&m.ports))).collect::<Vec<_>>().join(",");
+            ctx.members.iter().map(|m| format!("{}={}", Self::member_name(m.id), self.peer_url(&m.ports))).collect::<Vec<_>>().join(",");
         // On a restart the data dir already holds the membership; etcd ignores the
         // --initial-* flags then, so they are the same for every mode but the state.
         let state = if ctx.mode == StartMode::Join { "existing" } else { "new" };
@@ -95,6 +105,22 @@ impl Engine for Etcd {
             "--logger=zap".into(),
             "--log-outputs=stderr".into(),
         ];
+        if self.secure {
+            // etcd's security guide (v3.4, "Transport security model"): clients and peers both
+            // over TLS, each side proving itself with a certificate from the lab's CA.
+            let c = crate::certs::CertPaths::of(ctx.lab);
+            let (crt, key, ca) = (c.node_crt(), c.node_key(), c.ca_crt());
+            args.extend([
+                format!("--cert-file={}", crt.display()),
+                format!("--key-file={}", key.display()),
+                format!("--trusted-ca-file={}", ca.display()),
+                "--client-cert-auth".into(),
+                format!("--peer-cert-file={}", crt.display()),
+                format!("--peer-key-file={}", key.display()),
+                format!("--peer-trusted-ca-file={}", ca.display()),
+                "--peer-client-cert-auth".into(),
+            ]);
+        }
         args.extend(self.spec.extra_args.iter().cloned());
         args
     }
@@ -156,14 +182,14 @@ impl Engine for Etcd {
     }
 
     fn client_url(&self, host: &str, port: u16) -> String {
-        format!("http://{host}:{port}")
+        format!("{}://{host}:{port}", self.scheme())
     }
 
     fn metrics_job(&self) -> (&'static str, &'static str) {
         ("etcd", "/metrics")
     }
 
-    fn client_shell(&self, addr: &str, shell: ClientShell<'_>) -> Result<std::process::Command> {
+    fn client_shell(&self, addr: &str, shell: ClientShell<'_>, certs: Option<&crate::certs::CertPaths>) -> Result<std::process::Command> {
         match shell {
             ClientShell::Etcdctl { args } => {
                 let bin = find_binary("ROACHLAB_ETCDCTL", None, "etcdctl", "Install etcd's client (`sudo apt-get install etcd-client`).")?;
@@ -171,9 +197,14 @@ impl Engine for Etcd {
                 // etcdctl(1) v3: bounded dial and command, so a target that does not answer is
                 // an error within seconds, not a hang.
                 c.env("ETCDCTL_API", "3")
-                    .arg(format!("--endpoints=http://{addr}"))
-                    .args(["--dial-timeout=2s", "--command-timeout=5s"])
-                    .args(args);
+                    .arg(format!("--endpoints={}://{addr}", self.scheme()))
+                    .args(["--dial-timeout=2s", "--command-timeout=5s"]);
+                if let Some(certs) = certs {
+                    c.arg(format!("--cacert={}", certs.ca_crt().display()))
+                        .arg(format!("--cert={}", certs.client_crt().display()))
+                        .arg(format!("--key={}", certs.client_key().display()));
+                }
+                c.args(args);
                 Ok(c)
             }
             ClientShell::Sql { .. } => Err(Error::Refused(
@@ -195,7 +226,7 @@ impl Engine for Etcd {
     fn prepare_join<'a>(&'a self, ask: &'a [Member], all: &'a [Member], new: Member) -> BoxFuture<'a, Result<Vec<NodeId>>> {
         Box::pin(async move {
             let refs: Vec<&Member> = ask.iter().filter(|m| m.id != new.id).collect();
-            let body = serde_json::json!({ "peerURLs": [Self::peer_url(&new.ports)] });
+            let body = serde_json::json!({ "peerURLs": [self.peer_url(&new.ports)] });
             // MemberAddResponse: `members` is the cluster's membership with the new one.
             let text = post_any(&refs, "/v3/cluster/member/add", body).await?;
             let list: MemberList =

@@ -27,7 +27,7 @@ pub fn leader_flags(s: &MaintenanceStatus) -> (Option<bool>, Option<bool>) {
 pub async fn observe(client: &reqwest::Client, live: &[Member], all: &[Member]) -> Observation {
     let per_member = live.iter().map(|m| async move {
         let status = async {
-            let url = format!("http://{}/v3/maintenance/status", m.ports.http_addr());
+            let url = crate::tls::url(&m.ports.http_addr(), "/v3/maintenance/status");
             let r = client.post(&url).json(&serde_json::json!({})).send().await.ok()?;
             serde_json::from_str::<MaintenanceStatus>(&r.text().await.ok()?).ok()
         };
@@ -81,7 +81,7 @@ pub async fn observe(client: &reqwest::Client, live: &[Member], all: &[Member]) 
 async fn linearizable_read(client: &reqwest::Client, m: &Member) -> std::result::Result<u128, String> {
     use base64::Engine as _;
     let start = std::time::Instant::now();
-    let url = format!("http://{}/v3/kv/range", m.ports.http_addr());
+    let url = crate::tls::url(&m.ports.http_addr(), "/v3/kv/range");
     let key = base64::engine::general_purpose::STANDARD.encode("roachlab/quorum-probe");
     let body = serde_json::json!({ "key": key, "limit": "1", "serializable": false, "count_only": true });
     let r = client.post(&url).json(&body).send().await.map_err(|e| describe_http_error(&e))?;
