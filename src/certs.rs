@@ -95,8 +95,9 @@ pub fn hosts(spec: &LabSpec) -> Vec<String> {
     out
 }
 
-/// Writes `data` to `path`, created with `mode` (never wider in between).
-fn write_file(path: &Path, data: &[u8], mode: u32) -> Result<()> {
+/// Writes `data` to `path` whole (through a temporary file renamed into place), created with
+/// `mode` (never wider in between): keys, the admin password.
+pub(crate) fn write_file(path: &Path, data: &[u8], mode: u32) -> Result<()> {
     let tmp = path.with_extension("tmp");
     let _ = std::fs::remove_file(&tmp);
     let mut f = std::fs::OpenOptions::new()

@@ -23,6 +23,20 @@ pub fn is_free(port: u16) -> bool {
     TcpListener::bind((Ipv4Addr::LOCALHOST, port)).is_ok()
 }
 
+/// Binds `127.0.0.1:port` for the daemon's own servers (the console, the alert webhook).
+///
+/// Errors: the port is taken ([`Error::PortInUse`], naming `role` and the holder), or it
+/// cannot be bound for another reason.
+pub async fn bind_loopback(port: u16, role: &str) -> Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, port)).await.map_err(|e| {
+        if e.kind() == std::io::ErrorKind::AddrInUse {
+            Error::PortInUse { port, role: role.to_string(), holder: holder(port) }
+        } else {
+            Error::io(format!("cannot listen on 127.0.0.1:{port}"), e)
+        }
+    })
+}
+
 /// Checks every claim; the first taken port fails with [`Error::PortInUse`] naming the port,
 /// its role and (from `/proc`, via the `listeners` crate) the holder's PID and name.
 pub fn check_free(claims: &[PortClaim]) -> Result<()> {

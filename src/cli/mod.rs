@@ -232,7 +232,10 @@ pub async fn run(cli: Cli) -> Result<i32> {
     // them then say so.)
     if let Ok(Some(st)) = crate::state::LabState::load(&lab.state_file()) {
         if st.spec.security.secure && crate::certs::CertPaths::of(&lab).complete() {
-            crate::tls::use_lab(&st.spec, &lab)?;
+            // Not fatal: `down --wipe` and `up` (which makes them again) must still run.
+            if let Err(e) = crate::tls::use_lab(&st.spec, &lab) {
+                eprintln!("warning: the lab's certificates cannot be used ({e}); `roachlab up` makes them again");
+            }
         }
     }
     match cli.command {

@@ -97,17 +97,7 @@ impl Console {
         if !spec.enabled || self.port().is_some() {
             return Ok(None);
         }
-        TcpListener::bind(("127.0.0.1", spec.port)).await.map(Some).map_err(|e| {
-            if e.kind() == std::io::ErrorKind::AddrInUse {
-                Error::PortInUse {
-                    port: spec.port,
-                    role: "roachlab's console (console.port, --console-port)".into(),
-                    holder: ports::holder(spec.port),
-                }
-            } else {
-                Error::io(format!("cannot listen on 127.0.0.1:{}", spec.port), e)
-            }
-        })
+        ports::bind_loopback(spec.port, "roachlab's console (console.port, --console-port)").await.map(Some)
     }
 
     /// Serves the console on `listener` until `cancel`: the page, its live frames, and `api`

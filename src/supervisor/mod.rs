@@ -276,7 +276,8 @@ impl Supervisor {
             return Ok(());
         }
         let paths = crate::certs::CertPaths::of(&self.inner.lab);
-        if !paths.complete() {
+        // Missing, or there but unusable (a key that does not parse): made again.
+        if !paths.complete() || crate::tls::client_config(&paths).is_err() {
             let hosts = crate::certs::hosts(&spec);
             self.inner.engine.make_certs(&paths, &hosts).await?;
             self.emit(EventKind::Note {

@@ -214,17 +214,7 @@ impl Supervisor {
         if self.inner.webhook_started.load(Ordering::SeqCst) {
             return Ok(());
         }
-        let listener = tokio::net::TcpListener::bind(("127.0.0.1", m.webhook_port)).await.map_err(|e| {
-            if e.kind() == std::io::ErrorKind::AddrInUse {
-                Error::PortInUse {
-                    port: m.webhook_port,
-                    role: "roachlab's Alertmanager webhook".into(),
-                    holder: ports::holder(m.webhook_port),
-                }
-            } else {
-                Error::io(format!("cannot listen on 127.0.0.1:{}", m.webhook_port), e)
-            }
-        })?;
+        let listener = ports::bind_loopback(m.webhook_port, "roachlab's Alertmanager webhook").await?;
         self.inner.webhook_started.store(true, Ordering::SeqCst);
         let sup = self.clone();
         let app = axum::Router::new().route(

@@ -62,7 +62,7 @@ pub(super) async fn create_admin(url: &str, paths: &CertPaths) -> Result<std::pa
         Ok(p) if !p.trim().is_empty() => p.trim().to_string(),
         _ => {
             let p = new_password()?;
-            write_private(&file, &p)?;
+            crate::certs::write_file(&file, p.as_bytes(), 0o600)?;
             p
         }
     };
@@ -73,19 +73,6 @@ pub(super) async fn create_admin(url: &str, paths: &CertPaths) -> Result<std::pa
         .await
         .map_err(|e| Error::engine("cockroach", format!("creating the admin user: {}", crate::sql::describe(&e))))?;
     Ok(file)
-}
-
-fn write_private(path: &std::path::Path, text: &str) -> Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(|e| Error::io(format!("cannot create {}", path.display()), e))?;
-    f.write_all(text.as_bytes()).map_err(|e| Error::io(format!("cannot write {}", path.display()), e))
 }
 
 /// roachlab's session on a secure cluster's admin endpoints: its cookie, made on demand.
