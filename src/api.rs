@@ -202,10 +202,15 @@ pub struct MonitoringStatus {
     pub alertmanager: ComponentStatus,
     /// The daemon's webhook for Alertmanager (`http://127.0.0.1:PORT/v1/alerts/webhook`).
     pub webhook: String,
-    /// Prometheus' targets that are up, and all of them.
+    /// Prometheus' targets that are up, and all of them (`GET /api/v1/targets`, Prometheus
+    /// 2.42). Prometheus lists none until its scrape manager has the config's targets (a few
+    /// seconds after it starts): 0 of 0 means *not observed yet*, never "no target".
     pub targets_up: Option<usize>,
     pub targets_total: Option<usize>,
-    /// Targets that are not up: `job instance: last error`.
+    /// Targets not scraped yet (health `unknown`): neither up nor down.
+    #[serde(default)]
+    pub targets_unscraped: usize,
+    /// Targets that are down: `job instance: last error`.
     #[serde(default)]
     pub targets_down: Vec<String>,
     /// Alerting rules Prometheus has loaded.

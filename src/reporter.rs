@@ -236,7 +236,14 @@ pub fn monitoring_lines(m: &crate::api::MonitoringStatus) -> String {
     };
     let mut out = format!("prometheus: {}", proc_word(&m.prometheus));
     match (m.targets_up, m.targets_total) {
-        (Some(up), Some(all)) => out.push_str(&format!("; {up} of {all} targets up")),
+        // Prometheus lists no target until its scrape manager has read the config.
+        (Some(_), Some(0)) => out.push_str("; targets not observed yet (Prometheus has not listed them)"),
+        (Some(up), Some(all)) => {
+            out.push_str(&format!("; {up} of {all} targets up"));
+            if m.targets_unscraped > 0 {
+                out.push_str(&format!(", {} not scraped yet", m.targets_unscraped));
+            }
+        }
         _ if m.prometheus.pid.is_some() => out.push_str("; did not answer"),
         _ => {}
     }
@@ -367,4 +374,39 @@ pub fn haproxy_table(r: &HaproxyReport) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::api::{ComponentStatus, MonitoringStatus};
+
+    fn status(up: usize, total: usize, unscraped: usize, down: &[&str]) -> MonitoringStatus {
+        let c = |url: &str| ComponentStatus { pid: Some(7), state: "running".into(), url: url.into() };
+        MonitoringStatus {
+            prometheus: c("http://127.0.0.1:9090"),
+            alertmanager: c("http://127.0.0.1:9093"),
+            webhook: String::new(),
+            targets_up: Some(up),
+            targets_total: Some(total),
+            targets_unscraped: unscraped,
+            targets_down: down.iter().map(|d| d.to_string()).collect(),
+            rules_loaded: Some(6),
+            firing: Some(Vec::new()),
+        }
+    }
+
+    /// Right after Prometheus starts it lists no target, then targets it has not scraped:
+    /// neither is a verdict (seen at the end of `up --monitoring`: "0 of 0 targets up").
+    #[test]
+    fn targets_prometheus_has_not_listed_or_scraped_are_not_a_verdict() {
+        let first = super::monitoring_lines(&status(0, 0, 0, &[]));
+        assert!(first.contains("targets not observed yet"), "{first}");
+        assert!(!first.contains("0 of 0"), "{first}");
+        let second = super::monitoring_lines(&status(3, 8, 5, &[]));
+        assert!(second.contains("3 of 8 targets up, 5 not scraped yet"), "{second}");
+        assert!(!second.contains("target down"), "{second}");
+        let later = super::monitoring_lines(&status(7, 8, 0, &["etcd 198.18.7.13:23793: connection refused"]));
+        assert!(later.contains("7 of 8 targets up\n") || later.contains("7 of 8 targets up;"), "{later}");
+        assert!(later.contains("target down: etcd 198.18.7.13:23793: connection refused"), "{later}");
+    }
 }

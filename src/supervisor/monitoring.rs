@@ -302,10 +302,11 @@ impl Supervisor {
             webhook: format!("http://127.0.0.1:{}{}", m.webhook_port, render::WEBHOOK_PATH),
             targets_up: targets.as_ref().map(|t| t.iter().filter(|t| t.health == "up").count()),
             targets_total: targets.as_ref().map(Vec::len),
+            targets_unscraped: targets.iter().flatten().filter(|t| t.health == "unknown").count(),
             targets_down: targets
                 .iter()
                 .flatten()
-                .filter(|t| t.health != "up")
+                .filter(|t| t.health != "up" && t.health != "unknown")
                 .map(|t| format!("{} {}: {}", t.job, t.instance, if t.last_error.is_empty() { &t.health } else { &t.last_error }))
                 .collect(),
             rules_loaded: rules.ok().map(|r| r.len()),
