@@ -6,8 +6,8 @@
   "use strict";
 
   // One colour per marker kind, matching the timeline's highlights.
-  // Labels stand along their line, at a height of their own per kind, so markers a second
-  // apart (a kill, HAProxy's DOWN, the new leader) do not write over one another.
+  // Labels stand along their line, at a height of their own per kind, so the labels of
+  // neighbouring groups of markers (see `grouped`) rarely meet.
   var MARKER = {
     fault: { color: "#c62828", type: "solid", width: 2, at: "insideEndTop", bold: true },
     recovery: { color: "#1a7f37", type: "solid", width: 2, at: "insideEndTop", bold: true },
@@ -24,6 +24,44 @@
     var d = new Date(v);
     var p = function (n) { return (n < 10 ? "0" : "") + n; };
     return p(d.getHours()) + ":" + p(d.getMinutes()) + ":" + p(d.getSeconds());
+  }
+
+  // The x extent the chart shows: its range, else from the first to the last point or marker.
+  function span(set) {
+    if (set.range) { return set.range[1] - set.range[0]; }
+    var xs = [];
+    set.charts.forEach(function (c) { c.series.forEach(function (s) { s.points.forEach(function (p) { xs.push(p[0]); }); }); });
+    (set.markers || []).forEach(function (m) { xs.push(m.at); });
+    if (xs.length < 2) { return 0; }
+    return Math.max.apply(null, xs) - Math.min.apply(null, xs);
+  }
+
+  // Which label a group of close markers shows: the first kind in this list.
+  var PRIORITY = ["fault", "recovery", "quorum", "leader", "alert", "alert_resolved", "haproxy"];
+  function rank(kind) { var i = PRIORITY.indexOf(kind); return i < 0 ? PRIORITY.length : i; }
+
+  // Markers closer than 2.5 % of the span to the previous one (a kill, HAProxy's DOWN, an
+  // alert per node, all within seconds) would write their labels over one another: every
+  // line is still drawn in its kind's colour, but the group carries one label — its most
+  // telling marker's (a fault before a recovery, quorum, leader, alerts, HAProxy), with how
+  // many more stand beside it ("kill 2 (+3)"). Each line's own words stay in its name and
+  // in the timeline. Returns the markers in time order, each with `show` (its label) or not.
+  function grouped(markers, width) {
+    var gap = width * 0.025;
+    var sorted = markers.slice().sort(function (a, b) { return a.at - b.at; });
+    var groups = [];
+    sorted.forEach(function (m) {
+      var g = groups[groups.length - 1];
+      if (g && m.at - g[g.length - 1].at <= gap) { g.push(m); } else { groups.push([m]); }
+    });
+    var out = [];
+    groups.forEach(function (g) {
+      var lead = g.reduce(function (best, m) { return rank(m.kind) < rank(best.kind) ? m : best; }, g[0]);
+      g.forEach(function (m) {
+        out.push({ kind: m.kind, at: m.at, label: m.label, show: m === lead ? m.label + (g.length > 1 ? " (+" + (g.length - 1) + ")" : "") : null });
+      });
+    });
+    return out;
   }
 
   // ECharts options for one chart of `set`.
@@ -67,13 +105,13 @@
       silent: true,
       symbol: ["none", "none"],
       animation: false,
-      data: (set.markers || []).map(function (m) {
+      data: grouped(set.markers || [], span(set)).map(function (m) {
         var k = MARKER[m.kind] || MARKER.haproxy;
         return {
           xAxis: m.at,
           name: m.label,
           lineStyle: { color: k.color, type: k.type, width: k.width },
-          label: { formatter: m.label, position: k.at, color: k.color, fontSize: 11, fontWeight: k.bold ? "bold" : "normal" }
+          label: { show: m.show !== null, formatter: m.show || "", position: k.at, color: k.color, fontSize: 11, fontWeight: k.bold ? "bold" : "normal" }
         };
       })
     };
@@ -132,5 +170,5 @@
     });
   });
 
-  window.RoachlabCharts = { options: options, render: render };
+  window.RoachlabCharts = { options: options, render: render, grouped: grouped };
 })();

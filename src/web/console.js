@@ -84,7 +84,7 @@
       var hp = make("td", "hp-" + (n.haproxy || "").split(" ")[0], n.haproxy || "–");
       hp.setAttribute("data-field", "haproxy");
       tr.appendChild(hp);
-      tr.appendChild(make("td", "", n.liveness));
+      tr.appendChild(make("td", "", !n.liveness || n.liveness === "-" ? "–" : n.liveness));
       tr.appendChild(make("td", "", n.replicas == null ? "–" : n.replicas + " / " + (n.leases == null ? "–" : n.leases)));
       tr.appendChild(make("td", "", n.quorum || "–"));
       tr.appendChild(make("td", "", n.locality || "–"));
