@@ -151,6 +151,8 @@ pub fn marker(e: &Event, at: f64) -> Option<Marker> {
             },
         ),
         EventKind::LivenessChanged { node, to, .. } => m(MarkerKind::Leader, format!("{node} {to}")),
+        // The first answer for a row is where the lease was, not a change.
+        EventKind::LeaseholderChanged { key, from: Some(_), to, .. } => m(MarkerKind::Leader, format!("lease row {key} → {to}")),
         EventKind::QuorumLost { .. } => m(MarkerKind::Quorum, "quorum lost".into()),
         EventKind::QuorumRegained { .. } => m(MarkerKind::Quorum, "quorum regained".into()),
         EventKind::AlertFiring { alert, labels, .. } => m(MarkerKind::Alert, alert_label(alert, labels)),
@@ -250,6 +252,11 @@ mod tests {
             (
                 ev(EventKind::LivenessChanged { node: 2, from: Some("LIVE".into()), to: "DEAD".into() }),
                 Some((MarkerKind::Leader, "2 DEAD")),
+            ),
+            (ev(EventKind::LeaseholderChanged { table: "bank.bank".into(), key: 0, from: None, to: 3 }), None),
+            (
+                ev(EventKind::LeaseholderChanged { table: "bank.bank".into(), key: 0, from: Some(3), to: 1 }),
+                Some((MarkerKind::Leader, "lease row 0 → 1")),
             ),
         ];
         for (e, want) in cases {

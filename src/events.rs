@@ -78,6 +78,11 @@ pub enum EventKind {
     RangesChanged { ranges: Option<u64>, underreplicated: Option<u64>, unavailable: Option<u64> },
     /// The Raft leader changed (etcd); `to` is `None` when no member knows a leader.
     LeaderChanged { from: Option<NodeId>, to: Option<NodeId>, term: Option<u64> },
+    /// The leaseholder of a row changed (CockroachDB: `lease_holder` of `SHOW RANGE FROM TABLE
+    /// … FOR ROW`, v20.1.5): observed when roachlab asks — a drill resolving `leader` or
+    /// `leaseholder-of`, then the poller every 2 s for 5 min after the last such question.
+    /// `from` is `None` at the first answer for the row.
+    LeaseholderChanged { table: String, key: i64, from: Option<NodeId>, to: NodeId },
     /// Fewer than a majority of members are up (etcd), or the SQL probe failed on every live
     /// node (CockroachDB; `detail` says what each node answered).
     QuorumLost {
@@ -222,6 +227,10 @@ impl Event {
                 let term = term.map(|t| format!(" (term {t})")).unwrap_or_default();
                 format!("leader: {} → {}{term}", name(from), name(to))
             }
+            EventKind::LeaseholderChanged { table, key, from: Some(f), to } => {
+                format!("leaseholder of {table} row {key}: node {f} → node {to}")
+            }
+            EventKind::LeaseholderChanged { table, key, from: None, to } => format!("leaseholder of {table} row {key}: node {to}"),
             EventKind::QuorumLost { detail: Some(d), .. } => {
                 format!("QUORUM LOST: {d}; writes that need the lost majority cannot commit")
             }

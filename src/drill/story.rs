@@ -82,6 +82,9 @@ pub fn tell(phases: &[PhaseMetrics], events: &[Event], t0_mono: u64) -> Vec<Stri
                     steps.push(format!("node {to} leads at +{}{term}{jump}", secs(at)))
                 }
                 EventKind::LeaderChanged { to: None, .. } => steps.push(format!("no leader at +{}", secs(at))),
+                EventKind::LeaseholderChanged { table, key, from: Some(from), to } => {
+                    steps.push(format!("the lease on {table} row {key} moved from node {from} to node {to} (seen at +{})", secs(at)))
+                }
                 EventKind::NodeQuorum { node, sees_quorum: false, .. } => steps.push(format!("node {node} lost quorum at +{}", secs(at))),
                 EventKind::NodeQuorum { node, sees_quorum: true, .. } => {
                     steps.push(format!("node {node} sees quorum again at +{}", secs(at)))

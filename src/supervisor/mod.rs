@@ -14,8 +14,8 @@
 //! Split by concern: `children` (adoption, spawning, signals, stopping), `poller` (readiness,
 //! observation, HAProxy states → events), `status` (views and the status report), `proxy`
 //! (HAProxy's config and process), `monitoring` (Prometheus and Alertmanager, the alert
-//! webhook), `requests` (the API's lifecycle requests). This file holds
-//! the shared state and the wait primitive.
+//! webhook), `leases` (the leaseholders drills ask about, watched for changes), `requests`
+//! (the API's lifecycle requests). This file holds the shared state and the wait primitive.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -42,6 +42,7 @@ use crate::{Error, Result};
 mod children;
 mod drain;
 mod faults;
+mod leases;
 mod monitoring;
 mod net;
 mod poller;
@@ -196,6 +197,10 @@ struct Inner {
     quorum_confirm: std::sync::OnceLock<Duration>,
     /// Per alert (Alertmanager's fingerprint): the last (status, startsAt) told as an event.
     alerts_seen: Mutex<HashMap<String, (String, String)>>,
+    /// Leaseholders of the rows drills asked about (CockroachDB), watched for a while.
+    leases: Mutex<leases::LeaseBook>,
+    /// The poller's re-asking of those rows is under way (one at a time).
+    lease_asking: std::sync::atomic::AtomicBool,
 }
 
 /// A lab's supervisor. Cheap to clone.
@@ -253,6 +258,8 @@ impl Supervisor {
                 webhook_started: std::sync::atomic::AtomicBool::new(false),
                 quorum_confirm: std::sync::OnceLock::new(),
                 alerts_seen: Mutex::new(HashMap::new()),
+                leases: Mutex::new(Default::default()),
+                lease_asking: std::sync::atomic::AtomicBool::new(false),
             }),
         };
         let monitors = sup.adopt()?;

@@ -54,6 +54,7 @@ impl Supervisor {
         // The same holds for a node paused or resumed, or a partition made or healed, mid-round.
         let consistent = self.shape() == shape;
         self.apply_observation(observation, consistent.then_some(shape));
+        self.reask_leaseholders();
         self.poll_haproxy().await;
     }
 

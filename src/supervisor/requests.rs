@@ -180,26 +180,6 @@ impl Supervisor {
         Ok(())
     }
 
-    /// Our id of the node holding the lease for `key` of `table` (CockroachDB).
-    /// Asked of ready members, those whose last quorum probe committed first: a node cut off
-    /// by a partition is still ready until its liveness record expires, but cannot answer.
-    pub async fn leaseholder_of(&self, table: &str, key: i64) -> Result<NodeId> {
-        let mut members: Vec<Member> = self.members().into_iter().filter(|m| self.is_ready(m.id)).collect();
-        if members.is_empty() {
-            return Err(Error::Refused("no member is ready to ask".into()));
-        }
-        {
-            let w = self.inner.watch.lock().unwrap_or_else(|p| p.into_inner());
-            members.sort_by_key(|m| w.last.nodes.get(&m.id).and_then(|f| f.sees_quorum) != Some(true));
-        }
-        let engine_id = self.inner.engine.leaseholder_of(&members, table, key).await?;
-        self.members()
-            .into_iter()
-            .find(|m| m.engine_id.unwrap_or(m.id as u64) == engine_id)
-            .map(|m| m.id)
-            .ok_or_else(|| Error::Refused(format!("the leaseholder is node ID {engine_id}, which this lab does not know")))
-    }
-
     /// What taking `down` out of the cluster would do to quorum, predicted by the engine from
     /// the layout observed now (CockroachDB: replica placement; etcd: member count). Unknown
     /// node ids are an error.
