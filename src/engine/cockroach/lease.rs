@@ -161,6 +161,49 @@ pub async fn leaseholder(facts: &Facts, ask_of: &[Member], table: &str, key: i64
     Err(Error::engine("cockroach", format!("cannot find the leaseholder of {table} row {key}: {}", errors.join("; "))))
 }
 
+/// How often a drain that has not ended asks the ranges for their leases again
+/// ([`renew_invalid_leases`]): on v20.1.5 a stalled drain moved on 1–3 s after the question.
+pub const RENEW_WHILE_DRAINING: Duration = Duration::from_secs(10);
+
+/// Every range's lease, asked for once (`crdb_internal.ranges`' `lease_holder` sends each range
+/// a lease-info request, v20.1.5): a range idle since its leaseholder restarted still names
+/// the holder's previous liveness epoch, and the request makes a live replica acquire a valid
+/// lease — one a drain can move ([`Facts::drain_stalls_on_invalid_leases`],
+/// cockroachdb/cockroach#58613). Asked through the first of `ask_of` that answers (each
+/// bounded by 15 s); returns how many ranges answered with a leaseholder. Errors: no member
+/// answered (each one's error named).
+pub async fn renew_invalid_leases(ask_of: &[Member]) -> Result<u64> {
+    let mut errors = Vec::new();
+    for m in ask_of {
+        let asked = async {
+            let client = sql::connect(&node_url(m), Duration::from_secs(10)).await?;
+            let rows = TypedSql::fixed("SELECT count(lease_holder) FROM crdb_internal.ranges", &[])
+                .fetch(&client, &[])
+                .await
+                .map_err(|e| Error::engine("cockroach", sql::describe(&e)))?;
+            Ok::<_, Error>(rows.first().map(|r| r.get::<_, i64>(0)).unwrap_or(0).max(0) as u64)
+        };
+        match tokio::time::timeout(Duration::from_secs(15), asked).await {
+            Ok(Ok(n)) => return Ok(n),
+            Ok(Err(e)) => errors.push(format!("node {}: {e}", m.id)),
+            Err(_) => errors.push(format!("node {}: no answer within 15 s", m.id)),
+        }
+    }
+    Err(Error::engine("cockroach", format!("cannot ask the ranges for their leases: {}", errors.join("; "))))
+}
+
+/// Asks the ranges for their leases through `others` every [`RENEW_WHILE_DRAINING`] until
+/// dropped (the caller races it against the drain), counting the questions answered in
+/// `renewals`.
+pub async fn renew_while_draining(others: &[Member], renewals: &std::sync::atomic::AtomicU32) -> std::convert::Infallible {
+    loop {
+        tokio::time::sleep(RENEW_WHILE_DRAINING).await;
+        if renew_invalid_leases(others).await.is_ok() {
+            renewals.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::version::{facts_for, Version};

@@ -18,6 +18,7 @@ use crate::watch::{ClusterFigures, Liveness, LossPrediction, NodeFigures, Observ
 use crate::{Error, Result};
 use version::{Facts, Version};
 
+mod drain;
 pub mod lease;
 pub mod parse;
 pub mod quorum;
@@ -436,26 +437,10 @@ impl Engine for Cockroach {
         &'a self,
         _client: &'a reqwest::Client,
         node: Member,
-        _others: &'a [Member],
+        others: &'a [Member],
         deadline: Duration,
     ) -> BoxFuture<'a, Result<Vec<String>>> {
-        Box::pin(async move {
-            let facts = self.facts().await;
-            let host = node.ports.service_addr();
-            let bin = self.binary()?;
-            let start = std::time::Instant::now();
-            let mut args = facts.drain_args(&host, &self.security_flag());
-            let (mut ok, mut out, mut err) = run_cli("cockroach", &bin, &args, &offline_env(), deadline).await?;
-            if !ok && facts.drain_self_flag && format!("{err}{out}").contains("unknown flag") {
-                // A build without `--self`: the node behind --host is drained without it.
-                args.retain(|a| a != "--self");
-                (ok, out, err) = run_cli("cockroach", &bin, &args, &offline_env(), deadline.saturating_sub(start.elapsed())).await?;
-            }
-            if !ok {
-                return Err(Error::engine("cockroach", format!("`cockroach {}` failed: {}", args.join(" "), last_lines(&err, &out))));
-            }
-            Ok(vec![format!("drained in {} ms: {}", start.elapsed().as_millis(), parse::drain_summary(&format!("{err}\n{out}")))])
-        })
+        Box::pin(drain::drain(self, node, others, deadline))
     }
 
     fn version<'a>(&'a self) -> BoxFuture<'a, Result<EngineVersion>> {

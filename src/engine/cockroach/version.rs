@@ -95,6 +95,17 @@ pub struct Facts {
     /// v20.2: the values of the indexed columns … In previous releases, this statement
     /// required the values of all columns of a row"; cockroachdb/docs#8634).
     pub for_row_takes_every_column: bool,
+    /// A drain may wait forever on leases that are no longer valid: ranges left idle since a
+    /// node restarted still name that node's *previous* liveness epoch as leaseholder, the
+    /// drain counts them as leases to move but cannot move them (cockroachdb/cockroach#58613,
+    /// "kvserver: properly handle invalid leases when draining", filed against v20.1, fixed
+    /// in master in January 2021 and labelled for backport to 20.1.x and 20.2.x; seen on
+    /// v20.1.5 here: `cockroach node drain` repeating "waiting for 6 replicas to transfer
+    /// their lease away" after a SIGKILLed node's restart). Asking every range for its lease
+    /// makes a live replica take a valid one, which the drain then moves
+    /// ([`super::lease::renew_invalid_leases`]); roachlab does it on every 20.1/20.2 release,
+    /// as it cannot tell which patch has the backport, and it costs one query.
+    pub drain_stalls_on_invalid_leases: bool,
     /// Columns of `cockroach node decommission` progress rows.
     pub decommission_columns: &'static [&'static str],
     /// A liveness record expires after this many seconds without a heartbeat: how long a
@@ -129,6 +140,7 @@ const V20_1: Facts = Facts {
     drain_self_flag: false,
     voting_replicas_column: "replicas",
     for_row_takes_every_column: true,
+    drain_stalls_on_invalid_leases: true,
     decommission_columns: DECOMMISSION_COLUMNS_V20_1,
     liveness_expiry_s: 9.0,
     diagnostics_opt_out: true,
@@ -152,8 +164,10 @@ const V20_2: Facts = Facts {
 const V21_1: Facts = Facts {
     since: Version::new(21, 1, 0),
     voting_replicas_column: "voting_replicas",
+    drain_stalls_on_invalid_leases: false,
     source: "cockroachdb/cockroach#61962 (v21.1): crdb_internal.ranges{_no_leases} gain voting_replicas and \
-             non_voting_replicas; `replicas` lists both",
+             non_voting_replicas; `replicas` lists both; cockroachdb/cockroach#58613 (drain and invalid leases, \
+             filed 2021-01 against 20.1, closed with backports to 20.1/20.2) assumed fixed here, not verified on a binary",
     ..V20_2
 };
 
@@ -343,6 +357,9 @@ mod tests {
             facts("v24.2.1").drain_args("127.0.0.1:26259", "--insecure"),
             ["node", "drain", "--self", "--insecure", "--host=127.0.0.1:26259"]
         );
+        // cockroachdb/cockroach#58613: asked around on 20.1 and 20.2 only.
+        assert!(facts("v20.1.5").drain_stalls_on_invalid_leases && facts("v20.2.9").drain_stalls_on_invalid_leases);
+        assert!(!facts("v21.1.0").drain_stalls_on_invalid_leases && !facts("v25.2.0").drain_stalls_on_invalid_leases);
     }
 
     #[test]
