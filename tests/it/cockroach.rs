@@ -216,7 +216,10 @@ fn demo_workloads_quorum_loss_and_scale() {
         let out = lab.ok(&["node", "stop", node]);
         assert!(out.contains("ranges for their leases first") && out.contains("cockroachdb/cockroach#58613"), "{out}");
         assert!(out.contains("drained in ") && !out.contains("hand-off failed"), "the drain ended: {out}");
-        assert!(out.contains("exited (SIGTERM)"), "SIGTERM stopped it, not SIGKILL after the grace period: {out}");
+        assert!(
+            out.contains(&format!("node {node}: drained: SIGTERM, exited (code 0)")) && !out.contains("SIGKILL"),
+            "SIGTERM stopped it, not SIGKILL after the grace period: {out}"
+        );
         lab.ok(&["node", "start", node]);
     }
 
