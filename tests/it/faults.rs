@@ -45,6 +45,11 @@ fn a_paused_leader_is_routed_around_and_rejoins_as_a_follower() {
     assert!(n["pid"].is_u64(), "its process still exists: {n}");
     let new = wait_for("a new leader", Duration::from_secs(20), || lab.status()["cluster"]["leader"].as_u64().filter(|l| *l != leader));
     wait_for("HAProxy to mark it DOWN", Duration::from_secs(20), || (lab.node(leader)["backend"] == "DOWN").then_some(()));
+    // Its process lives on but answers nothing: the cluster line does not count it as up.
+    let q = wait_for("the quorum figure without it", Duration::from_secs(10), || {
+        Some(lab.status()["cluster"]["quorum"].clone()).filter(|q| q["ok"] == true && q["up"] == 2)
+    });
+    assert!(q["detail"].as_str().unwrap().contains("(2 of 3 members answering)"), "{q}");
     // Bad input: pausing a paused node, resuming a running one.
     let out = lab.run(&["node", "pause", &leader.to_string()]);
     assert!(text(&out.stderr).contains("is already paused; `roachlab node resume"), "{}", text(&out.stderr));

@@ -71,7 +71,7 @@ fn killing_the_leader_then_a_second_member_is_recorded_in_order() {
     });
     wait_for("a leader again", Duration::from_secs(15), || lab.status()["cluster"]["leader"].as_u64());
     let text = lab.ok(&["events", "--since", "10m"]);
-    assert!(text.contains("QUORUM LOST: 1 of 3 member(s) running, a majority needs 2 connected: no linearizable read answered"), "{text}");
+    assert!(text.contains("QUORUM LOST: 1 of 3 member(s) answering, a majority needs 2 connected: no linearizable read answered"), "{text}");
     assert!(text.contains("quorum regained"), "{text}");
     let json = lab.ok(&["events", "--json"]);
     assert_eq!(json.lines().count(), lab.events().len());

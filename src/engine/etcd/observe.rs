@@ -35,6 +35,8 @@ pub async fn observe(client: &reqwest::Client, live: &[Member], all: &[Member]) 
         (m.id, status, read)
     });
     let results = futures_util::future::join_all(per_member).await;
+    // A paused (SIGSTOPped) or hung member has a live process but answers nothing.
+    let answering = results.iter().filter(|(_, status, _)| status.is_some()).count();
     let mut obs = Observation::default();
     let mut leader_ids = Vec::new();
     for (id, status, read) in results {
@@ -52,7 +54,7 @@ pub async fn observe(client: &reqwest::Client, live: &[Member], all: &[Member]) 
             }
         }
     }
-    obs.cluster.quorum = Some(observed_quorum(&obs, live.len(), all.len()));
+    obs.cluster.quorum = Some(observed_quorum(&obs, answering, all.len()));
     let c = &mut obs.cluster;
     c.term = obs.nodes.values().filter_map(|f| f.term).max();
     c.has_leader = Some(obs.nodes.values().any(|f| f.has_leader == Some(true)));
@@ -98,22 +100,23 @@ async fn linearizable_read(client: &reqwest::Client, m: &Member) -> std::result:
 }
 
 /// Quorum observed from the members' linearizable reads: ok when any answered (a leader
-/// with a majority exists); `up` counts the `running` members, `needed` is a majority of
-/// all `members`; `detail` names the members whose reads answered — under a partition, the
-/// side that holds the majority.
-pub fn observed_quorum(obs: &Observation, running: usize, members: usize) -> crate::watch::Quorum {
+/// with a majority exists); `up` counts the `answering` members (those whose
+/// `/v3/maintenance/status` answered this round: a stopped, paused or hung member does not),
+/// `needed` is a majority of all `members`; `detail` names the members whose reads answered —
+/// under a partition, the side that holds the majority.
+pub fn observed_quorum(obs: &Observation, answering: usize, members: usize) -> crate::watch::Quorum {
     let answered: Vec<String> = obs.nodes.iter().filter(|(_, f)| f.sees_quorum == Some(true)).map(|(id, _)| id.to_string()).collect();
     let needed = members / 2 + 1;
     let detail = if answered.is_empty() {
         let why: Vec<String> = obs.nodes.iter().filter_map(|(id, f)| f.quorum_detail.as_ref().map(|d| format!("node {id}: {d}"))).collect();
         format!(
-            "{running} of {members} member(s) running, a majority needs {needed} connected: no linearizable read answered ({})",
+            "{answering} of {members} member(s) answering, a majority needs {needed} connected: no linearizable read answered ({})",
             why.join("; ")
         )
     } else {
-        format!("linearizable reads answered through node(s) {} ({running} of {members} members running)", answered.join(", "))
+        format!("linearizable reads answered through node(s) {} ({answering} of {members} members answering)", answered.join(", "))
     };
-    crate::watch::Quorum { up: running, needed, ok: !answered.is_empty(), detail: Some(detail) }
+    crate::watch::Quorum { up: answering, needed, ok: !answered.is_empty(), detail: Some(detail) }
 }
 
 #[cfg(test)]
