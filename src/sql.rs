@@ -159,16 +159,44 @@ fn describe_pg_error(e: &tokio_postgres::Error) -> String {
 /// honour the SET (PostgreSQL: "Client Connection Defaults"; CockroachDB: `statement_timeout`
 /// session variable, v19.1+).
 pub async fn connect(url: &str, op_timeout: Duration) -> Result<Client> {
-    let mut config: tokio_postgres::Config = url
-        .parse()
-        .map_err(|e| Error::ConfigInvalid { origin: "--url".into(), message: format!("{} is not a PostgreSQL URL: {e}", redact(url)) })?;
+    try_connect(url, op_timeout).await.map_err(|(e, _)| e)
+}
+
+/// How long `workload init` retries its connection ([`connect_retrying`]).
+pub const INIT_CONNECT_RETRY_FOR: Duration = Duration::from_secs(10);
+
+/// [`connect`], retried for `retry_for` (a new connection every 200 ms) while the connection
+/// failed, not the server: right after a node is killed, HAProxy still routes new connections
+/// to it until its checks mark it DOWN (`inter × fall`, 2 s in the lab's config) and closes
+/// them when the node refuses (`retries 2`, no redispatch). The server's own answer (a bad
+/// password, an unknown database) and a bad URL are returned at once. Errors: as [`connect`],
+/// the last one.
+pub async fn connect_retrying(url: &str, op_timeout: Duration, retry_for: Duration) -> Result<Client> {
+    let start = std::time::Instant::now();
+    loop {
+        match try_connect(url, op_timeout).await {
+            Ok(c) => return Ok(c),
+            Err((_, true)) if start.elapsed() < retry_for => tokio::time::sleep(Duration::from_millis(200)).await,
+            Err((e, _)) => return Err(e),
+        }
+    }
+}
+
+/// [`connect`]'s work; an error says whether the transport failed (`true`: worth another
+/// connection) or the server or the URL said no.
+async fn try_connect(url: &str, op_timeout: Duration) -> std::result::Result<Client, (Error, bool)> {
+    let mut config: tokio_postgres::Config = url.parse().map_err(|e| {
+        (Error::ConfigInvalid { origin: "--url".into(), message: format!("{} is not a PostgreSQL URL: {e}", redact(url)) }, false)
+    })?;
     config.connect_timeout(op_timeout);
-    let timed_out = || Error::Timeout { what: format!("connecting to {}", redact(url)), after_ms: op_timeout.as_millis() as u64 };
+    let timed_out = || (Error::Timeout { what: format!("connecting to {}", redact(url)), after_ms: op_timeout.as_millis() as u64 }, true);
+    let failed = |e: tokio_postgres::Error| (sql_err(url, &e), e.as_db_error().is_none());
     // `sslmode=require`: a secure lab's TLS (its CA only, its `root` client certificate);
     // rustls verifies the node's certificate and name whatever the mode says.
     let client = if config.get_ssl_mode() == tokio_postgres::config::SslMode::Require {
-        let (client, conn) = match tokio::time::timeout(op_timeout, config.connect(crate::tls::postgres()?)).await {
-            Ok(r) => r.map_err(|e| sql_err(url, &e))?,
+        let tls = crate::tls::postgres().map_err(|e| (e, false))?;
+        let (client, conn) = match tokio::time::timeout(op_timeout, config.connect(tls)).await {
+            Ok(r) => r.map_err(failed)?,
             Err(_) => return Err(timed_out()),
         };
         tokio::spawn(async move {
@@ -177,7 +205,7 @@ pub async fn connect(url: &str, op_timeout: Duration) -> Result<Client> {
         client
     } else {
         let (client, conn) = match tokio::time::timeout(op_timeout, config.connect(NoTls)).await {
-            Ok(r) => r.map_err(|e| sql_err(url, &e))?,
+            Ok(r) => r.map_err(failed)?,
             Err(_) => return Err(timed_out()),
         };
         tokio::spawn(async move {
@@ -188,7 +216,7 @@ pub async fn connect(url: &str, op_timeout: Duration) -> Result<Client> {
     // A whole number of ms, formatted by roachlab: no placeholder to type.
     let set = format!("SET statement_timeout = {}", op_timeout.as_millis().max(1));
     match tokio::time::timeout(op_timeout, client.batch_execute(&set)).await {
-        Ok(r) => r.map_err(|e| sql_err(url, &e))?,
+        Ok(r) => r.map_err(failed)?,
         Err(_) => return Err(timed_out()),
     }
     Ok(client)

@@ -176,12 +176,21 @@ fn engine_err(e: CallError) -> Error {
     Error::engine("etcd", e.text())
 }
 
+/// How long `workload init bank` on etcd retries a failed request: right after a node is
+/// killed, HAProxy still routes new connections to it until its checks fail (`inter × fall`,
+/// 2 s in the lab's config) and closes them when the node refuses (`retries 2`, no
+/// redispatch); a leader election fails requests for a moment too.
+const INIT_RETRY_FOR: Duration = Duration::from_secs(10);
+
 /// `workload init bank` on etcd: deletes the bank's keys and writes `rows` accounts at 0.
+/// Every step is idempotent (a range deleted again, accounts put at 0 again), so a failed
+/// request is retried on a new connection for [`INIT_RETRY_FOR`]. Errors: the last failure,
+/// with how long it was retried.
 pub async fn init(endpoint: &str, rows: i64) -> Result<()> {
-    let kv = Kv3::new(endpoint, Duration::from_secs(30));
+    let mut kv = Kv3::new(endpoint, Duration::from_secs(30));
     for prefix in [ACCOUNTS, TRANSFERS] {
         let body = serde_json::json!({ "key": B64.encode(prefix), "range_end": B64.encode(prefix_end(prefix)) });
-        kv.call::<serde_json::Value>("/v3/kv/deleterange", body).await.map_err(engine_err)?;
+        init_call(&mut kv, "/v3/kv/deleterange", body).await?;
     }
     // etcd allows at most 128 operations per transaction (--max-txn-ops).
     let mut id = 0;
@@ -189,10 +198,27 @@ pub async fn init(endpoint: &str, rows: i64) -> Result<()> {
         let puts: Vec<serde_json::Value> = (id..(id + 100).min(rows))
             .map(|i| serde_json::json!({ "request_put": { "key": B64.encode(account_key(i)), "value": B64.encode("0") } }))
             .collect();
-        kv.call::<serde_json::Value>("/v3/kv/txn", serde_json::json!({ "success": puts })).await.map_err(engine_err)?;
+        init_call(&mut kv, "/v3/kv/txn", serde_json::json!({ "success": puts })).await?;
         id += 100;
     }
     Ok(())
+}
+
+/// One of init's requests, retried on a new connection until [`INIT_RETRY_FOR`] has passed.
+async fn init_call(kv: &mut Kv3, path: &str, body: serde_json::Value) -> Result<()> {
+    let start = std::time::Instant::now();
+    loop {
+        match kv.call::<serde_json::Value>(path, body.clone()).await {
+            Ok(_) => return Ok(()),
+            Err(_) if start.elapsed() < INIT_RETRY_FOR => {
+                kv.renew();
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => {
+                return Err(Error::engine("etcd", format!("{} (retried for {} s)", e.text(), start.elapsed().as_secs())));
+            }
+        }
+    }
 }
 
 /// The number of accounts.

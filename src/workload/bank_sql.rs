@@ -32,7 +32,7 @@ pub struct InitOptions {
 /// `workload init bank`: (re)creates the schema and `rows` accounts at balance 0; on
 /// CockroachDB, splits `bank.bank` into `ranges` ranges at `(i+1)*rows/ranges`.
 pub async fn init(url: &str, opts: &InitOptions) -> Result<Dialect> {
-    let client = connect(url, Duration::from_secs(60)).await?;
+    let client = crate::sql::connect_retrying(url, Duration::from_secs(60), crate::sql::INIT_CONNECT_RETRY_FOR).await?;
     let d = dialect(&client).await?;
     let container = match d {
         Dialect::CockroachDb => "CREATE DATABASE IF NOT EXISTS bank",

@@ -84,7 +84,7 @@ fn err(e: tokio_postgres::Error) -> Error {
 
 /// `workload init tpcb`: pgbench's tables at `scale`, loaded server-side.
 pub async fn init(url: &str, scale: i64) -> Result<Dialect> {
-    let c = sql::connect(url, Duration::from_secs(600)).await?;
+    let c = sql::connect_retrying(url, Duration::from_secs(600), sql::INIT_CONNECT_RETRY_FOR).await?;
     let d = sql::dialect(&c).await?;
     c.batch_execute(SCHEMA).await.map_err(err)?;
     let [branches, tellers, accounts] = init_statements();

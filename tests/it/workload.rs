@@ -134,6 +134,18 @@ fn etcd_bank_survives_a_member_killed_mid_run() {
     assert_eq!(report["total_balance"], 0);
     assert_eq!(report["ok_checked"], counts["ok"]);
     assert_eq!(report["violations"], serde_json::json!([]));
+
+    // `workload init` right after a kill: until HAProxy's checks mark the node DOWN it still
+    // routes new connections there and closes them when the node refuses. Three inits in a
+    // row take three connections of the round robin, so one starts on the killed node; each
+    // retries on a new connection and succeeds.
+    lab.ok(&["node", "start", "2"]);
+    lab.ok(&["node", "kill", "3"]);
+    for round in 1..=3 {
+        let out = lab.run(&["workload", "init", "bank", "--rows", "100"]);
+        assert!(out.status.success(), "round {round}: {}{}", text(&out.stdout), text(&out.stderr));
+        assert!(text(&out.stdout).contains("100 accounts at balance 0"), "round {round}: {}", text(&out.stdout));
+    }
 }
 
 #[test]

@@ -239,7 +239,7 @@ const RUN_FILE_WAIT: Duration = Duration::from_secs(600);
 /// Errors: the file cannot be read; the server refuses a statement (named with the file).
 pub async fn run_file(url: &str, file: &Path) -> Result<()> {
     let text = std::fs::read_to_string(file).map_err(|e| Error::io(format!("cannot read {}", file.display()), e))?;
-    let c = sql::connect(url, Duration::from_secs(30)).await?;
+    let c = sql::connect_retrying(url, Duration::from_secs(30), sql::INIT_CONNECT_RETRY_FOR).await?;
     tokio::time::timeout(RUN_FILE_WAIT, c.batch_execute(&text))
         .await
         .map_err(|_| Error::Timeout { what: format!("{} to run", file.display()), after_ms: RUN_FILE_WAIT.as_millis() as u64 })?
