@@ -94,7 +94,8 @@ pub struct ClusterFigures {
 /// still be briefly unable to serve (a leader election): see readiness and `has_leader`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Quorum {
-    /// Members up (etcd), or nodes whose SQL write probe committed (CockroachDB).
+    /// Members that answered this round (etcd: `/v3/maintenance/status`; a paused member does
+    /// not), or nodes whose SQL write probe committed (CockroachDB).
     pub up: usize,
     /// Majority of members (etcd), or of a range's replicas (CockroachDB).
     pub needed: usize,
