@@ -40,28 +40,36 @@
   var PRIORITY = ["fault", "recovery", "quorum", "leader", "alert", "alert_resolved", "haproxy"];
   function rank(kind) { var i = PRIORITY.indexOf(kind); return i < 0 ? PRIORITY.length : i; }
 
-  // Markers closer than 2.5 % of the span to the previous one (a kill, HAProxy's DOWN, an
-  // alert per node, all within seconds) would write their labels over one another: every
-  // line is still drawn in its kind's colour, but the group carries one label — its most
-  // telling marker's (a fault before a recovery, quorum, leader, alerts, HAProxy), with how
-  // many more stand beside it ("kill 2 (+3)"). Each line's own words stay in its name and
-  // in the timeline. Returns the markers in time order, each with `show` (its label) or not.
+  // Where a kind's label stands on its line (`MARKER[kind].at`): labels of different kinds
+  // stand at different heights, so only markers that share a height can write over one
+  // another.
+  function slot(kind) { return (MARKER[kind] || MARKER.haproxy).at; }
+
+  // Markers closer than 2.5 % of the span to the previous one *at the same label height* (a
+  // kill and the restart just after it; HAProxy's DOWN for two nodes; an alert per node)
+  // would write their labels over one another: every line is still drawn in its kind's
+  // colour, but the group carries one label — its most telling marker's (a fault before a
+  // recovery, then quorum, leader, alerts, HAProxy), with how many more stand beside it
+  // ("kill 2 (+1)"). A marker at another height (quorum regained beside a restart) keeps its
+  // own label. Each line's own words stay in its name and in the timeline. Returns the
+  // markers in time order, each with `show` (its label) or not.
   function grouped(markers, width) {
     var gap = width * 0.025;
     var sorted = markers.slice().sort(function (a, b) { return a.at - b.at; });
     var groups = [];
+    var last = {};
     sorted.forEach(function (m) {
-      var g = groups[groups.length - 1];
-      if (g && m.at - g[g.length - 1].at <= gap) { g.push(m); } else { groups.push([m]); }
+      var g = last[slot(m.kind)];
+      if (g && m.at - g[g.length - 1].at <= gap) { g.push(m); } else { g = [m]; groups.push(g); last[slot(m.kind)] = g; }
     });
-    var out = [];
+    var lead = new Map();
     groups.forEach(function (g) {
-      var lead = g.reduce(function (best, m) { return rank(m.kind) < rank(best.kind) ? m : best; }, g[0]);
-      g.forEach(function (m) {
-        out.push({ kind: m.kind, at: m.at, label: m.label, show: m === lead ? m.label + (g.length > 1 ? " (+" + (g.length - 1) + ")" : "") : null });
-      });
+      var best = g.reduce(function (b, m) { return rank(m.kind) < rank(b.kind) ? m : b; }, g[0]);
+      lead.set(best, best.label + (g.length > 1 ? " (+" + (g.length - 1) + ")" : ""));
     });
-    return out;
+    return sorted.map(function (m) {
+      return { kind: m.kind, at: m.at, label: m.label, show: lead.has(m) ? lead.get(m) : null };
+    });
   }
 
   // ECharts options for one chart of `set`.
