@@ -7,7 +7,7 @@
 
 use super::model::{ExpectationResult, Prediction};
 use crate::watch::Writes;
-use crate::workload::{OpRecord, Outcome};
+use crate::workload::{OpDetail, OpRecord, Outcome};
 
 /// Operations started this soon after a fault still count for the old layout (they were in
 /// flight or queued when it struck), in ms.
@@ -33,8 +33,10 @@ pub fn check(p: &Prediction, ops: &[OpRecord]) -> ExpectationResult {
     let done = |o: &OpRecord| o.start_ms + o.latency_us / 1000;
     let window: Vec<&OpRecord> = ops.iter().filter(|o| done(o) >= from && done(o) < p.until_ms).collect();
     let ok = window.iter().filter(|o| o.outcome == Outcome::Ok).count();
+    // The bank's operations are transfers; tpcb's and a script's are transactions.
+    let noun = if ops.iter().all(|o| matches!(o.detail, OpDetail::Transfer(_))) { "transfer(s)" } else { "operation(s)" };
     let observed = format!(
-        "{ok} of {} transfer(s) that ended {:.1}–{:.1} s committed",
+        "{ok} of {} {noun} that ended {:.1}–{:.1} s committed",
         window.len(),
         from as f64 / 1000.0,
         p.until_ms as f64 / 1000.0
@@ -52,7 +54,7 @@ pub fn check(p: &Prediction, ops: &[OpRecord]) -> ExpectationResult {
 mod tests {
     use super::*;
     use crate::watch::LossPrediction;
-    use crate::workload::{OpDetail, Transfer};
+    use crate::workload::{ScriptOp, Transfer};
 
     fn op(start_ms: u64, outcome: Outcome) -> OpRecord {
         OpRecord {
@@ -89,6 +91,10 @@ mod tests {
         assert_eq!(r.observed, "0 of 1 transfer(s) that ended 1.5–5.0 s committed");
         let r = check(&prediction(Writes::Stop), &[op(3000, Outcome::Ok)]);
         assert!(!r.met);
+        // A script's operations are not transfers.
+        let mut script = op(3000, Outcome::Ok);
+        script.detail = OpDetail::Script(ScriptOp { transactions: 1, committed: 1 });
+        assert_eq!(check(&prediction(Writes::Continue), &[script]).observed, "1 of 1 operation(s) that ended 1.5–5.0 s committed");
     }
 
     #[test]
