@@ -47,7 +47,7 @@ pub(super) async fn drain(engine: &Cockroach, node: Member, others: &[Member], d
     if !ok && facts.drain_self_flag && format!("{err}{out}").contains("unknown flag") {
         // A build without `--self`: the node behind --host is drained without it.
         args.retain(|a| a != "--self");
-        (ok, out, err) = run_cli("cockroach", &bin, &args, &offline_env(), deadline.saturating_sub(start.elapsed())).await?;
+        (ok, out, err) = run_cli("cockroach", &bin, &args, &env, deadline.saturating_sub(start.elapsed())).await?;
     }
     if !ok {
         return Err(Error::engine("cockroach", format!("`cockroach {}` failed: {}", args.join(" "), last_lines(&err, &out))));

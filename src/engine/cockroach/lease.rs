@@ -147,18 +147,31 @@ async fn ask(facts: &Facts, m: &Member, table: &str, key: i64) -> std::result::R
 /// answer).
 pub async fn leaseholder(facts: &Facts, ask_of: &[Member], table: &str, key: i64) -> Result<u64> {
     check_table(table)?;
+    first_answer(ask_of, &format!("cannot find the leaseholder of {table} row {key}"), |m| ask(facts, m, table, key)).await
+}
+
+/// How long one member may take to answer a question of this module.
+const ASK_WAIT: Duration = Duration::from_secs(15);
+
+/// `question` put to each of `ask_of` in turn, each bounded by [`ASK_WAIT`], until one
+/// answers. A member that answered with an error ends it (every member would say the same);
+/// one that could not be asked hands the question to the next. Errors start with `failure`
+/// and name what each member said.
+async fn first_answer<'m, T, F, Fut>(ask_of: &'m [Member], failure: &str, question: F) -> Result<T>
+where
+    F: Fn(&'m Member) -> Fut,
+    Fut: std::future::Future<Output = std::result::Result<T, AskError>>,
+{
     let mut errors = Vec::new();
     for m in ask_of {
-        match tokio::time::timeout(Duration::from_secs(15), ask(facts, m, table, key)).await {
-            Ok(Ok(id)) => return Ok(id),
-            Ok(Err(AskError::Answered(e))) => {
-                return Err(Error::engine("cockroach", format!("cannot find the leaseholder of {table} row {key}: {e}")))
-            }
+        match tokio::time::timeout(ASK_WAIT, question(m)).await {
+            Ok(Ok(answer)) => return Ok(answer),
+            Ok(Err(AskError::Answered(e))) => return Err(Error::engine("cockroach", format!("{failure}: {e}"))),
             Ok(Err(AskError::Unreachable(e))) => errors.push(format!("node {}: {e}", m.id)),
-            Err(_) => errors.push(format!("node {}: no answer within 15 s", m.id)),
+            Err(_) => errors.push(format!("node {}: no answer within {} s", m.id, ASK_WAIT.as_secs())),
         }
     }
-    Err(Error::engine("cockroach", format!("cannot find the leaseholder of {table} row {key}: {}", errors.join("; "))))
+    Err(Error::engine("cockroach", format!("{failure}: {}", errors.join("; "))))
 }
 
 /// How often a drain that has not ended asks the ranges for their leases again
@@ -173,23 +186,16 @@ pub const RENEW_WHILE_DRAINING: Duration = Duration::from_secs(10);
 /// bounded by 15 s); returns how many ranges answered with a leaseholder. Errors: no member
 /// answered (each one's error named).
 pub async fn renew_invalid_leases(ask_of: &[Member]) -> Result<u64> {
-    let mut errors = Vec::new();
-    for m in ask_of {
-        let asked = async {
-            let client = sql::connect(&node_url(m), Duration::from_secs(10)).await?;
-            let rows = TypedSql::fixed("SELECT count(lease_holder) FROM crdb_internal.ranges", &[])
-                .fetch(&client, &[])
-                .await
-                .map_err(|e| Error::engine("cockroach", sql::describe(&e)))?;
-            Ok::<_, Error>(rows.first().map(|r| r.get::<_, i64>(0)).unwrap_or(0).max(0) as u64)
-        };
-        match tokio::time::timeout(Duration::from_secs(15), asked).await {
-            Ok(Ok(n)) => return Ok(n),
-            Ok(Err(e)) => errors.push(format!("node {}: {e}", m.id)),
-            Err(_) => errors.push(format!("node {}: no answer within 15 s", m.id)),
-        }
-    }
-    Err(Error::engine("cockroach", format!("cannot ask the ranges for their leases: {}", errors.join("; "))))
+    // Any failure hands the question to the next member.
+    first_answer(ask_of, "cannot ask the ranges for their leases", |m| async move {
+        let client = sql::connect(&node_url(m), Duration::from_secs(10)).await.map_err(AskError::Unreachable)?;
+        let rows = TypedSql::fixed("SELECT count(lease_holder) FROM crdb_internal.ranges", &[])
+            .fetch(&client, &[])
+            .await
+            .map_err(|e| AskError::Unreachable(Error::engine("cockroach", sql::describe(&e))))?;
+        Ok(rows.first().map(|r| r.get::<_, i64>(0)).unwrap_or(0).max(0) as u64)
+    })
+    .await
 }
 
 /// Asks the ranges for their leases through `others` every [`RENEW_WHILE_DRAINING`] until
